@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo quick test test-all bench clean
+
+setup: $(STAMP)
+	@bash scripts/ensure-data.sh
+
+# pip takes torch/torchvision from the machine's local wheel store when it has them.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/paramreuse study --out runs/demo
+
+quick: setup
+	$(VENV)/bin/paramreuse study --quick --out runs/quick
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m ''
+
+clean:
+	rm -rf runs .pytest_cache

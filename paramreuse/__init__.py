@@ -1,0 +1,30 @@
+"""paramreuse: which parameters of a trained CNN can be reused for a new task, and how much it helps."""
+
+__version__ = "0.1.0"
+
+from paramreuse.data import TaskData, load_task, parse_classes
+from paramreuse.errors import CheckpointError, DataError, ParamreuseError, SpecError
+from paramreuse.models import ModelInfo, build_model, load_checkpoint, save_checkpoint
+from paramreuse.runs import RunSpec, run_training
+from paramreuse.train import TrainConfig, evaluate, resolve_device, train
+
+__all__ = [
+    "CheckpointError",
+    "DataError",
+    "ModelInfo",
+    "ParamreuseError",
+    "RunSpec",
+    "SpecError",
+    "StudyConfig",
+    "TaskData",
+    "TrainConfig",
+    "build_model",
+    "evaluate",
+    "load_checkpoint",
+    "load_task",
+    "parse_classes",
+    "resolve_device",
+    "run_training",
+    "save_checkpoint",
+    "train",
+]

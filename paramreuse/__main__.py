@@ -1,0 +1,3 @@
+from paramreuse.cli import main
+
+main()

@@ -1,0 +1,72 @@
+"""Configuration as data: dataclasses filled from TOML, with unknown keys caught and corrected."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from paramreuse.errors import ParamreuseError
+
+T = TypeVar("T")
+
+
+class ConfigError(ParamreuseError):
+    """A configuration file or key that cannot be used."""
+
+
+def from_mapping(cls: type[T], mapping: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass ``cls`` from ``mapping``, recursing into nested dataclasses.
+
+    Unknown keys raise ConfigError naming the closest known key.
+    """
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where} must be a table of keys, got {type(mapping).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in mapping.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(fields)}"
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            values[key] = from_mapping(kind, value, f"{where}.{key}")
+        elif typing.get_origin(kind) is tuple and isinstance(value, list):
+            values[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        else:
+            values[key] = _checked(value, kind, f"{where}.{key}")
+    return cls(**values)
+
+
+def _checked(value: Any, kind: Any, where: str) -> Any:
+    """Reject a value of the wrong scalar type (an int is fine where a float is expected)."""
+    allowed = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, type(int | None)) else (kind,)
+    scalars = [k for k in allowed if k in (int, float, str, bool)]
+    if value is None and type(None) in allowed:
+        return value
+    if not scalars:
+        return value
+    ok = any(isinstance(value, k) and not (k is int and isinstance(value, bool)) for k in scalars)
+    if not ok and float in scalars and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        names = " or ".join(k.__name__ for k in scalars)
+        raise ConfigError(f"{where} must be {names}, got {value!r}")
+    return value
+
+
+def load_toml(cls: type[T], path: str | Path) -> T:
+    """Read a TOML file into dataclass ``cls``."""
+    path = Path(path)
+    try:
+        mapping = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return from_mapping(cls, mapping, str(path))

@@ -1,0 +1,99 @@
+"""Data sets by name, class selection and few-shot sampling.
+
+``--data`` names: ``fashion-mnist``, ``digits``, ``folder:PATH``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from paramreuse.data.sampling import carve, parse_classes, select_classes
+from paramreuse.data.sources import ImageSet, load_digits, load_fashion_mnist, load_folder, resize
+from paramreuse.errors import DataError
+
+DATA_NAMES = ("fashion-mnist", "digits", "folder:PATH")
+
+
+@dataclass(frozen=True, eq=False)
+class TaskData:
+    """Train (possibly few-shot), validation and test sets of one task, labels 0..C-1."""
+
+    name: str
+    classes: tuple[int, ...]
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return self.train.channels
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.train.size
+
+    def describe(self) -> dict:
+        return {
+            "data": self.name,
+            "classes": list(self.classes),
+            "class_names": list(self.train.class_names),
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": len(self.test),
+        }
+
+
+def load_split(name: str, split: str, data_dir: str | Path | None = None, size=None) -> ImageSet:
+    """All images of one split of the named data set, with the source's class ids."""
+    if name == "fashion-mnist":
+        data = load_fashion_mnist(split, data_dir)
+        return ImageSet(resize(data.x, size), data.y, data.class_names)
+    if name == "digits":
+        return load_digits(split, size or (28, 28))
+    if name.startswith("folder:"):
+        return load_folder(name.removeprefix("folder:"), split, size)
+    raise DataError(f"unknown data set {name!r}; use one of {', '.join(DATA_NAMES)}")
+
+
+def load_task(
+    name: str,
+    classes: str | tuple[int, ...] | None = None,
+    shots: int | None = None,
+    seed: int = 0,
+    limit_per_class: int | None = None,
+    val_per_class: int | None = None,
+    test_per_class: int | None = None,
+    data_dir: str | Path | None = None,
+    size: tuple[int, int] | None = None,
+) -> TaskData:
+    """Load a classification task: select classes, carve validation, sample shots.
+
+    Args:
+        name: data set name (see ``DATA_NAMES``).
+        classes: ``"0-4"``, ``"5,6,7"``, a tuple of class ids, or None for all.
+        shots: training images per class (few-shot); None keeps all (or ``limit_per_class``).
+        seed: drives the validation carve and the shot sample.
+        test_per_class: evaluate on at most this many test images per class (fixed subset).
+    """
+    if isinstance(classes, str) or classes is None:
+        classes = parse_classes(classes)
+    train_all = load_split(name, "train", data_dir, size)
+    test_all = load_split(name, "test", data_dir, size)
+    if classes is None:
+        classes = tuple(sorted(set(train_all.y.tolist())))
+    if len(classes) < 2:
+        raise DataError(f"a classification target needs at least 2 classes, got {list(classes)}; widen --classes")
+    train = select_classes(train_all, classes, name)
+    test = select_classes(test_all, classes, f"{name} (test split)")
+    train, val = carve(train, seed, shots, limit_per_class, val_per_class, where=name)
+    if test_per_class is not None:
+        test, _ = carve(test, 0, limit_per_class=test_per_class, val_per_class=0, where=f"{name} (test split)")
+    return TaskData(name, classes, train, val, test)
+
+
+__all__ = ["DATA_NAMES", "ImageSet", "TaskData", "load_split", "load_task", "parse_classes", "select_classes"]

@@ -1,0 +1,185 @@
+"""The one training loop: every stage (source, fine-tune, scratch, transfer) goes through it."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from paramreuse.data import ImageSet
+from paramreuse.tasks import CLASSIFICATION, Task
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One tick of long work; the CLI renders these, the library never imports rich."""
+
+    stage: str
+    completed: int
+    total: int
+    info: dict = field(default_factory=dict)
+
+
+Progress = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train.
+
+    ``lr_scale`` maps a parameter-name prefix to a multiplier of ``lr``; 0 freezes those
+    parameters (and keeps their batch-norm statistics fixed). The longest matching prefix wins.
+    ``min_steps`` raises the epoch count for tiny (few-shot) training sets.
+    """
+
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    optimizer: str = "adam"
+    schedule: str = "cosine"
+    min_steps: int = 0
+    lr_scale: tuple[tuple[str, float], ...] = ()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    epochs: int
+    steps: int
+    seconds: float
+    final_loss: float
+    val_metric: float | None
+    history: tuple[dict, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    from paramreuse.errors import ParamreuseError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParamreuseError("--device cuda asked for, but no CUDA device is available; use --device auto or cpu")
+    if name not in ("cpu", "cuda"):
+        raise ParamreuseError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def _scale_for(name: str, lr_scale: tuple[tuple[str, float], ...]) -> float:
+    matches = [(len(p), s) for p, s in lr_scale if name == p or name.startswith(p + ".") or p == ""]
+    return max(matches)[1] if matches else 1.0
+
+
+def param_groups(model: nn.Module, config: TrainConfig) -> tuple[list[dict], set[str]]:
+    """Optimiser groups by learning-rate scale, and the names of frozen parameters."""
+    groups: dict[float, list[nn.Parameter]] = {}
+    frozen = set()
+    for name, p in model.named_parameters():
+        scale = _scale_for(name, config.lr_scale)
+        if scale == 0:
+            p.requires_grad_(False)
+            frozen.add(name)
+        else:
+            p.requires_grad_(True)
+            groups.setdefault(scale, []).append(p)
+    return [{"params": ps, "lr": config.lr * s} for s, ps in groups.items()], frozen
+
+
+def _hold_frozen_norms(model: nn.Module, frozen: set[str]) -> None:
+    """Put normalisation layers whose parameters are all frozen into eval mode."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            own = [f"{name}.{p}" for p, _ in module.named_parameters(recurse=False)]
+            if own and all(p in frozen for p in own):
+                module.eval()
+
+
+def _optimizer(groups: list[dict], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; use adam or sgd")
+
+
+def train(
+    model: nn.Module,
+    data: ImageSet,
+    config: TrainConfig,
+    seed: int = 0,
+    val: ImageSet | None = None,
+    task: Task = CLASSIFICATION,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+    stage: str = "train",
+) -> TrainResult:
+    """Train ``model`` in place on ``data`` and return what happened."""
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    model.to(device)
+    groups, frozen = param_groups(model, config)
+    if not groups:
+        raise ValueError("every parameter is frozen; nothing to train")
+    opt = _optimizer(groups, config)
+    steps_per_epoch = math.ceil(len(data) / config.batch_size)
+    epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
+    total = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total) if config.schedule == "cosine" else None
+    g = torch.Generator().manual_seed(seed)
+    history, step, start, loss_sum = [], 0, time.perf_counter(), 0.0
+    for epoch in range(epochs):
+        model.train()
+        _hold_frozen_norms(model, frozen)
+        order = torch.randperm(len(data), generator=g)
+        loss_sum, seen = 0.0, 0
+        for i in range(0, len(data), config.batch_size):
+            idx = order[i : i + config.batch_size]
+            x, y = data.x[idx].to(device), data.y[idx].to(device)
+            loss = task.loss(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            loss_sum += loss.item() * len(idx)
+            seen += len(idx)
+            step += 1
+            if progress is not None:
+                progress(ProgressEvent(stage, step, total, {"epoch": epoch + 1, "loss": loss.item()}))
+        record = {"epoch": epoch + 1, "loss": loss_sum / seen}
+        history.append(record)
+    val_metric = evaluate(model, val, task, device) if val is not None and len(val) else None
+    return TrainResult(
+        epochs=epochs,
+        steps=step,
+        seconds=time.perf_counter() - start,
+        final_loss=history[-1]["loss"],
+        val_metric=val_metric,
+        history=tuple(history),
+    )
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: ImageSet, device: torch.device | str = "cpu", batch_size: int = 512) -> torch.Tensor:
+    """Model outputs for every image, on the CPU."""
+    model.eval().to(device)
+    return torch.cat([model(data.x[i : i + batch_size].to(device)).cpu() for i in range(0, len(data), batch_size)])
+
+
+def evaluate(
+    model: nn.Module, data: ImageSet, task: Task = CLASSIFICATION, device: torch.device | str = "cpu"
+) -> float:
+    """The task metric of ``model`` on ``data``."""
+    outputs = predict(model, data, device)
+    metric = task.metric(int(outputs.shape[1]))
+    return float(metric(outputs, data.y))

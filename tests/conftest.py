@@ -1,0 +1,54 @@
+"""Shared fixtures: a tiny Fashion-MNIST-shaped data set written as IDX files, tiny models."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TINY_ARCH = "builtin:cnn?width=4"
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(payload))
+    else:
+        path.write_bytes(payload)
+    return path
+
+
+def class_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """28x28 images whose bright stripe position encodes the class, plus noise: learnable in a few steps."""
+    images = rng.integers(0, 60, size=(len(labels), 28, 28))
+    for i, c in enumerate(labels):
+        images[i, 2 * c + 4 : 2 * c + 7, 4:24] = 230
+    return images
+
+
+def make_fake_fashion_mnist(folder: Path, train_per_class: int = 60, test_per_class: int = 20) -> Path:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n, compress in (("train", train_per_class, True), ("t10k", test_per_class, False)):
+        labels = np.repeat(np.arange(10), n)
+        rng.shuffle(labels)
+        write_idx(folder / f"{split}-images-idx3-ubyte", class_images(labels, rng), compress)
+        write_idx(folder / f"{split}-labels-idx1-ubyte", labels, compress)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def fake_fmnist_dir(tmp_path_factory) -> Path:
+    return make_fake_fashion_mnist(tmp_path_factory.mktemp("fmnist"))
+
+
+@pytest.fixture
+def fake_fmnist(fake_fmnist_dir, monkeypatch) -> Path:
+    """Point PARAMREUSE_DATA at the tiny data set for the duration of a test."""
+    monkeypatch.setenv("PARAMREUSE_DATA", str(fake_fmnist_dir))
+    return fake_fmnist_dir
