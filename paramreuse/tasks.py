@@ -23,6 +23,12 @@ class Task:
             return F.cross_entropy(outputs, targets)
         raise NotImplementedError(self.name)
 
+    def scores(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-sample scores whose mean is the metric (for paired bootstrap CIs and early stopping)."""
+        if self.name == "classification":
+            return (outputs.argmax(1) == targets).to(torch.float64)
+        raise NotImplementedError(self.name)
+
     def metric(self, num_classes: int) -> torchmetrics.Metric:
         if self.name == "classification":
             return torchmetrics.classification.MulticlassAccuracy(num_classes=num_classes, average="micro")

@@ -52,3 +52,33 @@ def fake_fmnist(fake_fmnist_dir, monkeypatch) -> Path:
     """Point PARAMREUSE_DATA at the tiny data set for the duration of a test."""
     monkeypatch.setenv("PARAMREUSE_DATA", str(fake_fmnist_dir))
     return fake_fmnist_dir
+
+
+def synthetic_set(n: int, seed: int = 0, num_classes: int = 5):
+    """An in-memory ImageSet of the stripe images, labels 0..num_classes-1."""
+    import torch
+
+    from paramreuse.data import ImageSet
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, size=n)
+    x = torch.from_numpy(class_images(labels, rng).astype(np.float32)).unsqueeze(1) / 127.5 - 1
+    return ImageSet(x, torch.from_numpy(labels.astype(np.int64)), tuple(str(c) for c in range(num_classes)))
+
+
+@pytest.fixture(scope="session")
+def trained_pair():
+    """Tiny CNNs S and T trained on the stripe task from different seeds (independent lineage)."""
+    import torch
+
+    from paramreuse.models import build_model
+    from paramreuse.train import TrainConfig, train
+
+    data = synthetic_set(300, seed=1)
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model(TINY_ARCH, 1, 5)
+        train(model, data, TrainConfig(epochs=10, batch_size=32, lr=1e-2), seed=seed)
+        models.append(model.eval())
+    return models[0], models[1]

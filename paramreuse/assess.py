@@ -1,0 +1,77 @@
+"""Assess one (S, T) pair: compare kernels (J3), sweep replacements (J1, J2), judge, persist.
+
+Each result file is written as soon as it exists: ``comparison.json``, ``replacement.json``
+(the sweep resumes from ``replacement.rows.jsonl`` when interrupted) and ``plan.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from paramreuse.compare import Comparison, compare_models
+from paramreuse.data import TaskData
+from paramreuse.judge import Plan, Thresholds, judge, parameter_type_findings
+from paramreuse.models.heads import head_module_name
+from paramreuse.replace import Sweep, SweepConfig, replacement_sweep
+from paramreuse.results import prepare_out_dir, write_json
+from paramreuse.train import Progress
+
+COMPARISON_FILE, REPLACEMENT_FILE, PLAN_FILE = "comparison.json", "replacement.json", "plan.json"
+ROWS_LOG = "replacement.rows.jsonl"
+PROBE_SIZE = 256  # target images used for activation matching
+
+
+@dataclass(frozen=True, eq=False)
+class Assessment:
+    comparison: Comparison
+    sweep: Sweep | None
+    plan: Plan | None
+
+
+def compare_pair(
+    source: nn.Module, target: nn.Module, data: TaskData | None, out: Path, align: str = "auto",
+    lineage: str | None = None, seed: int = 0, file: str = COMPARISON_FILE, key: str = "",
+) -> Comparison:  # fmt: skip
+    """J3 for one pair, written to ``out/file`` (with ``key`` as its fingerprint)."""
+    probe = data.val.x[:PROBE_SIZE] if data is not None else None
+    comparison = compare_models(source, target, align=align, data=probe, lineage=lineage, seed=seed)
+    write_json(prepare_out_dir(out) / file, comparison.to_dict() | {"fingerprint": key})
+    return comparison
+
+
+def assess(
+    source: nn.Module,
+    target: nn.Module,
+    data: TaskData,
+    out: str | Path,
+    align: str = "auto",
+    lineage: str | None = None,
+    sweep_config: SweepConfig = SweepConfig(),
+    thresholds: Thresholds = Thresholds(),
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+    with_plan: bool = True,
+    key: str = "",
+) -> Assessment:
+    """Compare, sweep (S aligned to T when the pair is independent) and judge; persist each step.
+
+    ``key`` is stored as the ``fingerprint`` of every file written, for callers that resume.
+    """
+    out = prepare_out_dir(out)
+    comparison = compare_pair(source, target, data, out, align, lineage, sweep_config.seed, key=key)
+    sweep = replacement_sweep(
+        comparison.aligned_source, target, data.val, data.train, sweep_config, device=device,
+        progress=progress, log_path=out / ROWS_LOG,
+    )  # fmt: skip
+    findings = parameter_type_findings(sweep)
+    extra = {"findings": findings, "lineage": comparison.lineage, "fingerprint": key}
+    write_json(out / REPLACEMENT_FILE, sweep.to_dict() | extra)
+    if not with_plan:
+        return Assessment(comparison, sweep, None)
+    plan = judge(sweep, comparison, head_module_name(target), thresholds)
+    write_json(out / PLAN_FILE, plan.to_dict() | {"fingerprint": key})
+    return Assessment(comparison, sweep, plan)

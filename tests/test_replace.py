@@ -1,0 +1,107 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from paramreuse.data import ImageSet
+from paramreuse.models import build_model
+from paramreuse.replace import SweepConfig, drop_ci, replacement_sweep, row_specs, sweep_units
+from paramreuse.train import evaluate
+from tests.conftest import TINY_ARCH, synthetic_set
+
+FAST = dict(bootstrap=200, batch_size=100)
+
+
+def test_rows_cover_units_groups_depths_and_network(trained_pair):
+    s, t = trained_pair
+    units = sweep_units(s, t)
+    assert [u.name for u in units][-1] == "fc.0"  # the head is never swept
+    specs = row_specs(units, SweepConfig())
+    assert sum(r.kind == "cumulative" for r in specs) == len(units) == 7
+    assert {r.params for r in specs if r.layer == "features.0.0"} == {
+        "conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.stats", "unit", "units 1..1"
+    }  # fmt: skip
+    network = [r for r in specs if r.kind == "network"]
+    assert len(network) == 2 and all(k.endswith("weight") and "fc" not in k for k in network[0].keys)
+
+
+def test_replacing_with_identical_values_changes_nothing(trained_pair):
+    _, t = trained_pair
+    val = synthetic_set(200, seed=2)
+    sweep = replacement_sweep(copy.deepcopy(t), t, val, val, SweepConfig(adaptive=False, **FAST))
+    assert sweep.baseline == pytest.approx(evaluate(t, val))
+    for row in sweep.rows:
+        if not row.recalibrated:
+            assert row.drop == 0.0 and row.value == sweep.baseline and row.ci == (0.0, 0.0), row
+
+
+def test_baseline_matches_torchmetrics_accuracy(trained_pair):
+    s, t = trained_pair
+    val = synthetic_set(150, seed=3)
+    sweep = replacement_sweep(s, t, val, None, SweepConfig(params=("unit",), adaptive=False, **FAST))
+    assert sweep.baseline == pytest.approx(evaluate(t, val), abs=1e-6)
+
+
+@pytest.mark.parametrize("spec,size", [(TINY_ARCH, 28), ("torchvision:resnet18", 32)])
+def test_cached_and_naive_paths_agree(spec, size):
+    torch.manual_seed(0)
+    s, t = build_model(spec, 1, 5), build_model(spec, 1, 5)
+    for m in (s, t):  # move BN statistics off their defaults so every group matters
+        m.train()
+        with torch.no_grad():
+            m(torch.randn(16, 1, size, size))
+    x = torch.randn(24, 1, size, size)
+    val = ImageSet(x, torch.randint(0, 5, (24,)), tuple("abcde"))
+    params = ("conv.weight", "bn.stats", "unit") if spec == TINY_ARCH else ("unit",)
+    runs = [
+        replacement_sweep(s, t, val, val, SweepConfig(params=params, cached=c, adaptive=False, bootstrap=100, batch_size=8))
+        for c in (False, True)
+    ]
+    assert runs[0].mode == "naive" and runs[1].mode == "cached"
+    assert [r.id for r in runs[0].rows] == [r.id for r in runs[1].rows]
+    for a, b in zip(runs[0].rows, runs[1].rows):
+        assert abs(a.value - b.value) <= 1e-6 and abs(a.drop - b.drop) <= 1e-6, (a.id, a.value, b.value)
+
+
+def test_adaptive_verdicts_equal_full_verdicts(trained_pair):
+    s, t = trained_pair
+    val = synthetic_set(2000, seed=4)
+    config = dict(tolerance=0.02, bootstrap=100, batch_size=100)
+    full = replacement_sweep(s, t, val, val, SweepConfig(adaptive=False, **config))
+    fast = replacement_sweep(s, t, val, val, SweepConfig(adaptive=True, **config))
+    assert any(r.stopped_early for r in fast.rows)  # the fixture exercises early stopping
+    assert {r.drop <= 0.02 for r in full.rows} == {True, False}  # and has both verdicts
+    for a, b in zip(full.rows, fast.rows):
+        assert (a.drop <= 0.02) == (b.drop <= 0.02), (a.id, a.drop, b.drop)
+
+
+def test_interrupted_sweep_resumes_without_recomputing(trained_pair, tmp_path):
+    s, t = trained_pair
+    val = synthetic_set(200, seed=5)
+    config = SweepConfig(adaptive=False, **FAST)
+    log = tmp_path / "replacement.rows.jsonl"
+
+    def stop_after_five(event):
+        if event.completed == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        replacement_sweep(s, t, val, val, config, progress=stop_after_five, log_path=log)
+    assert len(log.read_text().splitlines()) == 1 + 5
+    events = []
+    resumed = replacement_sweep(s, t, val, val, config, progress=events.append, log_path=log)
+    complete = replacement_sweep(s, t, val, val, config)
+    assert resumed.resumed_rows == 5 and events[-1].total == len(complete.rows) - 5
+    assert [r.to_dict() for r in resumed.rows] == [r.to_dict() for r in complete.rows]
+    assert not log.exists()
+
+
+def test_drop_ci_matches_a_numpy_bootstrap():
+    rng = np.random.default_rng(0)
+    diffs = torch.from_numpy(rng.choice([-1.0, 0.0, 1.0], p=[0.1, 0.6, 0.3], size=500))
+    lo, hi = drop_ci(diffs, 2000, seed=0)
+    means = diffs.numpy()[rng.integers(0, 500, size=(4000, 500))].mean(1)
+    ref_lo, ref_hi = np.percentile(means, [2.5, 97.5])
+    assert lo == pytest.approx(ref_lo, abs=0.01) and hi == pytest.approx(ref_hi, abs=0.01)
+    assert lo < float(diffs.mean()) < hi
