@@ -6,6 +6,7 @@ from paramreuse.data import TaskData, load_task, parse_classes
 from paramreuse.errors import CheckpointError, DataError, ParamreuseError, SpecError
 from paramreuse.models import ModelInfo, build_model, load_checkpoint, save_checkpoint
 from paramreuse.runs import RunSpec, run_training
+from paramreuse.study import StudyConfig, run_study
 from paramreuse.train import TrainConfig, evaluate, resolve_device, train
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "load_task",
     "parse_classes",
     "resolve_device",
+    "run_study",
     "run_training",
     "save_checkpoint",
     "train",

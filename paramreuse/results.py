@@ -26,14 +26,22 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def prepare_out_dir(path: str | Path) -> Path:
+    """Create the output folder and prove it is writable before any work starts."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        raise ParamreuseError(f"cannot write to {path} ({exc.strerror}); choose a writable --out folder") from None
+    return path
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise ParamreuseError(f"cannot write to {path.parent} ({exc.strerror}); choose a writable --out folder") from None
+    prepare_out_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(_clean(obj), f, indent=2)

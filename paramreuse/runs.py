@@ -25,7 +25,7 @@ from paramreuse.models import (
     load_state_dict_checked,
     save_checkpoint,
 )
-from paramreuse.results import fingerprint, load_if_current, write_json
+from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
 from paramreuse.tasks import CLASSIFICATION
 from paramreuse.train import Progress, TrainConfig, evaluate, train
 
@@ -71,11 +71,12 @@ class RunSpec:
     seed: int = 0
     init: str | None = None
     keep_head: bool = False
+    init_seed: int | None = None  # seeds the fresh parameters; default: ``seed``
 
     def key(self, data: TaskData, upstream: str = "") -> str:
         return fingerprint(
             {"arch": self.arch, "config": self.config.to_dict(), "seed": self.seed, "init": self.init,
-             "keep_head": self.keep_head, "data": data.describe(), "upstream": upstream}
+             "keep_head": self.keep_head, "init_seed": self.init_seed, "data": data.describe(), "upstream": upstream}
         )  # fmt: skip
 
 
@@ -89,13 +90,13 @@ def run_training(
     upstream: str = "",
 ) -> tuple[nn.Module, dict]:
     """Train (or resume) one model; returns the model and the content of ``train.json``."""
-    out = Path(out)
+    out = prepare_out_dir(out)
     key = spec.key(data, upstream)
     done = load_if_current(out / TRAIN_FILE, key)
     if done is not None and (out / MODEL_FILE).is_file():
         model, _ = load_checkpoint(out / MODEL_FILE)
         return model, done | {"resumed": True}
-    torch.manual_seed(spec.seed)  # the fresh parameters (and a fresh head) depend on the seed only
+    torch.manual_seed(spec.seed if spec.init_seed is None else spec.init_seed)
     model = build_model(spec.arch, data.channels, data.num_classes)
     if spec.init:
         init_from_checkpoint(model, spec.init, spec.keep_head)

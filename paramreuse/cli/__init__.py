@@ -1,0 +1,31 @@
+"""The ``paramreuse`` command line: one module per verb, all calling the library."""
+
+import typer
+
+from paramreuse.cli.compare import compare_command
+from paramreuse.cli.plan import plan_command
+from paramreuse.cli.replace import replace_command
+from paramreuse.cli.report import report_command
+from paramreuse.cli.study import study_command
+from paramreuse.cli.train import train_command
+
+app = typer.Typer(
+    name="paramreuse",
+    help="Which parameters of a trained CNN can be reused for your task, how sure that is, and how much it helps.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("study")(study_command)
+app.command("train")(train_command)
+app.command("compare")(compare_command)
+app.command("replace")(replace_command)
+app.command("plan")(plan_command)
+app.command("report")(report_command)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,140 @@
+"""What every verb shares: options, clean errors (exit 2), output formats, the progress bar."""
+
+from __future__ import annotations
+
+import functools
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Callable
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from paramreuse.errors import ParamreuseError
+from paramreuse.train import ProgressEvent
+
+err = Console(stderr=True)
+out_console = Console()
+
+
+class Format(str, Enum):
+    human = "human"
+    json = "json"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for results (created if missing).")]
+FormatOpt = Annotated[Format, typer.Option("--format", help="human: tables; json: machine-readable result on stdout.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for sampling, initialisation and training order.")]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="auto uses CUDA when present, else the CPU.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Folder with the Fashion-MNIST IDX files (else $PARAMREUSE_DATA).")
+]
+
+
+def clean_errors(fn: Callable) -> Callable:
+    """Turn bad-input errors into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ParamreuseError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; finished stages are on disk and a re-run resumes from them")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+class ProgressBar:
+    """A rich progress bar fed by the library's ProgressEvent callbacks, one row per stage."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.progress = Progress(
+            TextColumn("{task.description:<10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not enabled,
+        )
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> "ProgressBar":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.stage not in self.tasks:
+            self.tasks[event.stage] = self.progress.add_task(event.stage, total=event.total, info="")
+        info = "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in event.info.items())
+        self.progress.update(self.tasks[event.stage], completed=event.completed, total=event.total, info=info)
+
+
+def emit(result: dict, fmt: Format, human: Callable[[Console], None], quiet: bool = False) -> None:
+    """Print ``result`` as JSON, or call ``human`` to render it, unless quiet."""
+    if fmt is Format.json:
+        print(json.dumps(result, indent=2, default=str))
+    elif not quiet:
+        human(out_console)
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="left" if i == 0 else "right")
+    for row in rows:
+        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    return t
+
+
+ArchOpt = Annotated[
+    str | None, typer.Option("--arch", help="Architecture of plain state-dict checkpoints (paramreuse files record it).")
+]
+AlignOpt = Annotated[
+    str, typer.Option("--align", help="auto: align independent pairs by weight matching; none|weights|activations.")
+]
+LineageOpt = Annotated[
+    str | None, typer.Option("--lineage", help="State the pair's lineage (finetuned|independent) instead of detecting it.")
+]
+ClassesOpt = Annotated[str | None, typer.Option("--classes", help="Target classes, e.g. 5-9 or 5,6,7 (default: all).")]
+ShotsOpt = Annotated[int | None, typer.Option("--shots", help="Target training images per class (BN recalibration data).")]
+
+
+def load_models(source: Path, target: Path, arch: str | None):
+    """Load S and T; ``--arch`` applies to plain state dicts (and confirms a recorded py: spec)."""
+    from paramreuse.models import load_checkpoint, read_info
+
+    models = []
+    for path in (source, target):
+        recorded = read_info(path) if path.suffix == ".safetensors" and path.is_file() else None
+        models.append(load_checkpoint(path, arch=None if recorded and arch is None else arch)[0].eval())
+    return models[0], models[1]
+
+
+def layer_table(comparison: dict) -> Table:
+    rows = [
+        [r["name"], r["kind"], "x".join(map(str, r["shape"])), r["rmse_raw"], r["rmse"], r["rmse_normalized"],
+         r["rmse_null"], r["null_position"]]
+        for r in comparison["layers"]
+    ]  # fmt: skip
+    columns = ["unit", "kind", "shape", "rmse_raw", "rmse", "rmse_normalized", "rmse_null", "rmse/null"]
+    return table(f"Kernel distances (lineage {comparison['lineage']}, alignment {comparison['alignment']['method']})", columns, rows)

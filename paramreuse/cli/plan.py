@@ -1,0 +1,78 @@
+"""``paramreuse plan SOURCE TARGET --data NAME``: J1, J2, J3 and the reuse plan."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from paramreuse.assess import PLAN_FILE, assess
+from paramreuse.cli.common import (
+    AlignOpt, ArchOpt, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, LineageOpt, OutOpt,
+    ProgressBar, QuietOpt, SeedOpt, ShotsOpt, clean_errors, emit, load_models, table,
+)  # fmt: skip
+from paramreuse.cli.replace import ParamsOpt, sweep_config
+from paramreuse.data import load_task
+from paramreuse.judge import Thresholds
+from paramreuse.replace import PARAM_GROUPS
+from paramreuse.train import resolve_device
+
+DEFAULTS = Thresholds()
+
+
+@clean_errors
+def plan_command(
+    source: Annotated[Path, typer.Argument(help="Checkpoint of S.")],
+    target: Annotated[Path, typer.Argument(help="Checkpoint of T (same architecture).")],
+    data: Annotated[str, typer.Option("--data", help="Target data: its validation split is the evaluation set.")],
+    classes: ClassesOpt = None,
+    shots: ShotsOpt = None,
+    network_tolerance: Annotated[float, typer.Option(help="J1: largest drop for which the network counts as reusable.")] = DEFAULTS.network_tolerance,
+    layer_tolerance: Annotated[float, typer.Option(help="J2: largest drop for which a unit counts as reusable.")] = DEFAULTS.layer_tolerance,
+    rmse_position: Annotated[float, typer.Option(help="J3: largest rmse/rmse_null for which a unit's kernel counts as reusable.")] = DEFAULTS.rmse_position,
+    params: ParamsOpt = ",".join(PARAM_GROUPS),
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Naive sweep engine.")] = False,
+    align: AlignOpt = "auto",
+    lineage: LineageOpt = None,
+    arch: ArchOpt = None,
+    out: OutOpt = Path("runs/plan"),
+    fmt: FormatOpt = Format.human,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = Device.auto,
+    data_dir: DataDirOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Judge the network (J1), each unit by replacement (J2) and by kernel RMSE (J3), and write a reuse plan.
+
+    Per unit: reuse-frozen, reuse-finetuned or reinit, with the reason. The thresholds used are
+    printed and stored in plan.json; each can be overridden.
+    """
+    thresholds = Thresholds(network_tolerance, layer_tolerance, rmse_position)
+    config = sweep_config(params, False, no_cache, False, layer_tolerance, seed)
+    s, t = load_models(source, target, arch)
+    task = load_task(data, classes, shots, seed=seed, data_dir=data_dir)
+    with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
+        result = assess(s, t, task, out, align, lineage, config, thresholds, resolve_device(device.value), bar)
+    plan = result.plan.to_dict()
+    emit(plan, fmt, lambda console: print_plan(console, plan, out))
+
+
+def print_plan(console, plan: dict, out: Path | None = None) -> None:
+    th = plan["thresholds"]
+    verdict = "REUSABLE" if plan["network_reusable"] else "NOT reusable"
+    console.print(
+        f"J1 network {verdict}: all conv kernels of S in T give {plan['metric']} {plan['network_value']:.4f} "
+        f"(drop {plan['network_drop']:+.4f}, {plan['network_variant']}) vs baseline {plan['baseline']:.4f}; "
+        f"threshold drop <= {th['network_tolerance']}"
+    )
+    rows = [
+        [l["name"], "-" if l["drop"] is None else l["drop"], "-" if l["null_position"] is None else l["null_position"],
+         "yes" if l["reusable_by_replacement"] else "no", "yes" if l["reusable_by_rmse"] else "no", l["decision"]]
+        for l in plan["layers"]
+    ]  # fmt: skip
+    title = (f"Reuse plan (lineage {plan['lineage']}, reusable depth {plan['reusable_depth']}; "
+             f"J2 drop <= {th['layer_tolerance']}, J3 rmse/null <= {th['rmse_position']})")  # fmt: skip
+    console.print(table(title, ["unit", "drop", "rmse/null", "J2", "J3", "decision"], rows))
+    if out is not None:
+        console.print(f"written: {out / PLAN_FILE}")

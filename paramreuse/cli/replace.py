@@ -1,0 +1,79 @@
+"""``paramreuse replace SOURCE TARGET --data NAME``: replacement sweeps (J1, J2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from paramreuse.assess import REPLACEMENT_FILE, assess
+from paramreuse.cli.common import (
+    AlignOpt, ArchOpt, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, LineageOpt, OutOpt,
+    ProgressBar, QuietOpt, SeedOpt, ShotsOpt, clean_errors, emit, load_models, table,
+)  # fmt: skip
+from paramreuse.data import load_task
+from paramreuse.errors import ParamreuseError
+from paramreuse.replace import PARAM_GROUPS, SweepConfig
+from paramreuse.train import resolve_device
+
+ParamsOpt = Annotated[
+    str, typer.Option("--params", help=f"Comma-separated parameter groups to sweep per unit: {', '.join(PARAM_GROUPS)}.")
+]
+ToleranceOpt = Annotated[float, typer.Option("--tolerance", help="Drop (metric units) that separates reusable rows; early stopping uses it.")]
+
+
+def sweep_config(params: str, recalibrate_bn: bool, no_cache: bool, no_adaptive: bool, tolerance: float, seed: int) -> SweepConfig:
+    groups = tuple(p.strip() for p in params.split(",") if p.strip())
+    unknown = [p for p in groups if p not in PARAM_GROUPS]
+    if unknown or not groups:
+        raise ParamreuseError(f"unknown parameter group {', '.join(unknown) or '(none)'}; use {', '.join(PARAM_GROUPS)}")
+    return SweepConfig(groups, recalibrate_bn, not no_cache, not no_adaptive, tolerance, seed=seed)
+
+
+@clean_errors
+def replace_command(
+    source: Annotated[Path, typer.Argument(help="Checkpoint of S.")],
+    target: Annotated[Path, typer.Argument(help="Checkpoint of T (same architecture).")],
+    data: Annotated[str, typer.Option("--data", help="Target data: its validation split is the evaluation set.")],
+    classes: ClassesOpt = None,
+    shots: ShotsOpt = None,
+    params: ParamsOpt = ",".join(PARAM_GROUPS),
+    recalibrate_bn: Annotated[bool, typer.Option("--recalibrate-bn", help="Re-estimate BN statistics on target training data in every row.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Naive engine: a full forward pass per row.")] = False,
+    no_adaptive: Annotated[bool, typer.Option("--no-adaptive", help="Evaluate every row on the whole evaluation set.")] = False,
+    tolerance: ToleranceOpt = 0.02,
+    align: AlignOpt = "auto",
+    lineage: LineageOpt = None,
+    arch: ArchOpt = None,
+    out: OutOpt = Path("runs/replace"),
+    fmt: FormatOpt = Format.human,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = Device.auto,
+    data_dir: DataDirOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Put S's values into T, unit by unit and group by group, and measure the drop of T's metric.
+
+    Also the cumulative rows (units 1..k together) and all conv kernels at once (J1), with T's BN
+    kept and re-estimated. Each row has a 95% bootstrap CI. Writes replacement.json; an
+    interrupted sweep resumes from --out.
+    """
+    config = sweep_config(params, recalibrate_bn, no_cache, no_adaptive, tolerance, seed)
+    s, t = load_models(source, target, arch)
+    task = load_task(data, classes, shots, seed=seed, data_dir=data_dir)
+    with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
+        result = assess(s, t, task, out, align, lineage, config, device=resolve_device(device.value), progress=bar, with_plan=False)
+    sweep = result.sweep.to_dict()
+    emit(sweep, fmt, lambda console: print_sweep(console, sweep, out))
+
+
+def print_sweep(console, sweep: dict, out: Path) -> None:
+    fmt_ci = lambda r: f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]"  # noqa: E731
+    rows = [[r["layer"], r["params"], r["value"], r["drop"], fmt_ci(r), r["n"]] for r in sweep["rows"]]
+    rows += [[r["layer"], r["params"], r["value"], r["drop"], fmt_ci(r), r["n"]] for r in sweep["cumulative"]]
+    rows += [["all conv", k, r["value"], r["drop"], fmt_ci(r), r["n"]] for k, r in sweep["network"].items()]
+    title = f"Replacement of T's values by S's: baseline {sweep['metric']} {sweep['baseline']:.4f}"
+    console.print(table(title, ["unit", "params", "value", "drop", "95% CI of drop", "n"], rows))
+    timing = sweep["timing"]
+    console.print(f"engine {timing['mode']}, adaptive {timing['adaptive']}, {timing['seconds']:.1f} s; written: {out / REPLACEMENT_FILE}")

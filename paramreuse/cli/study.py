@@ -1,0 +1,67 @@
+"""``paramreuse study``: the main job, end to end, resumable."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from paramreuse.cli.common import (
+    DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar, QuietOpt, clean_errors, emit, table,
+)  # fmt: skip
+from paramreuse.cli.plan import print_plan
+from paramreuse.config import load_toml
+from paramreuse.results import read_json
+from paramreuse.report.html import MODEL_LABELS
+from paramreuse.study import StudyConfig, quick, run_study
+from paramreuse.train import resolve_device
+
+
+@clean_errors
+def study_command(
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file with StudyConfig keys (see README).")] = None,
+    quick_run: Annotated[bool, typer.Option("--quick", help="Shrink every stage: a smoke run in about a minute.")] = False,
+    out: OutOpt = Path("runs/study"),
+    fmt: FormatOpt = Format.human,
+    seed: Annotated[int | None, typer.Option("--seed", help="Override the config's seed.")] = None,
+    device: DeviceOpt = Device.auto,
+    data_dir: DataDirOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train S on the source classes, make T (fine-tuned), T_scratch and T_full on the target, compare their kernels.
+
+    Default: Fashion-MNIST classes 0-4 as source, classes 5-9 with 10 shots per class as target,
+    builtin CNN. Re-running with the same --out skips finished stages.
+    """
+    cfg = load_toml(StudyConfig, config) if config else StudyConfig()
+    if seed is not None:
+        cfg = dataclasses.replace(cfg, seed=seed)
+    if data_dir is not None:
+        cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
+    if quick_run:
+        cfg = quick(cfg)
+    dev = resolve_device(device.value)
+    with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
+        results = run_study(cfg, out, dev, bar)
+    emit(results, fmt, lambda console: summary(console, results, out))
+
+
+def summary(console, results: dict, out: Path) -> None:
+    metric = results["metric"]
+    rows = [[MODEL_LABELS[n], m["evaluated_on"], m["test_metric"]] for n, m in results["models"].items()]
+    console.print(table("Models", ["model", "evaluated on", f"test {metric}"], rows))
+    comparisons = results["comparisons"]
+    layer_rows = [
+        [row["name"], *(comparisons[k]["layers"][i]["rmse_raw"] for k in comparisons), row["rmse_null"]]
+        for i, row in enumerate(comparisons["target"]["layers"])
+    ]
+    lineages = ", ".join(f"{k}: {c['lineage']}" for k, c in comparisons.items())
+    console.print(table(f"Raw kernel RMSE to S per unit (lineage {lineages})",
+                        ["unit", *(f"S vs {k}" for k in comparisons), "null"], layer_rows))  # fmt: skip
+    print_plan(console, read_json(out / results["plan"]["file"]))
+    findings = results["replacement"]["findings"]
+    console.print(table("Companion paper's parameter-type findings on this pair",
+                        ["finding", "holds"], [[f["finding"], "yes" if f["holds"] else "no"] for f in findings]))  # fmt: skip
+    console.print(f"results: {out / 'results.json'}   report: {out / 'report.html'}")

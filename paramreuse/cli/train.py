@@ -1,0 +1,56 @@
+"""``paramreuse train``: train one model (optionally from a checkpoint) and save it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from paramreuse.cli.common import (
+    DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar, QuietOpt, SeedOpt, clean_errors, emit, table,
+)  # fmt: skip
+from paramreuse.data import load_task
+from paramreuse.runs import RunSpec, run_training
+from paramreuse.train import TrainConfig, resolve_device
+
+
+@clean_errors
+def train_command(
+    arch: Annotated[str, typer.Option(help="Architecture spec: builtin:cnn, torchvision:resnet18, timm:NAME, smp:Unet/resnet18, py:FILE.py:FACTORY.")] = "builtin:cnn",
+    data: Annotated[str, typer.Option(help="Data set: fashion-mnist, digits or folder:PATH.")] = "fashion-mnist",
+    classes: Annotated[str | None, typer.Option(help="Classes to use, e.g. 0-4 or 5,6,7 (default: all); relabelled 0..C-1.")] = None,
+    shots: Annotated[int | None, typer.Option(help="Training images per class (few-shot); default: all.")] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 5,
+    min_steps: Annotated[int, typer.Option(help="At least this many optimiser steps (more epochs on tiny sets).")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 128,
+    lr: Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule).")] = 1e-3,
+    init: Annotated[Path | None, typer.Option(help="Start from this checkpoint; its head is replaced by a fresh one.")] = None,
+    keep_head: Annotated[bool, typer.Option(help="With --init, keep the checkpoint's head too.")] = False,
+    limit_per_class: Annotated[int | None, typer.Option(help="Use at most this many training images per class.")] = None,
+    out: OutOpt = Path("runs/train"),
+    fmt: FormatOpt = Format.human,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = Device.auto,
+    data_dir: DataDirOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a model and write model.safetensors (architecture and task inside) and train.json to --out.
+
+    Example: paramreuse train --arch builtin:cnn --data fashion-mnist --classes 0-4 --epochs 3 --out runs/S
+    """
+    dev = resolve_device(device.value)
+    task = load_task(data, classes, shots, seed=seed, limit_per_class=limit_per_class, data_dir=data_dir)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_steps=min_steps)
+    spec = RunSpec(arch, config, seed, init=str(init) if init else None, keep_head=keep_head)
+    with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
+        _, record = run_training(spec, task, out, dev, bar, "train")
+
+    def human(console) -> None:
+        status = "resumed from" if record["resumed"] else "saved to"
+        rows = [["val " + record["metric"], record["val_metric"]], ["test " + record["metric"], record["test_metric"]],
+                ["seconds", record["training"]["seconds"]]]  # fmt: skip
+        console.print(table(f"{arch} on {data} classes {record['data']['classes']}", ["", "value"], rows))
+        console.print(f"model {status} {record['model']}")
+
+    emit(record, fmt, human, quiet)

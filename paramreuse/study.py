@@ -1,0 +1,182 @@
+"""The main job: train S, make T, T_scratch and T_full, compare them, write results and a report.
+
+Each stage persists its result as it completes; running the study again loads finished
+stages (same configuration fingerprint) instead of recomputing them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from paramreuse.assess import COMPARISON_FILE, PLAN_FILE, REPLACEMENT_FILE, assess, compare_pair
+from paramreuse.data import TaskData, load_task
+from paramreuse.judge import Thresholds
+from paramreuse.replace import SweepConfig
+from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
+from paramreuse.runs import MODEL_FILE, RunSpec, environment, run_training
+from paramreuse.train import Progress, TrainConfig
+
+RESULTS_FILE = "results.json"
+SCRATCH_INIT_OFFSET = 10_000
+PAIR_FILES = {"target": COMPARISON_FILE, "full": "comparison-full.json", "scratch": "comparison-scratch.json"}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """One side of the study: data set, classes, and how much of it to use."""
+
+    data: str = "fashion-mnist"
+    classes: str = "0-4"
+    shots: int | None = None
+    limit_per_class: int | None = None
+
+
+@dataclass(frozen=True)
+class StudyTraining:
+    """Training settings per stage: S on the source, few-shot T and T_scratch, and T_full."""
+
+    source: TrainConfig = TrainConfig(epochs=4, batch_size=128, lr=2e-3)
+    fewshot: TrainConfig = TrainConfig(epochs=1, batch_size=16, lr=1e-2, optimizer="sgd", min_steps=150)
+    full: TrainConfig = TrainConfig(epochs=3, batch_size=128, lr=1e-3)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """The default: Fashion-MNIST classes 0-4 as source, classes 5-9 with 10 shots as target."""
+
+    arch: str = "builtin:cnn"
+    seed: int = 0
+    source: DataConfig = DataConfig(classes="0-4")
+    target: DataConfig = DataConfig(classes="5-9", shots=10)
+    full_limit_per_class: int | None = None
+    test_per_class: int | None = None
+    data_dir: str | None = None
+    align: str = "auto"
+    training: StudyTraining = field(default_factory=StudyTraining)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def quick(config: StudyConfig) -> StudyConfig:
+    """A shrunk study: fewer source and full-target images, shorter training, a smaller test set."""
+    fewshot = dataclasses.replace(config.training.fewshot, min_steps=min(config.training.fewshot.min_steps, 80))
+    return dataclasses.replace(
+        config,
+        source=dataclasses.replace(config.source, limit_per_class=config.source.limit_per_class or 1000),
+        full_limit_per_class=config.full_limit_per_class or 1000,
+        test_per_class=config.test_per_class or 400,
+        training=StudyTraining(
+            source=dataclasses.replace(config.training.source, epochs=min(config.training.source.epochs, 3)),
+            fewshot=fewshot,
+            full=dataclasses.replace(config.training.full, epochs=min(config.training.full.epochs, 2)),
+        ),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class StudyData:
+    source: TaskData
+    target: TaskData
+    target_full: TaskData
+
+
+def load_study_data(config: StudyConfig) -> StudyData:
+    common = {"seed": config.seed, "test_per_class": config.test_per_class, "data_dir": config.data_dir}
+    src, tgt = config.source, config.target
+    source = load_task(src.data, src.classes, src.shots, limit_per_class=src.limit_per_class, **common)
+    target = load_task(tgt.data, tgt.classes, tgt.shots, limit_per_class=tgt.limit_per_class, **common)
+    full = load_task(tgt.data, tgt.classes, None, limit_per_class=config.full_limit_per_class, **common)
+    return StudyData(source, target, full)
+
+
+def run_study(
+    config: StudyConfig,
+    out: str | Path,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> dict:
+    """Run (or resume) the whole study in ``out``; returns the content of ``results.json``."""
+    from paramreuse.report import render_report
+
+    out = prepare_out_dir(out)
+    start = time.perf_counter()
+    data = load_study_data(config)
+    tr = config.training
+    source_spec = RunSpec(config.arch, tr.source, config.seed)
+    source_model, source_rec = run_training(source_spec, data.source, out / "source", device, progress, "source")
+    s_path, upstream = str(out / "source" / MODEL_FILE), source_rec["fingerprint"]
+    stages = {
+        "target": (RunSpec(config.arch, tr.fewshot, config.seed, init=s_path), data.target),
+        # A fresh initialisation of its own: T_scratch and S are an independent pair.
+        "scratch": (RunSpec(config.arch, tr.fewshot, config.seed, init_seed=config.seed + SCRATCH_INIT_OFFSET), data.target),
+        "full": (RunSpec(config.arch, tr.full, config.seed, init=s_path), data.target_full),
+    }
+    models, records = {"source": source_model}, {"source": source_rec}
+    for name, (spec, task_data) in stages.items():
+        models[name], records[name] = run_training(spec, task_data, out / name, device, progress, name, upstream)
+    key = fingerprint({"models": [r["fingerprint"] for r in records.values()], "config": config.to_dict()})
+    files = _assess_study(models, data, config, out, key, device, progress)
+    comparisons = {
+        name: {"file": file, "lineage": files[file]["lineage"], "layers": files[file]["layers"]}
+        for name, file in PAIR_FILES.items()
+    }
+    plan, sweep = files[PLAN_FILE], files[REPLACEMENT_FILE]
+    results = {
+        "config": config.to_dict(),
+        "metric": source_rec["metric"],
+        "data": {name: d.describe() for name, d in vars(data).items()},
+        "models": {
+            name: {
+                "path": str(out / name / MODEL_FILE),
+                "test_metric": rec["test_metric"],
+                "val_metric": rec["val_metric"],
+                "evaluated_on": "source test" if name == "source" else "target test",
+                "train_seconds": rec["training"]["seconds"],
+                "resumed": rec["resumed"],
+            }
+            for name, rec in records.items()
+        },
+        "comparisons": comparisons,
+        "replacement": {
+            "file": REPLACEMENT_FILE,
+            "baseline": sweep["baseline"],
+            "network": sweep["network"],
+            "seconds": sweep["timing"]["seconds"],
+            "findings": sweep["findings"],
+        },
+        "plan": {
+            "file": PLAN_FILE,
+            "network_reusable": plan["network_reusable"],
+            "network_drop": plan["network_drop"],
+            "reusable_depth": plan["reusable_depth"],
+            "thresholds": plan["thresholds"],
+            "decisions": {layer["name"]: layer["decision"] for layer in plan["layers"]},
+        },
+        "environment": environment(device),
+        "seconds": time.perf_counter() - start,
+    }
+    write_json(out / RESULTS_FILE, results)
+    render_report(out)
+    return results
+
+
+def _assess_study(models: dict, data: StudyData, config: StudyConfig, out: Path, key: str, device, progress) -> dict:
+    """Compare S with T, T_full, T_scratch; sweep and judge S vs T. Loads the files when current."""
+    names = [*PAIR_FILES.values(), REPLACEMENT_FILE, PLAN_FILE]
+    stored = {name: load_if_current(out / name, key) for name in names}
+    if all(v is not None for v in stored.values()):
+        return stored
+    sweep_config = dataclasses.replace(config.sweep, seed=config.seed)
+    assess(models["source"], models["target"], data.target, out, config.align, None, sweep_config,
+           config.thresholds, device, progress, key=key)  # fmt: skip
+    for name in ("full", "scratch"):
+        compare_pair(models["source"], models[name], data.target, out, config.align, None, config.seed, PAIR_FILES[name], key)
+    return {name: load_if_current(out / name, key) for name in names}

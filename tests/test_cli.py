@@ -1,0 +1,132 @@
+"""The command line through typer's CliRunner, on the tiny data set and tiny models."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from paramreuse.cli import app
+from paramreuse.models import ModelInfo, build_model, save_checkpoint
+from tests.conftest import TINY_ARCH
+
+runner = CliRunner()
+TRAIN = ["train", "--arch", TINY_ARCH, "--classes", "0-4", "--shots", "5", "--epochs", "1", "--device", "cpu"]
+
+
+def test_help_teaches_every_verb():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for verb in ("study", "train", "report"):
+        assert verb in result.output
+    for verb in ("study", "train", "report"):
+        assert "--format" in runner.invoke(app, [verb, "--help"]).output
+
+
+def test_train_writes_files_and_json_matches(fake_fmnist, tmp_path):
+    result = runner.invoke(app, [*TRAIN, "--out", str(tmp_path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    stored = json.loads((tmp_path / "train.json").read_text())
+    assert printed["test_metric"] == stored["test_metric"]
+    assert printed["fingerprint"] == stored["fingerprint"]
+    assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_train_human_summary(fake_fmnist, tmp_path):
+    result = runner.invoke(app, [*TRAIN, "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0 and result.stdout == ""
+    result = runner.invoke(app, [*TRAIN, "--out", str(tmp_path)])
+    assert "test accuracy" in result.stdout and "resumed from" in result.stdout
+
+
+def _bad_init(tmp_path):
+    path = tmp_path / "wide.safetensors"
+    model = build_model("builtin:cnn?width=8", 1, 5)
+    save_checkpoint(path, model, ModelInfo(arch="builtin:cnn?width=8", in_channels=1, num_classes=5))
+    return ["--init", str(path)]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--data", "mnist"], "unknown data set 'mnist'"),
+        (["--arch", "keras:vgg"], "unknown architecture kind 'keras'"),
+        (["--classes", "0-4,11"], "class 11 not present"),
+        (["--shots", "500"], "asked for 500 shots per class"),
+        (["--classes", "2"], "at least 2 classes"),
+        (_bad_init, "does not fit the architecture: shape mismatch features.0.0.weight"),
+        (["--init", "missing.safetensors"], "missing.safetensors does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(fake_fmnist, tmp_path, args, message):
+    args = args(tmp_path) if callable(args) else args
+    result = runner.invoke(app, [*TRAIN, *args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_unwritable_output_folder(fake_fmnist, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = runner.invoke(app, [*TRAIN, "--out", str(blocker / "run")])
+    assert result.exit_code == 2
+    assert "choose a writable --out folder" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, fake_fmnist_dir):
+    folder = tmp_path_factory.mktemp("pair")
+    common = ["--arch", TINY_ARCH, "--epochs", "2", "--device", "cpu", "--quiet", "--data-dir", str(fake_fmnist_dir)]
+    assert runner.invoke(app, ["train", *common, "--classes", "0-4", "--out", str(folder / "S")]).exit_code == 0
+    s = folder / "S" / "model.safetensors"
+    args = ["train", *common, "--classes", "5-9", "--shots", "5", "--init", str(s), "--out", str(folder / "T")]
+    assert runner.invoke(app, args).exit_code == 0
+    return s, folder / "T" / "model.safetensors", fake_fmnist_dir
+
+
+@pytest.mark.parametrize("verb,file", [("compare", "comparison.json"), ("replace", "replacement.json"), ("plan", "plan.json")])
+def test_pair_verbs_print_what_they_write(pair, tmp_path, verb, file):
+    s, t, data_dir = pair
+    data = [] if verb == "compare" else ["--data", "fashion-mnist", "--classes", "5-9", "--shots", "5"]
+    result = runner.invoke(app, [verb, str(s), str(t), *data, "--data-dir", str(data_dir), "--out", str(tmp_path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    printed, stored = json.loads(result.stdout), json.loads((tmp_path / file).read_text())
+    assert printed == {k: v for k, v in stored.items() if k in printed} and len(printed) >= len(stored) - 3
+    if verb == "compare":
+        assert printed["lineage"] == "finetuned" and printed["alignment"]["method"] == "none"
+
+
+def test_plan_prints_its_thresholds(pair, tmp_path):
+    s, t, data_dir = pair
+    args = ["plan", str(s), str(t), "--data", "fashion-mnist", "--classes", "5-9", "--shots", "5",
+            "--data-dir", str(data_dir), "--out", str(tmp_path), "--layer-tolerance", "0.05"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())  # rich wraps long lines
+    assert "J2 drop <= 0.05" in text and "threshold drop <= 0.02" in text
+    assert json.loads((tmp_path / "plan.json").read_text())["thresholds"]["layer_tolerance"] == 0.05
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--params", "conv.weight,gamma"], "unknown parameter group gamma"),
+        (["--align", "magic"], "unknown alignment 'magic'"),
+        (["--classes", "0-2"], "source and target do not pair"),
+    ],
+)
+def test_replace_bad_input(pair, tmp_path, args, message):
+    s, t, data_dir = pair
+    base = ["replace", str(s), str(t), "--data", "fashion-mnist", "--classes", "5-9", "--data-dir", str(data_dir)]
+    if args[0] == "--classes":
+        small = tmp_path / "small"
+        assert runner.invoke(app, ["train", "--arch", TINY_ARCH, "--classes", "0-2", "--epochs", "1", "--quiet",
+                                   "--data-dir", str(data_dir), "--out", str(small)]).exit_code == 0  # fmt: skip
+        base = ["replace", str(s), str(small / "model.safetensors"), "--data", "fashion-mnist", "--classes", "0-2",
+                "--data-dir", str(data_dir)]  # fmt: skip
+        args = []
+    result = runner.invoke(app, [*base, *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -1,0 +1,100 @@
+"""The main job end to end on the tiny data set, through the CLI."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from paramreuse.cli import app
+from tests.conftest import TINY_ARCH
+
+runner = CliRunner()
+TINY_STUDY = f"""
+arch = "{TINY_ARCH}"
+[source]
+classes = "0-4"
+[target]
+classes = "5-9"
+shots = 5
+[training.source]
+epochs = 3
+batch_size = 32
+lr = 0.01
+[training.fewshot]
+min_steps = 10
+[training.full]
+epochs = 1
+batch_size = 32
+[sweep]
+params = ["conv.weight", "bn.stats", "unit"]
+bootstrap = 100
+"""
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory, fake_fmnist_dir):
+    folder = tmp_path_factory.mktemp("study")
+    config = folder / "tiny.toml"
+    config.write_text(TINY_STUDY)
+    args = ["study", "--config", str(config), "--out", str(folder / "run"), "--device", "cpu",
+            "--data-dir", str(fake_fmnist_dir)]  # fmt: skip
+    first = runner.invoke(app, [*args, "--format", "json"])
+    assert first.exit_code == 0, first.output
+    return folder / "run", args, first
+
+
+def test_study_writes_every_result(study_run):
+    run, _, first = study_run
+    results = json.loads((run / "results.json").read_text())
+    assert json.loads(first.stdout) == results
+    assert set(results["models"]) == {"source", "target", "scratch", "full"}
+    for name, model in results["models"].items():
+        assert 0.0 <= model["test_metric"] <= 1.0
+        assert (run / name / "model.safetensors").is_file() and (run / name / "train.json").is_file()
+    for file in ("comparison.json", "comparison-full.json", "comparison-scratch.json", "replacement.json", "plan.json"):
+        assert (run / file).is_file(), file
+    assert (run / "report.html").read_text().count("<img") >= 2
+    layers = results["comparisons"]["target"]["layers"]
+    assert [layer["name"] for layer in layers][:2] == ["features.0.0", "features.1.0"]
+    assert {"rmse_raw", "rmse", "rmse_normalized", "rmse_null"} <= set(layers[0])
+
+
+def test_study_lineages(study_run):
+    results = json.loads((study_run[0] / "results.json").read_text())
+    lineages = {name: c["lineage"] for name, c in results["comparisons"].items()}
+    assert lineages == {"target": "finetuned", "full": "finetuned", "scratch": "independent"}
+
+
+def test_plan_follows_the_contract(study_run):
+    plan = json.loads((study_run[0] / "plan.json").read_text())
+    assert {"network_reusable", "network_value", "thresholds", "layers"} <= set(plan)
+    assert all({"name", "reusable_by_replacement", "reusable_by_rmse", "decision"} <= set(layer) for layer in plan["layers"])
+    assert plan["layers"][-1] == plan["layers"][-1] | {"name": "head", "decision": "reinit"}
+    replacement = json.loads((study_run[0] / "replacement.json").read_text())
+    assert {"metric", "baseline", "rows", "cumulative", "timing"} <= set(replacement)
+    assert all({"layer", "params", "value", "drop", "ci"} <= set(row) for row in replacement["rows"])
+
+
+def test_rerun_skips_finished_stages(study_run):
+    run, args, _ = study_run
+    stamps = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.suffix in (".safetensors", ".json") and p.name != "results.json"}
+    again = runner.invoke(app, [*args, "--quiet"])
+    assert again.exit_code == 0, again.output
+    results = json.loads((run / "results.json").read_text())
+    assert all(model["resumed"] for model in results["models"].values())
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_report_rerenders_from_files(study_run):
+    run = study_run[0]
+    (run / "report.html").unlink()
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 0 and (run / "report.html").is_file()
+
+
+def test_study_bad_config_key(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("[target]\nshot = 3\n")
+    result = runner.invoke(app, ["study", "--config", str(config), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "unknown key 'shot'; did you mean 'shots'?" in result.stderr
