@@ -14,9 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from scipy import stats
 from torch import nn
 
 from paramreuse.data import ImageSet
@@ -24,6 +22,7 @@ from paramreuse.engine import Evaluator, StopRule, Variant
 from paramreuse.layers import Unit, pair_units
 from paramreuse.models.heads import head_module_name
 from paramreuse.results import fingerprint
+from paramreuse.stats import mean_ci
 from paramreuse.tasks import CLASSIFICATION, Task
 from paramreuse.train import Progress, ProgressEvent
 
@@ -140,18 +139,6 @@ def row_specs(units: tuple[Unit, ...], config: SweepConfig) -> list[RowSpec]:
     return rows
 
 
-def drop_ci(diffs: torch.Tensor, n_resamples: int, seed: int) -> tuple[float, float]:
-    """95% percentile-bootstrap CI of the mean paired difference (scipy.stats.bootstrap)."""
-    d = diffs.numpy()
-    if len(d) < 2 or np.all(d == d[0]):
-        return float(d.mean()), float(d.mean())
-    res = stats.bootstrap(
-        (d,), np.mean, n_resamples=n_resamples, confidence_level=0.95, method="percentile",
-        random_state=np.random.default_rng(seed), vectorized=True,
-    )  # fmt: skip
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
 def _batches(data: ImageSet, size: int, seed: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
     # A fixed random order: an early stop then sees a random sample of the evaluation set.
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
@@ -232,7 +219,7 @@ def replacement_sweep(
         spec, n = todo[i], len(result.scores)
         diffs = baseline_scores[:n] - result.scores
         log.add(Row(spec.id, spec.kind, spec.layer, spec.params, float(result.scores.mean()), float(diffs.mean()),
-                    drop_ci(diffs, config.bootstrap, config.seed), n, result.stopped_early, spec.recalibrate, spec.depth))  # fmt: skip
+                    mean_ci(diffs, config.bootstrap, config.seed), n, result.stopped_early, spec.recalibrate, spec.depth))  # fmt: skip
         if progress is not None:
             progress(ProgressEvent("replace", done, len(todo), {"row": f"{spec.layer} {spec.params}"}))
     rows = tuple(log.done[s.id] for s in specs)

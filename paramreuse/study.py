@@ -19,7 +19,9 @@ from paramreuse.judge import Thresholds
 from paramreuse.replace import SweepConfig
 from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
 from paramreuse.runs import MODEL_FILE, RunSpec, environment, run_training
-from paramreuse.train import Progress, TrainConfig
+from paramreuse.stats import mean_ci
+from paramreuse.tasks import CLASSIFICATION
+from paramreuse.train import Progress, TrainConfig, predict
 
 RESULTS_FILE = "results.json"
 SCRATCH_INIT_OFFSET = 10_000
@@ -129,6 +131,8 @@ def run_study(
         for name, file in PAIR_FILES.items()
     }
     plan, sweep = files[PLAN_FILE], files[REPLACEMENT_FILE]
+    gains = {f"{a}_vs_{b}": paired_gain(models[a], models[b], data.target, device, config.seed)
+             for a, b in (("target", "scratch"), ("full", "scratch"))}  # fmt: skip
     results = {
         "config": config.to_dict(),
         "metric": source_rec["metric"],
@@ -144,6 +148,7 @@ def run_study(
             }
             for name, rec in records.items()
         },
+        "gains": gains,
         "comparisons": comparisons,
         "replacement": {
             "file": REPLACEMENT_FILE,
@@ -166,6 +171,14 @@ def run_study(
     write_json(out / RESULTS_FILE, results)
     render_report(out)
     return results
+
+
+def paired_gain(a: torch.nn.Module, b: torch.nn.Module, data: TaskData, device, seed: int) -> dict:
+    """Metric of ``a`` minus metric of ``b`` on the target test set, with a paired bootstrap CI."""
+    scores = [CLASSIFICATION.scores(predict(m, data.test, device), data.test.y) for m in (a, b)]
+    diffs = scores[0] - scores[1]
+    return {"mean": float(diffs.mean()), "ci": mean_ci(diffs, seed=seed), "n": len(diffs),
+            "ci_over": "target test images (paired bootstrap); seed-to-seed spread needs several study seeds"}  # fmt: skip
 
 
 def _assess_study(models: dict, data: StudyData, config: StudyConfig, out: Path, key: str, device, progress) -> dict:

@@ -1,12 +1,11 @@
 import copy
 
-import numpy as np
 import pytest
 import torch
 
 from paramreuse.data import ImageSet
 from paramreuse.models import build_model
-from paramreuse.replace import SweepConfig, drop_ci, replacement_sweep, row_specs, sweep_units
+from paramreuse.replace import SweepConfig, replacement_sweep, row_specs, sweep_units
 from paramreuse.train import evaluate
 from tests.conftest import TINY_ARCH, synthetic_set
 
@@ -95,13 +94,3 @@ def test_interrupted_sweep_resumes_without_recomputing(trained_pair, tmp_path):
     assert resumed.resumed_rows == 5 and events[-1].total == len(complete.rows) - 5
     assert [r.to_dict() for r in resumed.rows] == [r.to_dict() for r in complete.rows]
     assert not log.exists()
-
-
-def test_drop_ci_matches_a_numpy_bootstrap():
-    rng = np.random.default_rng(0)
-    diffs = torch.from_numpy(rng.choice([-1.0, 0.0, 1.0], p=[0.1, 0.6, 0.3], size=500))
-    lo, hi = drop_ci(diffs, 2000, seed=0)
-    means = diffs.numpy()[rng.integers(0, 500, size=(4000, 500))].mean(1)
-    ref_lo, ref_hi = np.percentile(means, [2.5, 97.5])
-    assert lo == pytest.approx(ref_lo, abs=0.01) and hi == pytest.approx(ref_hi, abs=0.01)
-    assert lo < float(diffs.mean()) < hi

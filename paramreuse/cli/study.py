@@ -52,6 +52,9 @@ def summary(console, results: dict, out: Path) -> None:
     metric = results["metric"]
     rows = [[MODEL_LABELS[n], m["evaluated_on"], m["test_metric"]] for n, m in results["models"].items()]
     console.print(table("Models", ["model", "evaluated on", f"test {metric}"], rows))
+    gain = results["gains"]["target_vs_scratch"]
+    console.print(f"T - T_scratch: {gain['mean']:+.4f} {metric} (95% CI {gain['ci'][0]:+.4f} to {gain['ci'][1]:+.4f}, "
+                  f"paired bootstrap over {gain['n']} target test images)")  # fmt: skip
     comparisons = results["comparisons"]
     layer_rows = [
         [row["name"], *(comparisons[k]["layers"][i]["rmse_raw"] for k in comparisons), row["rmse_null"]]

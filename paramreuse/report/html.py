@@ -44,9 +44,15 @@ def render_report(run_dir: str | Path) -> Path:
     models, metric = results["models"], results["metric"]
     t, s = models["target"]["test_metric"], models["scratch"]["test_metric"]
     shots = results["config"]["target"]["shots"]
+    gain = results["gains"]["target_vs_scratch"]
+    plan = results["plan"]
+    reused = [name for name, d in plan["decisions"].items() if d != "reinit"]
     verdict = (
         f"Starting from S, {shots} shots per class reach {metric} {t:.3f} on the target test set, "
-        f"against {s:.3f} from scratch ({t - s:+.3f})."
+        f"against {s:.3f} from scratch ({gain['mean']:+.3f}, 95% CI {gain['ci'][0]:+.3f} to {gain['ci'][1]:+.3f}). "
+        f"The network is {'' if plan['network_reusable'] else 'not '}reusable as a whole (J1 drop "
+        f"{plan['network_drop']:+.3f}, threshold {plan['thresholds']['network_tolerance']}); the plan reuses "
+        f"{len(reused)} of {len(plan['decisions'])} units."
     )
     model_rows = [[MODEL_LABELS.get(n, n), m["evaluated_on"], m["test_metric"]] for n, m in models.items()]
     comparisons = results["comparisons"]
