@@ -18,11 +18,13 @@ class ConfigError(ParamreuseError):
     """A configuration file or key that cannot be used."""
 
 
-def from_mapping(cls: type[T], mapping: dict[str, Any], where: str = "config") -> T:
+def from_mapping(cls: type[T], mapping: dict[str, Any], where: str = "config", base: T | None = None) -> T:
     """Build dataclass ``cls`` from ``mapping``, recursing into nested dataclasses.
 
-    Unknown keys raise ConfigError naming the closest known key.
+    Keys not given keep their value in ``base`` (default: ``cls()``), so a nested table
+    overrides only what it names. Unknown keys raise ConfigError naming the closest known key.
     """
+    base = cls() if base is None else base
     if not isinstance(mapping, dict):
         raise ConfigError(f"{where} must be a table of keys, got {type(mapping).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -35,12 +37,12 @@ def from_mapping(cls: type[T], mapping: dict[str, Any], where: str = "config") -
             raise ConfigError(f"{where}: unknown key {key!r}{hint}")
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
-            values[key] = from_mapping(kind, value, f"{where}.{key}")
+            values[key] = from_mapping(kind, value, f"{where}.{key}", getattr(base, key))
         elif typing.get_origin(kind) is tuple and isinstance(value, list):
             values[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         else:
             values[key] = _checked(value, kind, f"{where}.{key}")
-    return cls(**values)
+    return dataclasses.replace(base, **values)
 
 
 def _checked(value: Any, kind: Any, where: str) -> Any:

@@ -8,8 +8,6 @@ the drop over evaluation samples (paired: the same samples for T and the variant
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ from paramreuse.data import ImageSet
 from paramreuse.engine import Evaluator, StopRule, Variant
 from paramreuse.layers import Unit, pair_units
 from paramreuse.models.heads import head_module_name
-from paramreuse.results import fingerprint
+from paramreuse.results import JsonlLog, fingerprint
 from paramreuse.stats import mean_ci
 from paramreuse.tasks import CLASSIFICATION, Task
 from paramreuse.train import Progress, ProgressEvent
@@ -146,43 +144,6 @@ def _batches(data: ImageSet, size: int, seed: int, device) -> list[tuple[torch.T
     return [(x[i : i + size].to(device), y[i : i + size].to(device)) for i in range(0, len(y), size)]
 
 
-class RowLog:
-    """Finished rows appended to a JSON-lines file as they complete, so a killed sweep resumes."""
-
-    def __init__(self, path: Path | None, key: str):
-        self.path, self.key, self.done = path, key, {}
-        if path is None:
-            return
-        if path.is_file():
-            lines = path.read_text().splitlines()
-            header = json.loads(lines[0]) if lines else {}
-            if header.get("fingerprint") == key:
-                for line in lines[1:]:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        break  # a line cut short by a kill: recompute from there
-                    self.done[row["id"]] = Row(**(row | {"ci": tuple(row["ci"])}))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w") as f:
-            f.write(json.dumps({"fingerprint": key}) + "\n")
-            for row in self.done.values():
-                f.write(json.dumps(row.to_dict()) + "\n")
-
-    def add(self, row: Row) -> None:
-        self.done[row.id] = row
-        if self.path is None:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(row.to_dict()) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def close(self) -> None:
-        if self.path is not None and self.path.exists():
-            self.path.unlink()
-
-
 def replacement_sweep(
     source: nn.Module,
     target: nn.Module,
@@ -207,7 +168,7 @@ def replacement_sweep(
     specs = row_specs(units, config)
     s_state = {k: v.detach() for k, v in source.state_dict().items()}
     key = fingerprint({"s": _digest(source), "t": _digest(target), "n": len(val), "config": config.to_dict()})
-    log = RowLog(Path(log_path) if log_path else None, key)
+    log = JsonlLog(log_path, key)
     todo = [s for s in specs if s.id not in log.done]
     calib = [] if calibration is None else [b for b, _ in _batches(_first(calibration, config.max_calibration), config.batch_size, config.seed, device)]
     batches = _batches(val, config.batch_size, config.seed, device)
@@ -218,11 +179,12 @@ def replacement_sweep(
     for done, (i, result) in enumerate(evaluator.evaluate_all(variants, rule), start=1):
         spec, n = todo[i], len(result.scores)
         diffs = baseline_scores[:n] - result.scores
-        log.add(Row(spec.id, spec.kind, spec.layer, spec.params, float(result.scores.mean()), float(diffs.mean()),
-                    mean_ci(diffs, config.bootstrap, config.seed), n, result.stopped_early, spec.recalibrate, spec.depth))  # fmt: skip
+        row = Row(spec.id, spec.kind, spec.layer, spec.params, float(result.scores.mean()), float(diffs.mean()),
+                  mean_ci(diffs, config.bootstrap, config.seed), n, result.stopped_early, spec.recalibrate, spec.depth)  # fmt: skip
+        log.add(row.to_dict())
         if progress is not None:
             progress(ProgressEvent("replace", done, len(todo), {"row": f"{spec.layer} {spec.params}"}))
-    rows = tuple(log.done[s.id] for s in specs)
+    rows = tuple(Row(**(log.done[s.id] | {"ci": tuple(log.done[s.id]["ci"])})) for s in specs)
     sweep = Sweep(
         task.metric_name, float(baseline_scores.mean()), rows, config, evaluator.mode,
         evaluator.cutter.fallback if evaluator.cutter else None, time.perf_counter() - start,

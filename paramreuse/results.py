@@ -81,3 +81,49 @@ def load_if_current(path: str | Path, key: str) -> dict | None:
     except json.JSONDecodeError:
         return None
     return stored if stored.get("fingerprint") == key else None
+
+
+class JsonlLog:
+    """Finished work items appended to a JSON-lines file as they complete, so killed work resumes.
+
+    The first line holds the fingerprint of the work; a file made for other work is started
+    anew, and a last line cut short by a kill is dropped.
+    """
+
+    def __init__(self, path: str | Path | None, key: str):
+        self.path = Path(path) if path is not None else None
+        self.done: dict[str, dict] = {}
+        if self.path is None:
+            return
+        if self.path.is_file():
+            lines = self.path.read_text().splitlines()
+            try:
+                header = json.loads(lines[0]) if lines else {}
+            except json.JSONDecodeError:
+                header = {}
+            if header.get("fingerprint") == key:
+                for line in lines[1:]:
+                    try:
+                        item = json.loads(line)
+                    except json.JSONDecodeError:
+                        break
+                    self.done[item["id"]] = item
+        prepare_out_dir(self.path.parent)
+        with self.path.open("w") as f:
+            f.write(json.dumps({"fingerprint": key}) + "\n")
+            f.writelines(json.dumps(item) + "\n" for item in self.done.values())
+
+    def add(self, item: dict) -> None:
+        """Record one finished item (it must carry an ``id``)."""
+        self.done[item["id"]] = item
+        if self.path is None:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(_clean(item)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def close(self) -> None:
+        """Remove the log once the work's result file is written."""
+        if self.path is not None and self.path.exists():
+            self.path.unlink()

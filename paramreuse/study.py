@@ -22,6 +22,8 @@ from paramreuse.runs import MODEL_FILE, RunSpec, environment, run_training
 from paramreuse.stats import mean_ci
 from paramreuse.tasks import CLASSIFICATION
 from paramreuse.train import Progress, TrainConfig, predict
+from paramreuse.transfer import plan_decisions
+from paramreuse.transfer_runs import FEWSHOT, TRANSFER_FILE, Source, TransferConfig, run_transfer
 
 RESULTS_FILE = "results.json"
 SCRATCH_INIT_OFFSET = 10_000
@@ -43,7 +45,7 @@ class StudyTraining:
     """Training settings per stage: S on the source, few-shot T and T_scratch, and T_full."""
 
     source: TrainConfig = TrainConfig(epochs=4, batch_size=128, lr=2e-3)
-    fewshot: TrainConfig = TrainConfig(epochs=1, batch_size=16, lr=1e-2, optimizer="sgd", min_steps=150)
+    fewshot: TrainConfig = FEWSHOT
     full: TrainConfig = TrainConfig(epochs=3, batch_size=128, lr=1e-3)
 
 
@@ -62,6 +64,7 @@ class StudyConfig:
     training: StudyTraining = field(default_factory=StudyTraining)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    transfer: TransferConfig = field(default_factory=lambda: TransferConfig(shots=(), seeds=5))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -75,6 +78,7 @@ def quick(config: StudyConfig) -> StudyConfig:
         source=dataclasses.replace(config.source, limit_per_class=config.source.limit_per_class or 1000),
         full_limit_per_class=config.full_limit_per_class or 1000,
         test_per_class=config.test_per_class or 400,
+        transfer=dataclasses.replace(config.transfer, seeds=min(config.transfer.seeds, 2)),
         training=StudyTraining(
             source=dataclasses.replace(config.training.source, epochs=min(config.training.source.epochs, 3)),
             fewshot=fewshot,
@@ -133,6 +137,7 @@ def run_study(
     plan, sweep = files[PLAN_FILE], files[REPLACEMENT_FILE]
     gains = {f"{a}_vs_{b}": paired_gain(models[a], models[b], data.target, device, config.seed)
              for a, b in (("target", "scratch"), ("full", "scratch"))}  # fmt: skip
+    transfer = _transfer_study(models["source"], plan, config, out, device, progress)
     results = {
         "config": config.to_dict(),
         "metric": source_rec["metric"],
@@ -165,6 +170,13 @@ def run_study(
             "thresholds": plan["thresholds"],
             "decisions": {layer["name"]: layer["decision"] for layer in plan["layers"]},
         },
+        "transfer": {
+            "file": f"transfer/{TRANSFER_FILE}",
+            "shots": transfer["headline_shots"],
+            "seeds": transfer["seeds"],
+            "strategies": {k: {"mean": v["mean"], "ci": v["ci"]} for k, v in transfer["strategies"].items()},
+            "significance": {k: {"p": v["p"], "test": v["test"]} for k, v in transfer["significance"].items()},
+        },
         "environment": environment(device),
         "seconds": time.perf_counter() - start,
     }
@@ -179,6 +191,16 @@ def paired_gain(a: torch.nn.Module, b: torch.nn.Module, data: TaskData, device, 
     diffs = scores[0] - scores[1]
     return {"mean": float(diffs.mean()), "ci": mean_ci(diffs, seed=seed), "n": len(diffs),
             "ci_over": "target test images (paired bootstrap); seed-to-seed spread needs several study seeds"}  # fmt: skip
+
+
+def _transfer_study(source: torch.nn.Module, plan: dict, config: StudyConfig, out: Path, device, progress) -> dict:
+    """The plan against the other strategies, on the study's target and shots (transfer/)."""
+    tgt = config.target
+    shots = config.transfer.shots or (tgt.shots,)
+    transfer_config = dataclasses.replace(config.transfer, shots=shots, test_per_class=config.test_per_class)
+    source_spec = Source(config.arch, {k: v.detach().cpu() for k, v in source.state_dict().items()})
+    return run_transfer(source_spec, plan_decisions(plan), tgt.data, tgt.classes, out / "transfer", transfer_config,
+                        device, progress, config.data_dir, headline=tgt.shots)  # fmt: skip
 
 
 def _assess_study(models: dict, data: StudyData, config: StudyConfig, out: Path, key: str, device, progress) -> dict:

@@ -122,8 +122,12 @@ def train(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
     stage: str = "train",
+    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place on ``data`` and return what happened."""
+    """Train ``model`` in place on ``data`` and return what happened.
+
+    ``penalty(model)``, when given, is added to the task loss at every step (e.g. L2-SP).
+    """
     device = torch.device(device)
     torch.manual_seed(seed)
     model.to(device)
@@ -146,6 +150,8 @@ def train(
             idx = order[i : i + config.batch_size]
             x, y = data.x[idx].to(device), data.y[idx].to(device)
             loss = task.loss(model(x), y)
+            if penalty is not None:
+                loss = loss + penalty(model)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

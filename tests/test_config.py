@@ -36,3 +36,11 @@ def test_bad_config(tmp_path, text, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_toml(StudyConfig, tmp_path / "nope.toml")
+
+
+def test_nested_table_keeps_the_parent_defaults(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[transfer]\nseeds = 2\n[training.fewshot]\nlr = 0.5\n")
+    config = load_toml(StudyConfig, path)
+    assert config.transfer.seeds == 2 and config.transfer.shots == StudyConfig().transfer.shots == ()
+    assert config.training.fewshot.lr == 0.5 and config.training.fewshot.min_steps == StudyConfig().training.fewshot.min_steps

@@ -28,6 +28,8 @@ batch_size = 32
 [sweep]
 params = ["conv.weight", "bn.stats", "unit"]
 bootstrap = 100
+[transfer]
+seeds = 2
 """
 
 
@@ -51,9 +53,13 @@ def test_study_writes_every_result(study_run):
     for name, model in results["models"].items():
         assert 0.0 <= model["test_metric"] <= 1.0
         assert (run / name / "model.safetensors").is_file() and (run / name / "train.json").is_file()
-    for file in ("comparison.json", "comparison-full.json", "comparison-scratch.json", "replacement.json", "plan.json"):
+    for file in ("comparison.json", "comparison-full.json", "comparison-scratch.json", "replacement.json", "plan.json",
+                 "transfer/transfer.json"):  # fmt: skip
         assert (run / file).is_file(), file
-    assert (run / "report.html").read_text().count("<img") >= 2
+    assert (run / "report.html").read_text().count("<img") >= 3
+    transfer = json.loads((run / "transfer" / "transfer.json").read_text())
+    assert transfer["shots"] == [5] and transfer["seeds"] == 2
+    assert results["transfer"]["strategies"]["plan"]["mean"] == transfer["strategies"]["plan"]["mean"]
     layers = results["comparisons"]["target"]["layers"]
     assert [layer["name"] for layer in layers][:2] == ["features.0.0", "features.1.0"]
     assert {"rmse_raw", "rmse", "rmse_normalized", "rmse_null"} <= set(layers[0])

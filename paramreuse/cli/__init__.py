@@ -8,6 +8,7 @@ from paramreuse.cli.replace import replace_command
 from paramreuse.cli.report import report_command
 from paramreuse.cli.study import study_command
 from paramreuse.cli.train import train_command
+from paramreuse.cli.transfer import transfer_command
 
 app = typer.Typer(
     name="paramreuse",
@@ -21,6 +22,7 @@ app.command("train")(train_command)
 app.command("compare")(compare_command)
 app.command("replace")(replace_command)
 app.command("plan")(plan_command)
+app.command("transfer")(transfer_command)
 app.command("report")(report_command)
 
 

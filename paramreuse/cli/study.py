@@ -12,6 +12,7 @@ from paramreuse.cli.common import (
     DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar, QuietOpt, clean_errors, emit, table,
 )  # fmt: skip
 from paramreuse.cli.plan import print_plan
+from paramreuse.cli.transfer import print_transfer
 from paramreuse.config import load_toml
 from paramreuse.results import read_json
 from paramreuse.report.html import MODEL_LABELS
@@ -67,4 +68,5 @@ def summary(console, results: dict, out: Path) -> None:
     findings = results["replacement"]["findings"]
     console.print(table("Companion paper's parameter-type findings on this pair",
                         ["finding", "holds"], [[f["finding"], "yes" if f["holds"] else "no"] for f in findings]))  # fmt: skip
+    print_transfer(console, read_json(out / results["transfer"]["file"]))
     console.print(f"results: {out / 'results.json'}   report: {out / 'report.html'}")

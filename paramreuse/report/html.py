@@ -45,6 +45,7 @@ def render_report(run_dir: str | Path) -> Path:
     t, s = models["target"]["test_metric"], models["scratch"]["test_metric"]
     shots = results["config"]["target"]["shots"]
     gain = results["gains"]["target_vs_scratch"]
+    transfer = read_json(out / results["transfer"]["file"])
     plan = results["plan"]
     reused = [name for name, d in plan["decisions"].items() if d != "reinit"]
     verdict = (
@@ -67,6 +68,11 @@ def render_report(run_dir: str | Path) -> Path:
         "<h2 id='rmse'>Kernel RMSE per unit</h2>"
         + _table(["unit"] + [f"raw RMSE S vs {k}" for k in comparisons] + ["null (random init)"], layer_rows),
         _figure(out, "rmse", plots.rmse_per_layer(comparisons), "kernel RMSE per unit"),
+        "<h2 id='transfer'>Transfer: the plan against the other strategies</h2>"
+        + _table(["strategy", f"mean {metric}", "95% CI over seeds"],
+                 [[n, e["mean"], f"{e['ci'][0]:.4f} to {e['ci'][1]:.4f}"] for n, e in transfer["strategies"].items()])
+        + _table(["test", "p"], [[k, "n/a" if v["p"] is None else f"{v['p']:.3g}"] for k, v in transfer["significance"].items()]),
+        _figure(out, "transfer", plots.transfer_strategies(transfer), "strategies x shots"),
         "<h2 id='environment'>Configuration and environment</h2><pre>"
         + html.escape(_pretty({"config": results["config"], "environment": results["environment"]}))
         + "</pre>",

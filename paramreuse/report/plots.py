@@ -52,3 +52,23 @@ def _png(fig) -> bytes:
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def transfer_strategies(doc: dict) -> bytes:
+    """Mean target metric per strategy and shots, with 95% CI error bars over seeds."""
+    fig, ax = plt.subplots(figsize=(8, 3.4), dpi=110)
+    shots = doc["shots"]
+    names = list(doc["strategies"])
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        entries = [doc["strategies"][name]["by_shots"][str(n)] for n in shots]
+        means = [e["mean"] for e in entries]
+        err = [[m - e["ci"][0] for m, e in zip(means, entries)], [e["ci"][1] - m for m, e in zip(means, entries)]]
+        ax.bar([j + i * width for j in range(len(shots))], means, width, yerr=err, capsize=2, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(shots))], [f"{n} shots" for n in shots])
+    ax.set_ylabel(f"target test {doc['metric']}")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Strategies on the target (95% CI over {doc['seeds']} seeds)")
+    ax.legend(fontsize=7, ncol=3, loc="lower right")
+    fig.tight_layout()
+    return _png(fig)

@@ -1,0 +1,81 @@
+"""``paramreuse transfer SOURCE --plan PLAN``: apply the plan and prove (or disprove) the gain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from paramreuse.cli.common import (
+    ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar, QuietOpt, clean_errors,
+    emit, table,
+)  # fmt: skip
+from paramreuse.errors import ParamreuseError
+from paramreuse.models import load_checkpoint
+from paramreuse.results import read_json
+from paramreuse.train import resolve_device
+from paramreuse.transfer import STRATEGIES, plan_decisions
+from paramreuse.transfer_runs import TRANSFER_FILE, Source, TransferConfig, run_transfer
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ParamreuseError(f"--{what} must be a comma-separated list of whole numbers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ParamreuseError(f"--{what} needs at least one positive number, got {text!r}")
+    return values
+
+
+@clean_errors
+def transfer_command(
+    source: Annotated[Path, typer.Argument(help="Checkpoint of S.")],
+    plan: Annotated[Path, typer.Option("--plan", help="plan.json written by `paramreuse plan` or a study.")],
+    data: Annotated[str, typer.Option("--data", help="Target data set.")],
+    classes: ClassesOpt = None,
+    shots: Annotated[str, typer.Option("--shots", help="Shots per class, comma-separated, e.g. 5,10,20,50.")] = "5,10,20,50",
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per shots value (each draws its own shots).")] = 5,
+    strategies: Annotated[str, typer.Option("--strategies", help=f"Comma-separated subset of {', '.join(STRATEGIES)}.")] = ",".join(STRATEGIES),
+    finetuned_scale: Annotated[float, typer.Option(help="Learning-rate scale of reuse-finetuned units.")] = 0.1,
+    out: OutOpt = Path("runs/transfer"),
+    fmt: FormatOpt = Format.human,
+    device: DeviceOpt = Device.auto,
+    data_dir: DataDirOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the target from S as the plan says, against scratch, fine-tune-all, linear probe, the best fixed depth and L2-SP.
+
+    Every strategy trains on the same shots per seed; transfer.json has means, 95% CIs over
+    seeds and paired t-tests of the plan against scratch and fine-tune-all. Resumes from --out.
+    """
+    names = tuple(s.strip() for s in strategies.split(",") if s.strip())
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown or not names:
+        raise ParamreuseError(f"unknown strategy {', '.join(unknown) or '(none)'}; use {', '.join(STRATEGIES)}")
+    if seeds < 1:
+        raise ParamreuseError(f"--seeds must be at least 1, got {seeds}")
+    model, info = load_checkpoint(source)
+    decisions = plan_decisions(read_json(plan))
+    config = TransferConfig(strategies=names, shots=_ints(shots, "shots"), seeds=seeds, finetuned_scale=finetuned_scale)
+    src = Source(info.arch, {k: v.detach() for k, v in model.state_dict().items()})
+    with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
+        doc = run_transfer(src, decisions, data, classes, out, config, resolve_device(device.value), bar, data_dir)
+    emit(doc, fmt, lambda console: (print_transfer(console, doc), console.print(f"written: {out / TRANSFER_FILE}")))
+
+
+def print_transfer(console, doc: dict) -> None:
+    shots = doc["shots"]
+    rows = []
+    for name, entry in doc["strategies"].items():
+        cells = [f"{b['mean']:.3f} [{b['ci'][0]:.3f}, {b['ci'][1]:.3f}]" for b in (entry["by_shots"][str(n)] for n in shots)]
+        rows.append([name, *cells])
+    title = f"Target test {doc['metric']} after training on the shots: mean [95% CI over {doc['seeds']} seeds]"
+    console.print(table(title, ["strategy", *(f"{n} shots" for n in shots)], rows))
+    for key, sig in doc["significance"].items():
+        ps = ", ".join(
+            f"{n} shots: diff {b['mean_diff']:+.3f}, p {'n/a' if b['p'] is None else format(b['p'], '.2g')}"
+            for n, b in ((n, sig["by_shots"][str(n)]) for n in shots)
+        )
+        console.print(f"{key} ({sig['test']}): {ps}")

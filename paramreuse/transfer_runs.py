@@ -1,0 +1,200 @@
+"""Run transfer strategies over shots and seeds on the same target samples, with statistics.
+
+Every (shots, seed) pair draws its own target shots and validation carve; all strategies of a
+pair train on exactly those images with the one training loop, so comparisons are paired.
+Finished runs are appended to ``transfer.runs.jsonl`` and a rerun resumes from it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from scipy import stats
+
+from paramreuse.data import TaskData, load_task
+from paramreuse.models import build_model
+from paramreuse.results import JsonlLog, fingerprint, load_if_current, prepare_out_dir, write_json
+from paramreuse.tasks import CLASSIFICATION
+from paramreuse.train import Progress, ProgressEvent, TrainConfig, evaluate, train
+from paramreuse.transfer import STRATEGIES, L2SP, strategy, transplant, unit_names
+
+TRANSFER_FILE, RUNS_LOG = "transfer.json", "transfer.runs.jsonl"
+FEWSHOT = TrainConfig(epochs=1, batch_size=16, lr=1e-2, optimizer="sgd", min_steps=150)
+INIT_OFFSET = 10_000  # fresh parameters never share S's initialisation (S used the study seed)
+COMPARED = ("scratch", "finetune-all")
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Which strategies, shots and seeds; how the target model is trained."""
+
+    strategies: tuple[str, ...] = STRATEGIES
+    shots: tuple[int, ...] = (5, 10, 20, 50)
+    seeds: int = 5
+    training: TrainConfig = field(default_factory=lambda: FEWSHOT)
+    finetuned_scale: float = 0.1
+    l2sp_alpha: float = 0.01
+    l2sp_beta: float = 0.01
+    test_per_class: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, eq=False)
+class Source:
+    """S's architecture and tensors, as a transfer needs them."""
+
+    arch: str
+    state: dict
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """A target model with S transplanted, and how to train it."""
+
+    model: torch.nn.Module
+    training: TrainConfig
+    penalty: L2SP | None
+    copied: int
+
+
+def prepare(
+    source: Source, task: TaskData, name: str, plan: dict | None, seed: int, config: TransferConfig,
+    depth: int | None = None,
+) -> Prepared:  # fmt: skip
+    """A fresh target model (seeded apart from S's initialisation) with S transplanted as ``name`` says."""
+    torch.manual_seed(seed + INIT_OFFSET)
+    model = build_model(source.arch, task.channels, task.num_classes)
+    chosen = strategy(name, model, plan, depth, config.finetuned_scale)
+    report = transplant(source.state, model, chosen.decisions)
+    penalty = None
+    if chosen.l2sp:
+        anchor = {k: v for k, v in model.named_parameters() if k in set(report.copied)}
+        penalty = L2SP(anchor, config.l2sp_alpha, config.l2sp_beta)
+    decay = 0.0 if chosen.l2sp else config.training.weight_decay  # L2-SP replaces plain weight decay
+    training = replace(config.training, lr_scale=chosen.lr_scale, weight_decay=decay)
+    return Prepared(model, training, penalty, len(report.copied))
+
+
+def run_one(
+    source: Source, task: TaskData, name: str, plan: dict | None, seed: int, config: TransferConfig,
+    device, depth: int | None = None,
+) -> dict:  # fmt: skip
+    """Prepare, train on the shots, evaluate on the target test set."""
+    p = prepare(source, task, name, plan, seed, config, depth)
+    result = train(p.model, task.train, p.training, seed, task.val, CLASSIFICATION, device, penalty=p.penalty)
+    return {
+        "value": evaluate(p.model, task.test, CLASSIFICATION, device),
+        "val": result.val_metric,
+        "depth": depth,
+        "copied": p.copied,
+        "seconds": result.seconds,
+    }
+
+
+def t_interval(values: list[float]) -> tuple[float, float]:
+    """95% Student-t interval of the mean over seeds (degenerate for one seed)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, mean
+    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean - half, mean + half
+
+
+def paired_test(a: list[float], b: list[float]) -> dict:
+    """Two-sided paired t-test over seeds (scipy.stats.ttest_rel); p is None when undefined."""
+    diffs = [x - y for x, y in zip(a, b)]
+    if len(diffs) < 2 or statistics.pstdev(diffs) == 0:
+        return {"p": None, "test": "paired t-test (undefined: identical or single differences)", "mean_diff": statistics.fmean(diffs)}
+    res = stats.ttest_rel(a, b)
+    return {"p": float(res.pvalue), "test": "paired t-test over seeds (scipy.stats.ttest_rel)", "mean_diff": statistics.fmean(diffs)}
+
+
+def summarise(runs: dict[str, dict], config: TransferConfig, headline: int) -> dict:
+    """Means, CIs and paired tests per strategy and shots; top-level keys describe ``headline`` shots."""
+    by = {(r["strategy"], r["shots"], r["seed"]): r for r in runs.values()}
+    seeds = list(range(config.seeds))
+    strategies = {}
+    for name in config.strategies:
+        per_shots = {}
+        for n in config.shots:
+            values = [by[(name, n, s)]["value"] for s in seeds]
+            per_shots[str(n)] = {"mean": statistics.fmean(values), "ci": t_interval(values), "runs": values}
+            if name == "best-depth":
+                per_shots[str(n)]["depths"] = [by[(name, n, s)]["depth"] for s in seeds]
+        strategies[name] = per_shots[str(headline)] | {"by_shots": per_shots}
+    significance = {}
+    if "plan" in config.strategies:
+        for other in (o for o in COMPARED if o in config.strategies):
+            per_shots = {str(n): paired_test(strategies["plan"]["by_shots"][str(n)]["runs"], strategies[other]["by_shots"][str(n)]["runs"])
+                         for n in config.shots}  # fmt: skip
+            significance[f"plan_vs_{other}"] = per_shots[str(headline)] | {"by_shots": per_shots}
+    return {"strategies": strategies, "significance": significance}
+
+
+def run_transfer(
+    source: Source,
+    plan: dict[str, str] | None,
+    data: str,
+    classes: str | tuple | None,
+    out: str | Path,
+    config: TransferConfig = TransferConfig(),
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+    data_dir: str | None = None,
+    headline: int | None = None,
+) -> dict:
+    """Every strategy x shots x seed; writes and returns ``transfer.json``."""
+    if "plan" in config.strategies and plan is None:
+        raise ValueError("the plan strategy needs a plan; pass one or leave 'plan' out of the strategies")
+    out = prepare_out_dir(out)
+    runs_key = fingerprint({"source": _digest(source), "plan": plan, "data": [data, classes], "config": config.to_dict()})
+    key = fingerprint([runs_key, headline])  # the headline only changes the summary, not the runs
+    finished = load_if_current(out / TRANSFER_FILE, key)
+    if finished is not None:
+        return finished
+    log = JsonlLog(out / RUNS_LOG, runs_key)
+    jobs = [(n, s, name) for n in config.shots for s in range(config.seeds) for name in config.strategies]
+    total, done = len(jobs), 0
+    for n, s, name in jobs:
+        done += 1
+        job_id = f"{n}:{s}:{name}"
+        if job_id not in log.done:
+            task = load_task(data, classes, n, seed=s, data_dir=data_dir, test_per_class=config.test_per_class)
+            result = _best_depth(source, task, plan, s, config, device) if name == "best-depth" else run_one(source, task, name, plan, s, config, device)
+            log.add({"id": job_id, "strategy": name, "shots": n, "seed": s} | result)
+        if progress is not None:
+            progress(ProgressEvent("transfer", done, total, {"run": f"{name} {n} shots seed {s}"}))
+    headline = headline if headline in config.shots else config.shots[0]
+    document = {
+        "metric": CLASSIFICATION.metric_name,
+        "data": data,
+        "classes": classes,
+        "shots": list(config.shots),
+        "headline_shots": headline,
+        "seeds": config.seeds,
+        "plan": plan,
+        "config": config.to_dict(),
+        "ci": "95% Student-t interval over seeds",
+        "fingerprint": key,
+    } | summarise(log.done, config, headline)
+    write_json(out / TRANSFER_FILE, document)
+    log.close()
+    return document
+
+
+def _best_depth(source: Source, task: TaskData, plan, seed: int, config: TransferConfig, device) -> dict:
+    """Oracle: freeze units 1..k for every k, keep the k with the best validation metric."""
+    depths = range(len(unit_names(build_model(source.arch, task.channels, task.num_classes))) + 1)
+    candidates = [run_one(source, task, "best-depth", plan, seed, config, device, depth=k) for k in depths]
+    best = max(candidates, key=lambda c: (c["val"], -c["depth"]))
+    return best | {"candidates": [{"depth": c["depth"], "val": c["val"], "value": c["value"]} for c in candidates]}
+
+
+def _digest(source: Source) -> str:
+    return fingerprint([source.arch] + [[k, float(v.double().sum())] for k, v in source.state.items()])
