@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo quick test test-all bench clean
+.PHONY: setup demo quick test test-all test-gpu clean
 
 setup: $(STAMP)
 	@bash scripts/ensure-data.sh
@@ -26,7 +26,10 @@ test: setup
 	$(PY) -m pytest -q
 
 test-all: setup
-	$(PY) -m pytest -q -m ''
+	$(PY) -m pytest -q -m 'not gpu'
+
+test-gpu: setup
+	$(PY) -m pytest -q -m gpu
 
 clean:
 	rm -rf runs .pytest_cache

@@ -49,7 +49,8 @@ def findings_table(run: Path) -> str:
 def calibration(run: Path) -> str:
     sweep = json.loads((run / "replacement.json").read_text())
     rows = sweep["rows"] + sweep["cumulative"] + list(sweep["network"].values())
-    halves = [(r["ci"][1] - r["ci"][0]) / 2 for r in rows if r["ci"][1] > r["ci"][0]]
+    full = max(r["n"] for r in rows)
+    halves = [(r["ci"][1] - r["ci"][0]) / 2 for r in rows if r["ci"][1] > r["ci"][0] and r["n"] == full]
     positions = {}
     for file, title in PAIRS.items():
         layers = json.loads((run / file).read_text())["layers"]
@@ -57,7 +58,7 @@ def calibration(run: Path) -> str:
         positions[title] = (min(values), statistics.median(values), max(values))
     lines = [
         f"- 95% CI half-width of a row's drop: median {statistics.median(halves):.4f}, max {max(halves):.4f} "
-        f"({len(halves)} rows with a non-degenerate CI)",
+        f"({len(halves)} rows evaluated on all {full} images with a non-degenerate CI)",
     ]
     lines += [f"- rmse/null, {t}: min {a:.3f}, median {b:.3f}, max {c:.3f}" for t, (a, b, c) in positions.items()]
     return "\n".join(lines)

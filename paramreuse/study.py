@@ -130,14 +130,9 @@ def run_study(
         models[name], records[name] = run_training(spec, task_data, out / name, device, progress, name, upstream)
     key = fingerprint({"models": [r["fingerprint"] for r in records.values()], "config": config.to_dict()})
     files = _assess_study(models, data, config, out, key, device, progress)
-    comparisons = {
-        name: {"file": file, "lineage": files[file]["lineage"], "layers": files[file]["layers"]}
-        for name, file in PAIR_FILES.items()
-    }
-    plan, sweep = files[PLAN_FILE], files[REPLACEMENT_FILE]
     gains = {f"{a}_vs_{b}": paired_gain(models[a], models[b], data.target, device, config.seed)
              for a, b in (("target", "scratch"), ("full", "scratch"))}  # fmt: skip
-    transfer = _transfer_study(models["source"], plan, config, out, device, progress)
+    transfer = _transfer_study(models["source"], files[PLAN_FILE], config, out, device, progress)
     results = {
         "config": config.to_dict(),
         "metric": source_rec["metric"],
@@ -154,7 +149,23 @@ def run_study(
             for name, rec in records.items()
         },
         "gains": gains,
-        "comparisons": comparisons,
+        **_headlines(files, transfer),
+        "environment": environment(device),
+        "seconds": time.perf_counter() - start,
+    }
+    write_json(out / RESULTS_FILE, results)
+    render_report(out)
+    return results
+
+
+def _headlines(files: dict, transfer: dict) -> dict:
+    """The headline numbers of the comparison, sweep, plan and transfer files, with their paths."""
+    plan, sweep = files[PLAN_FILE], files[REPLACEMENT_FILE]
+    return {
+        "comparisons": {
+            name: {"file": file, "lineage": files[file]["lineage"], "layers": files[file]["layers"]}
+            for name, file in PAIR_FILES.items()
+        },
         "replacement": {
             "file": REPLACEMENT_FILE,
             "baseline": sweep["baseline"],
@@ -177,12 +188,7 @@ def run_study(
             "strategies": {k: {"mean": v["mean"], "ci": v["ci"]} for k, v in transfer["strategies"].items()},
             "significance": {k: {"p": v["p"], "test": v["test"]} for k, v in transfer["significance"].items()},
         },
-        "environment": environment(device),
-        "seconds": time.perf_counter() - start,
     }
-    write_json(out / RESULTS_FILE, results)
-    render_report(out)
-    return results
 
 
 def paired_gain(a: torch.nn.Module, b: torch.nn.Module, data: TaskData, device, seed: int) -> dict:
