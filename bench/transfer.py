@@ -37,7 +37,8 @@ def table(name: str, doc: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=5, help="seeds on the near target")
+    parser.add_argument("--far-seeds", type=int, default=3, help="seeds on the far target")
     parser.add_argument("--shots", default="5,10,20,50")
     parser.add_argument("--test-per-class", type=int, default=500)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-transfer"))
@@ -45,8 +46,9 @@ def main() -> None:
     shots = tuple(int(s) for s in args.shots.split(","))
     report = []
     for i, (name, target) in enumerate(TARGETS.items()):
+        seeds = args.seeds if i == 0 else args.far_seeds
         config = StudyConfig(target=target, test_per_class=args.test_per_class,
-                             transfer=TransferConfig(shots=shots, seeds=args.seeds))  # fmt: skip
+                             transfer=TransferConfig(shots=shots, seeds=seeds))  # fmt: skip
         run = args.out / ("near" if i == 0 else "far")
         results = run_study(config, run)
         plan = json.loads((run / "plan.json").read_text())

@@ -189,11 +189,25 @@ def run_transfer(
 
 
 def _best_depth(source: Source, task: TaskData, plan, seed: int, config: TransferConfig, device) -> dict:
-    """Oracle: freeze units 1..k for every k, keep the k with the best validation metric."""
+    """Oracle: freeze units 1..k for every k, keep the k with the best validation metric.
+
+    Only the chosen candidate is evaluated on the test set.
+    """
     depths = range(len(unit_names(build_model(source.arch, task.channels, task.num_classes))) + 1)
-    candidates = [run_one(source, task, "best-depth", plan, seed, config, device, depth=k) for k in depths]
-    best = max(candidates, key=lambda c: (c["val"], -c["depth"]))
-    return best | {"candidates": [{"depth": c["depth"], "val": c["val"], "value": c["value"]} for c in candidates]}
+    candidates = []
+    for k in depths:
+        p = prepare(source, task, "best-depth", plan, seed, config, depth=k)
+        result = train(p.model, task.train, p.training, seed, task.val, CLASSIFICATION, device)
+        candidates.append((result.val_metric, -k, k, p, result.seconds))
+    val, _, depth, best, _ = max(candidates, key=lambda c: c[:2])
+    return {
+        "value": evaluate(best.model, task.test, CLASSIFICATION, device),
+        "val": val,
+        "depth": depth,
+        "copied": best.copied,
+        "seconds": sum(c[4] for c in candidates),
+        "candidates": [{"depth": c[2], "val": c[0]} for c in candidates],
+    }
 
 
 def _digest(source: Source) -> str:
