@@ -4,6 +4,7 @@ import typer
 
 from paramreuse.cli.compare import compare_command
 from paramreuse.cli.plan import plan_command
+from paramreuse.cli.rank import rank_command
 from paramreuse.cli.replace import replace_command
 from paramreuse.cli.report import report_command
 from paramreuse.cli.study import study_command
@@ -24,6 +25,7 @@ app.command("replace")(replace_command)
 app.command("plan")(plan_command)
 app.command("transfer")(transfer_command)
 app.command("report")(report_command)
+app.command("rank")(rank_command)
 
 
 def main() -> None:

@@ -1,0 +1,327 @@
+"""Rank candidate source models (or the layers of one) for a target task, every score side by side.
+
+Baselines (:mod:`paramreuse.scores`) are computed on the target's labelled images that our own
+signal also sees, the few-shot training set together with the validation set, so no predictor
+gets more labels than another. Ours follows the study: T is S fine-tuned briefly on the target
+shots (``StudyTraining().fewshot``) and ``assess`` compares and sweeps the pair on the
+validation set. Its numbers: the J1 value (T's metric with all of S's conv kernels put back),
+the reusable depth, the RMSE position (mean ``rmse / rmse_null`` over the units, 0 = T's own
+values, 1 = no closer than a random initialisation) and, per layer, the metric of T with S's
+units 1..k put back (batch-norm statistics re-estimated on the target shots by default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from paramreuse.assess import assess
+from paramreuse.data import ImageSet, TaskData
+from paramreuse.errors import ParamreuseError
+from paramreuse.features import Features, extract_features
+from paramreuse.judge import Thresholds
+from paramreuse.layers import inventory
+from paramreuse.models import build_model, load_checkpoint
+from paramreuse.replace import SweepConfig
+from paramreuse.results import prepare_out_dir
+from paramreuse.runs import MODEL_FILE, TRAIN_FILE, RunSpec, init_from_checkpoint, run_training
+from paramreuse.scores import FEATURE_SCORES, SCORES, TransferabilityWarning
+from paramreuse.train import Progress
+
+RANK_FILE = "rank.json"
+OURS_SOURCE = ("j1_value", "reusable_depth", "rmse_position")
+OURS_LAYER = ("cumulative_value", "unit_value", "rmse_position")
+LOWER_IS_BETTER = {"rmse_position"}
+
+
+@dataclass(frozen=True)
+class ScoreValue:
+    """One score's value, the seconds it took, and a caveat when its estimate is unreliable."""
+
+    value: float
+    seconds: float
+    note: str | None = None
+
+
+def score(name: str, *args) -> ScoreValue:
+    """Run the registered score ``name``, timing it and turning its warnings into a note."""
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TransferabilityWarning)
+        value = SCORES[name].function(*args)
+    notes = [str(w.message) for w in caught if issubclass(w.category, TransferabilityWarning)]
+    for w in caught:  # other warnings (e.g. a solver's convergence) pass on unchanged
+        if not issubclass(w.category, TransferabilityWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return ScoreValue(float(value), time.perf_counter() - start, "; ".join(notes) or None)
+
+
+def score_features(features: np.ndarray, labels: np.ndarray, names: tuple[str, ...] = FEATURE_SCORES) -> dict:
+    """Every feature-based score of one feature matrix."""
+    return {name: score(name, features, labels) for name in names}
+
+
+def score_source(features: Features, labels: np.ndarray) -> dict:
+    """All baselines for one source model: feature scores on the penultimate layer, LEEP and NCE."""
+    scores = score_features(features.penultimate, labels)
+    scores["leep"] = score("leep", features.source_probs, labels)
+    scores["nce"] = score("nce", features.source_labels, labels)
+    return scores
+
+
+def labelled_pool(data: TaskData) -> ImageSet:
+    """The target images with labels that every predictor may use: training shots and validation."""
+    return ImageSet(
+        torch.cat([data.train.x, data.val.x]), torch.cat([data.train.y, data.val.y]), data.train.class_names
+    )
+
+
+@dataclass(frozen=True)
+class Ours:
+    """Our signal for one (S, target) pair, from T = S fine-tuned on the shots."""
+
+    j1_value: float
+    reusable_depth: int
+    rmse_position: float
+    baseline: float  # T's own validation metric
+    layers: tuple[dict, ...]  # per swept unit: name, depth, cumulative_value, unit_value, rmse_position
+    target_model: str
+    finetune_seconds: float
+    assess_seconds: float
+    recalibrated_bn: bool = True
+
+    @property
+    def seconds(self) -> float:
+        return self.finetune_seconds + self.assess_seconds
+
+
+def file_digest(path: str | Path) -> str:
+    """Hash of a checkpoint's bytes: a T fine-tuned from other contents is never reused."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def source_for_target(path: str | Path, data: TaskData, seed: int = 0) -> torch.nn.Module:
+    """S rebuilt for the target's classes: every tensor from the checkpoint, a fresh head (the
+    head is never reused), so that S pairs with T unit by unit."""
+    _, info = load_checkpoint(path)
+    torch.manual_seed(seed)
+    model = build_model(info.arch, data.channels, data.num_classes)
+    init_from_checkpoint(model, path)
+    return model.eval()
+
+
+def our_signal(
+    source: str | Path,
+    data: TaskData,
+    out: str | Path,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+    sweep_params: tuple[str, ...] = ("unit",),
+    thresholds: Thresholds = Thresholds(),
+    recalibrate_bn: bool = True,
+) -> Ours:
+    """Fine-tune S into T on ``data.train`` (cached in ``out/target``), then assess (S, T) on ``data.val``.
+
+    With ``recalibrate_bn`` (the default) every replacement row re-estimates the batch-norm
+    statistics on the target shots: S's units keep their learned weights, and the shift of
+    feature statistics between the domains, which otherwise dominates every drop, is taken out
+    (bench/README_predict.md measures both variants).
+    """
+    out = prepare_out_dir(out)
+    _, info = load_checkpoint(source)
+    spec = RunSpec(info.arch, _fewshot(), seed, init=str(source))
+    t_model, record = run_training(spec, data, out / "target", device, progress, "target", file_digest(source))
+    s_model = source_for_target(source, data, seed)
+    start = time.perf_counter()
+    config = SweepConfig(
+        params=sweep_params, recalibrate_bn=recalibrate_bn, seed=seed, tolerance=thresholds.layer_tolerance
+    )
+    result = assess(s_model, t_model.eval(), data, out, lineage="finetuned", sweep_config=config,
+                    thresholds=thresholds, device=device, progress=progress)  # fmt: skip
+    seconds = time.perf_counter() - start
+    plan, sweep = result.plan, result.sweep
+    positions = {d.name: d.null_position for d in result.comparison.layers}
+    units = {r.layer: r.value for r in sweep.by_kind("unit") if r.params == "unit"}
+    layers = tuple(
+        {"name": r.layer, "depth": r.depth, "cumulative_value": r.value, "unit_value": units.get(r.layer),
+         "rmse_position": positions.get(r.layer)}
+        for r in sweep.by_kind("cumulative")
+    )  # fmt: skip
+    mean_position = float(np.nanmean([layer["rmse_position"] for layer in layers])) if layers else float("nan")
+    return Ours(plan.network_value, plan.reusable_depth, mean_position, plan.baseline, layers,
+                str(out / "target" / MODEL_FILE), record["training"]["seconds"], seconds, recalibrate_bn)  # fmt: skip
+
+
+def _fewshot():
+    from paramreuse.study import StudyTraining  # the study's few-shot recipe makes T
+
+    return StudyTraining().fewshot
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    name: str
+    path: str
+    arch: str
+    parameters: int
+    source_metric: float | None
+    scores: dict[str, ScoreValue]
+    ours: Ours | None
+    feature_seconds: float
+
+    def values(self) -> dict[str, float]:
+        """Every predictor's value, ours included, keyed by column name."""
+        values = {k: v.value for k, v in self.scores.items()}
+        if self.ours is not None:
+            values |= {k: float(getattr(self.ours, k)) for k in OURS_SOURCE}
+        return values
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    name: str
+    kind: str
+    depth: int
+    width: int
+    scores: dict[str, ScoreValue]
+    ours: dict | None
+
+    def values(self) -> dict[str, float]:
+        values = {k: v.value for k, v in self.scores.items()}
+        if self.ours is not None:
+            values |= {k: self.ours[k] for k in OURS_LAYER if self.ours.get(k) is not None}
+        return values
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Rows sorted by ``by`` (best first), with every column's rank (1 = best) alongside."""
+
+    mode: str  # sources | layers
+    target: dict
+    scored_on: int
+    by: str
+    rows: tuple
+    ranks: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "target": self.target, "scored_on": self.scored_on, "by": self.by,
+                "higher_is_better": {c: c not in LOWER_IS_BETTER for c in columns(self.rows)},
+                "rows": [asdict(r) | {"values": r.values(), "ranks": self.ranks.get(r.name, {})} for r in self.rows]}  # fmt: skip
+
+
+def columns(rows) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen |= dict.fromkeys(row.values())
+    return list(seen)
+
+
+def column_ranks(rows) -> dict[str, dict[str, int]]:
+    """Row name -> column -> rank (1 = best; ties share the better rank)."""
+    ranks: dict[str, dict[str, int]] = {r.name: {} for r in rows}
+    for col in columns(rows):
+        sign = 1.0 if col in LOWER_IS_BETTER else -1.0
+        have = {r.name: sign * r.values()[col] for r in rows if np.isfinite(r.values().get(col, np.nan))}
+        for name, value in have.items():
+            ranks[name][col] = 1 + sum(v < value for v in have.values())
+    return ranks
+
+
+def sort_rows(rows: list, by: str) -> tuple:
+    """Rows best first by column ``by``; rows without a finite value go last."""
+    if rows and by not in columns(rows):
+        raise ParamreuseError(f"cannot rank by {by!r}; choose one of {', '.join(columns(rows))}")
+    sign = 1.0 if by in LOWER_IS_BETTER else -1.0
+
+    def key(row) -> float:
+        value = row.values().get(by, float("nan"))
+        return sign * value if np.isfinite(value) else np.inf
+
+    return tuple(sorted(rows, key=key))
+
+
+def source_label(path: Path, taken: set[str]) -> str:
+    """A short unique name: the run folder for ``model.safetensors``, else the file stem."""
+    base = path.parent.name if path.name == MODEL_FILE and path.parent.name else path.stem
+    name, i = base, 2
+    while name in taken:
+        name, i = f"{base}-{i}", i + 1
+    taken.add(name)
+    return name
+
+
+def _source_metric(path: Path) -> float | None:
+    record = path.parent / TRAIN_FILE
+    if path.name != MODEL_FILE or not record.is_file():
+        return None
+    try:
+        return json.loads(record.read_text()).get("test_metric")
+    except json.JSONDecodeError:
+        return None
+
+
+def rank_sources(
+    sources: list[str | Path],
+    data: TaskData,
+    out: str | Path,
+    with_ours: bool = True,
+    by: str | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> Ranking:
+    """Score every source on the target and rank them (by ours' J1 value unless ``by``)."""
+    out, pool, taken, rows = prepare_out_dir(out), labelled_pool(data), set(), []
+    for path in map(Path, sources):
+        model, info = load_checkpoint(path)
+        start = time.perf_counter()
+        feats = extract_features(model, pool.x, device=device)
+        feature_seconds = time.perf_counter() - start
+        name = source_label(path, taken)
+        ours = our_signal(path, data, out / name, seed, device, progress) if with_ours else None
+        params = sum(p.numel() for p in model.parameters())
+        rows.append(SourceRow(name, str(path), info.arch, params, _source_metric(path),
+                              score_source(feats, pool.y.numpy()), ours, feature_seconds))  # fmt: skip
+    by = by or ("j1_value" if with_ours else "logme")
+    return Ranking("sources", data.describe(), len(pool), by, sort_rows(rows, by), column_ranks(rows))
+
+
+def rank_layers(
+    source: str | Path,
+    data: TaskData,
+    out: str | Path,
+    with_ours: bool = True,
+    by: str | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> Ranking:
+    """Score every unit of one source (its pooled output on the target) and rank the depths 1..k."""
+    out, pool = prepare_out_dir(out), labelled_pool(data)
+    model, _ = load_checkpoint(source)
+    feats = extract_features(model, pool.x, device=device)
+    ours = our_signal(source, data, out, seed, device, progress) if with_ours else None
+    by_name = {layer["name"]: layer for layer in ours.layers} if ours else {}
+    kinds = {u.name: u.kind for u in inventory(model)}
+    rows = [
+        LayerRow(name, kinds.get(name, ""), depth, int(feats.per_layer[name].shape[1]),
+                 score_features(feats.per_layer[name], pool.y.numpy()), by_name.get(name) if ours else None)
+        for depth, name in enumerate(feats.layers, start=1)
+    ]  # fmt: skip
+    by = by or ("cumulative_value" if with_ours else "logme")
+    return Ranking(
+        "layers", data.describe() | {"source": str(source)}, len(pool), by, sort_rows(rows, by), column_ranks(rows)
+    )
