@@ -28,10 +28,10 @@ from paramreuse.errors import ParamreuseError
 from paramreuse.features import Features, extract_features
 from paramreuse.judge import Thresholds
 from paramreuse.layers import inventory
-from paramreuse.models import build_model, load_checkpoint
+from paramreuse.models import load_checkpoint
 from paramreuse.replace import SweepConfig
 from paramreuse.results import prepare_out_dir
-from paramreuse.runs import MODEL_FILE, TRAIN_FILE, RunSpec, init_from_checkpoint, run_training
+from paramreuse.runs import MODEL_FILE, TRAIN_FILE, RunSpec, run_training, source_for_target
 from paramreuse.scores import FEATURE_SCORES, SCORES, TransferabilityWarning
 from paramreuse.train import Progress
 
@@ -109,16 +109,6 @@ def file_digest(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:16]
-
-
-def source_for_target(path: str | Path, data: TaskData, seed: int = 0) -> torch.nn.Module:
-    """S rebuilt for the target's classes: every tensor from the checkpoint, a fresh head (the
-    head is never reused), so that S pairs with T unit by unit."""
-    _, info = load_checkpoint(path)
-    torch.manual_seed(seed)
-    model = build_model(info.arch, data.channels, data.num_classes)
-    init_from_checkpoint(model, path)
-    return model.eval()
 
 
 def our_signal(

@@ -25,6 +25,7 @@ from paramreuse.models import (
     load_state_dict_checked,
     save_checkpoint,
 )
+from paramreuse.models.checkpoint import infer_io
 from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
 from paramreuse.tasks import CLASSIFICATION
 from paramreuse.train import Progress, TrainConfig, evaluate, train
@@ -51,7 +52,13 @@ def environment(device: torch.device | str) -> dict:
 
 def init_from_checkpoint(model: nn.Module, path: str | Path, keep_head: bool = False) -> None:
     """Copy every tensor of checkpoint ``path`` into ``model``; the head stays fresh unless ``keep_head``."""
-    source, _ = load_checkpoint(path)
+    source, info = load_checkpoint(path)
+    channels = infer_io(model.state_dict())[0]
+    if info.in_channels != channels:
+        raise CheckpointError(
+            f"--init {path} takes {info.in_channels}-channel images but the data has {channels} channels; "
+            f"use a checkpoint trained on {channels}-channel images"
+        )
     state = source.state_dict()
     if not keep_head:
         own = model.state_dict()
@@ -60,6 +67,16 @@ def init_from_checkpoint(model: nn.Module, path: str | Path, keep_head: bool = F
         for key in head_names(model):
             state[key] = own[key]
     load_state_dict_checked(model, state, f"--init {path}")
+
+
+def source_for_target(path: str | Path, data: TaskData, seed: int = 0) -> nn.Module:
+    """S rebuilt for the target's classes: every tensor from the checkpoint, a fresh head (the
+    head is never reused), so that S pairs with T unit by unit."""
+    _, info = load_checkpoint(path)
+    torch.manual_seed(seed)
+    model = build_model(info.arch, data.channels, data.num_classes)
+    init_from_checkpoint(model, path)
+    return model.eval()
 
 
 @dataclass(frozen=True)

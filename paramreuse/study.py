@@ -18,7 +18,7 @@ from paramreuse.data import TaskData, load_task
 from paramreuse.judge import Thresholds
 from paramreuse.replace import SweepConfig
 from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
-from paramreuse.runs import MODEL_FILE, RunSpec, environment, run_training
+from paramreuse.runs import MODEL_FILE, RunSpec, environment, run_training, source_for_target
 from paramreuse.stats import mean_ci
 from paramreuse.tasks import CLASSIFICATION
 from paramreuse.train import Progress, TrainConfig, predict
@@ -216,8 +216,11 @@ def _assess_study(models: dict, data: StudyData, config: StudyConfig, out: Path,
     if all(v is not None for v in stored.values()):
         return stored
     sweep_config = dataclasses.replace(config.sweep, seed=config.seed)
-    assess(models["source"], models["target"], data.target, out, config.align, None, sweep_config,
+    source = models["source"]
+    if data.target.num_classes != data.source.num_classes:  # S's head cannot pair with T's: give it a fresh one
+        source = source_for_target(out / "source" / MODEL_FILE, data.target, config.seed)
+    assess(source, models["target"], data.target, out, config.align, None, sweep_config,
            config.thresholds, device, progress, key=key)  # fmt: skip
     for name in ("full", "scratch"):
-        compare_pair(models["source"], models[name], data.target, out, config.align, None, config.seed, PAIR_FILES[name], key)
+        compare_pair(source, models[name], data.target, out, config.align, None, config.seed, PAIR_FILES[name], key)
     return {name: load_if_current(out / name, key) for name in names}

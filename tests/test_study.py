@@ -104,3 +104,15 @@ def test_study_bad_config_key(tmp_path):
     result = runner.invoke(app, ["study", "--config", str(config), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
     assert "unknown key 'shot'; did you mean 'shots'?" in result.stderr
+
+
+def test_study_with_a_different_number_of_target_classes(tmp_path, fake_fmnist_dir):
+    config = tmp_path / "c.toml"
+    config.write_text(TINY_STUDY.replace('classes = "5-9"', 'classes = "5-7"').replace("seeds = 2", "seeds = 1"))
+    args = ["study", "--config", str(config), "--out", str(tmp_path / "run"), "--device", "cpu", "--quiet",
+            "--data-dir", str(fake_fmnist_dir)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert plan["layers"][-1]["name"] == "head" and plan["layers"][-1]["decision"] == "reinit"
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["data"]["target"]["classes"] == [5, 6, 7]
