@@ -78,7 +78,7 @@ def quick(config: StudyConfig) -> StudyConfig:
         source=dataclasses.replace(config.source, limit_per_class=config.source.limit_per_class or 1000),
         full_limit_per_class=config.full_limit_per_class or 1000,
         test_per_class=config.test_per_class or 400,
-        transfer=dataclasses.replace(config.transfer, seeds=min(config.transfer.seeds, 2)),
+        transfer=dataclasses.replace(config.transfer, seeds=min(config.transfer.seeds, 2), training=fewshot),
         training=StudyTraining(
             source=dataclasses.replace(config.training.source, epochs=min(config.training.source.epochs, 3)),
             fewshot=fewshot,
