@@ -38,11 +38,21 @@ def from_mapping(cls: type[T], mapping: dict[str, Any], where: str = "config", b
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
             values[key] = from_mapping(kind, value, f"{where}.{key}", getattr(base, key))
-        elif typing.get_origin(kind) is tuple and isinstance(value, list):
-            values[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        elif typing.get_origin(kind) is tuple:
+            values[key] = _checked_list(value, kind, f"{where}.{key}")
         else:
             values[key] = _checked(value, kind, f"{where}.{key}")
     return dataclasses.replace(base, **values)
+
+
+def _checked_list(value: Any, kind: Any, where: str) -> tuple:
+    """A TOML array for a ``tuple[X, ...]`` field, each scalar item checked against X."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list, e.g. [{value!r}], got {value!r}")
+    item = typing.get_args(kind)[0] if typing.get_args(kind)[1:] == (Ellipsis,) else None
+    if item in (int, float, str, bool):
+        return tuple(_checked(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    return tuple(tuple(v) if isinstance(v, list) else v for v in value)
 
 
 def _checked(value: Any, kind: Any, where: str) -> Any:
@@ -68,7 +78,7 @@ def load_toml(cls: type[T], path: str | Path) -> T:
     try:
         mapping = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"config file {path} does not exist; check the --config path") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     return from_mapping(cls, mapping, str(path))

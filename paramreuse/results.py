@@ -37,15 +37,14 @@ def prepare_out_dir(path: str | Path) -> Path:
     return path
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write JSON atomically: a crash leaves the old file or the new one, never half of one."""
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` atomically: a crash leaves the old file or the new one, never half of one."""
     path = Path(path)
     prepare_out_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_clean(obj), f, indent=2)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -53,6 +52,11 @@ def write_json(path: str | Path, obj: Any) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write JSON atomically (see :func:`write_atomic`)."""
+    return write_atomic(path, (json.dumps(_clean(obj), indent=2) + "\n").encode())
 
 
 def read_json(path: str | Path) -> Any:
@@ -108,10 +112,9 @@ class JsonlLog:
                     except json.JSONDecodeError:
                         break
                     self.done[item["id"]] = item
-        prepare_out_dir(self.path.parent)
-        with self.path.open("w") as f:
-            f.write(json.dumps({"fingerprint": key}) + "\n")
-            f.writelines(json.dumps(item) + "\n" for item in self.done.values())
+        # Rewritten atomically: a kill now keeps the old log, never a truncated one.
+        lines = [json.dumps({"fingerprint": key}), *(json.dumps(item) for item in self.done.values())]
+        write_atomic(self.path, "".join(line + "\n" for line in lines).encode())
 
     def add(self, item: dict) -> None:
         """Record one finished item (it must carry an ``id``)."""

@@ -1,3 +1,4 @@
+import os
 import pickle
 
 import pytest
@@ -97,17 +98,29 @@ def test_plain_state_dicts_need_arch(tmp_path):
 
 
 class Exploit:
+    """Unpickled, this creates the file ``path``: proof that code ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
     def __reduce__(self):
-        return (print, ("this pickle ran code",))
+        return (os.system, (f"touch {self.path}",))
 
 
-def test_pickle_that_runs_code_is_refused(tmp_path, capsys):
-    path = tmp_path / "evil.pt"
-    with open(path, "wb") as f:
-        pickle.dump({"weight": Exploit()}, f)
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
+def test_pickle_that_runs_code_is_refused(tmp_path, writer):
+    path, proof = tmp_path / "evil.pt", tmp_path / "code-ran"
+    if writer == "torch.save":
+        torch.save({"weight": Exploit(proof)}, path)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump({"weight": Exploit(proof)}, f)
     with pytest.raises(CheckpointError, match="refused to load"):
         load_checkpoint(path, arch=TINY_ARCH)
-    assert "this pickle ran code" not in capsys.readouterr().out
+    assert not proof.exists()
+    # The control: unpickled without the safeguard, the same file does run its payload.
+    torch.load(path, weights_only=False) if writer == "torch.save" else pickle.loads(path.read_bytes())
+    assert proof.exists()
 
 
 def test_shape_mismatch_lists_the_tensors(tmp_path):

@@ -55,7 +55,7 @@ def plan_command(
     with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         result = assess(s, t, task, out, align, lineage, config, thresholds, resolve_device(device.value), bar)
     plan = result.plan.to_dict()
-    emit(plan, fmt, lambda console: print_plan(console, plan, out))
+    emit(plan, fmt, lambda console: print_plan(console, plan, out), quiet)
 
 
 def print_plan(console, plan: dict, out: Path | None = None) -> None:

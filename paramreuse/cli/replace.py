@@ -65,7 +65,7 @@ def replace_command(
     with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         result = assess(s, t, task, out, align, lineage, config, device=resolve_device(device.value), progress=bar, with_plan=False)
     sweep = result.sweep.to_dict()
-    emit(sweep, fmt, lambda console: print_sweep(console, sweep, out))
+    emit(sweep, fmt, lambda console: print_sweep(console, sweep, out), quiet)
 
 
 def print_sweep(console, sweep: dict, out: Path) -> None:

@@ -46,7 +46,7 @@ def study_command(
     dev = resolve_device(device.value)
     with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         results = run_study(cfg, out, dev, bar)
-    emit(results, fmt, lambda console: summary(console, results, out))
+    emit(results, fmt, lambda console: summary(console, results, out), quiet)
 
 
 def summary(console, results: dict, out: Path) -> None:

@@ -62,7 +62,7 @@ def transfer_command(
     src = Source(info.arch, {k: v.detach() for k, v in model.state_dict().items()})
     with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         doc = run_transfer(src, decisions, data, classes, out, config, resolve_device(device.value), bar, data_dir)
-    emit(doc, fmt, lambda console: (print_transfer(console, doc), console.print(f"written: {out / TRANSFER_FILE}")))
+    emit(doc, fmt, lambda console: (print_transfer(console, doc), console.print(f"written: {out / TRANSFER_FILE}")), quiet)
 
 
 def print_transfer(console, doc: dict) -> None:

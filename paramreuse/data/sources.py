@@ -175,7 +175,7 @@ def load_folder(root: str | Path, split: str, size: tuple[int, int] | None = Non
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist")
+        raise DataError(f"image folder {root} does not exist; check the path after folder:")
     if (root / "train").is_dir() and (root / "test").is_dir():
         return _read_class_folders(root / split, size)
     full = _read_class_folders(root, size)

@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +49,20 @@ class ModelInfo:
         d = {k: v for k, v in d.items() if k in names}
         d["input_size"] = tuple(d.get("input_size", (28, 28)))
         d["classes"] = tuple(d.get("classes", ()))
-        return cls(**d)
+        info = cls(**d)
+        _check_types(info)
+        return info
+
+
+def _check_types(info: ModelInfo) -> None:
+    """Metadata read from a file is untrusted: wrong types raise TypeError here, not deep inside torch."""
+    counts = (info.in_channels, info.num_classes, *info.input_size, *info.classes)
+    if not isinstance(info.arch, str) or not isinstance(info.task, str) or not isinstance(info.data, str):
+        raise TypeError("arch, task and data must be strings")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts) or len(info.input_size) != 2:
+        raise TypeError("in_channels, num_classes, input_size and classes must be whole numbers")
+    if not isinstance(info.extra, dict):
+        raise TypeError("extra must be a table")
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, info: ModelInfo) -> Path:
@@ -89,7 +103,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` or ``.pt`` file; ``.pt`` is read with weights_only=True."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path")
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
@@ -102,21 +116,30 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _read_pt(path: Path) -> dict[str, torch.Tensor]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols; the error below says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
         raise CheckpointError(
-            f"{path}: refused to load: the file holds more than tensors ({first}); "
+            f"{path}: refused to load: the file holds more than tensors ({_unpickling_reason(exc)}); "
             "re-save it as a plain state dict or as .safetensors"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: corrupt or truncated .pt file ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - on damaged bytes the unpickler fails in many ways (IndexError, KeyError, ...)
+        first = str(exc).strip().split(". ")[0] or type(exc).__name__
+        raise CheckpointError(f"{path}: corrupt or truncated .pt file ({first}); re-save or re-download it") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: expected a state dict of tensors, found {type(obj).__name__}")
     return obj
+
+
+def _unpickling_reason(exc: Exception) -> str:
+    """The line of torch's weights-only refusal that names what the pickle asked for."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    return (named or lines or ["unsupported content"])[0].rstrip(".")
 
 
 def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
@@ -143,7 +166,10 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], wh
     if shapes:
         problems.append(f"shape mismatch {_short(shapes)}")
     if problems:
-        raise CheckpointError(f"{where} does not fit the architecture: {'; '.join(problems)}")
+        raise CheckpointError(
+            f"{where} does not fit the architecture: {'; '.join(problems)}; "
+            "use a checkpoint of the same architecture (--arch), input channels and classes"
+        )
     with torch.no_grad():
         for k, v in own.items():
             v.copy_(state[k])

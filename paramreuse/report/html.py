@@ -7,7 +7,7 @@ import html
 from pathlib import Path
 
 from paramreuse.report import plots
-from paramreuse.results import read_json
+from paramreuse.results import read_json, write_atomic
 
 REPORT_FILE = "report.html"
 MODEL_LABELS = {
@@ -32,7 +32,7 @@ def _fmt(v) -> str:
 
 
 def _figure(out: Path, name: str, png: bytes, alt: str) -> str:
-    (out / f"{name}.png").write_bytes(png)
+    write_atomic(out / f"{name}.png", png)
     data = base64.b64encode(png).decode()
     return f'<img id="{name}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
@@ -78,11 +78,7 @@ def render_report(run_dir: str | Path) -> Path:
         + "</pre>",
     ]
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>paramreuse report</title><style>{STYLE}</style></head><body>{''.join(sections)}</body></html>"
-    path = out / REPORT_FILE
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
-    return path
+    return write_atomic(out / REPORT_FILE, page.encode())
 
 
 def _pretty(obj) -> str:

@@ -1,0 +1,223 @@
+"""Bad input through the CLI: every case exits 2 with one clear line, never a traceback.
+
+The table here is the one in docs/reliability.md; tests/test_cli.py covers further train and
+replace cases (unknown data set, --shots 500 on train, bad --params, unpaired models).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from paramreuse.cli import app
+from paramreuse.models import ModelInfo, build_model, save_checkpoint
+from tests.conftest import TINY_ARCH
+
+runner = CliRunner()
+TRAIN = ["train", "--arch", TINY_ARCH, "--epochs", "1", "--device", "cpu", "--quiet"]
+
+
+class CreatesFile:
+    """A pickle payload that, if ever unpickled, creates the file named in ``path``."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def _checkpoint(path: Path, arch: str = TINY_ARCH, channels: int = 1, mutate=None, plain: bool = False) -> Path:
+    torch.manual_seed(0)
+    model = build_model(arch, channels, 5)
+    if mutate is not None:
+        with torch.no_grad():
+            mutate(model)
+    if plain:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    else:
+        save_checkpoint(path, model, ModelInfo(arch=arch, in_channels=channels, num_classes=5))
+    return path
+
+
+def _image_folder(root: Path, classes: str, suffix: str = ".png", channels: int = 3, valid: bool = True) -> Path:
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(8):
+            if valid:
+                shape = (28, 28, channels) if channels == 3 else (28, 28)
+                Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(root / c / f"{i}{suffix}")
+            else:
+                (root / c / f"{i}{suffix}").write_text("not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory) -> SimpleNamespace:
+    """Every bad file the table needs, made once."""
+    d = tmp_path_factory.mktemp("bad")
+    f = SimpleNamespace(dir=d)
+    f.good = _checkpoint(d / "good.safetensors")
+    f.rgb_model = _checkpoint(d / "rgb.safetensors", channels=3)
+    f.plain = _checkpoint(d / "plain.safetensors", plain=True)
+    f.nan = _checkpoint(d / "nan.safetensors", mutate=lambda m: m.head.weight.__setitem__((0, 0), float("nan")))
+    f.inf = _checkpoint(d / "inf.safetensors", mutate=lambda m: m.features[0][0].weight.fill_(float("inf")))
+    torch.manual_seed(0)
+    wide = build_model("builtin:cnn?width=8", 1, 5)  # tensors of width 8, recorded as width 4
+    f.shape = save_checkpoint(d / "shape.safetensors", wide, ModelInfo(arch=TINY_ARCH, in_channels=1, num_classes=5))
+    state = {k: v.contiguous() for k, v in build_model(TINY_ARCH, 1, 5).state_dict().items()}
+    state.pop("head.bias")
+    state["extra.weight"] = torch.zeros(2)
+    save_file(state, d / "keys.safetensors")
+    f.keys = d / "keys.safetensors"
+    f.corrupt_st = d / "corrupt.safetensors"
+    f.corrupt_st.write_bytes(b"\x10\x00\x00")
+    f.trunc_st = d / "trunc.safetensors"
+    f.trunc_st.write_bytes(f.good.read_bytes()[: f.good.stat().st_size // 2])
+    torch.save(build_model(TINY_ARCH, 1, 5).state_dict(), d / "whole.pt")
+    f.trunc_pt = d / "trunc.pt"
+    f.trunc_pt.write_bytes((d / "whole.pt").read_bytes()[: (d / "whole.pt").stat().st_size // 2])
+    f.pwned = d / "pwned"
+    f.evil = d / "evil.pt"
+    torch.save({"weight": CreatesFile(f.pwned)}, f.evil)
+    f.unknown_format = d / "model.ckpt"
+    f.unknown_format.write_bytes(b"\x00")
+    f.empty = d / "empty"
+    (f.empty / "a").mkdir(parents=True)
+    f.text = _image_folder(d / "text", "ab", suffix=".txt", valid=False)
+    f.broken = _image_folder(d / "broken", "ab", valid=False)
+    f.rgb = _image_folder(d / "rgb", "ab")
+    f.gray = _image_folder(d / "gray", "ab", channels=1)
+    f.blocker = d / "blocker"
+    f.blocker.write_text("a file where a folder should be")
+    f.config = d / "typo.toml"
+    f.config.write_text('[sweep]\nparam = ["unit"]\n')
+    f.nowhere = d / "nowhere.safetensors"
+    f.config_type = d / "type.toml"
+    f.config_type.write_text("[transfer]\nshots = 5\n")
+    f.bad_plan = d / "plan.json"
+    f.bad_plan.write_text("{not json")
+    return f
+
+
+def _compare(s: str, t: str, *extra: str):
+    return lambda f: ["compare", str(getattr(f, s)), str(getattr(f, t)), "--quiet", *extra]
+
+
+def _replace(*extra: str):
+    return lambda f: ["replace", str(f.good), str(f.good), "--data", "fashion-mnist", "--device", "cpu", "--quiet", *extra]
+
+
+def _train(*extra: str):
+    return lambda f: [*TRAIN, *(e.format(**vars(f)) for e in extra)]
+
+
+def _corrupt_idx(f) -> list[str]:
+    folder = f.dir / "idx"
+    folder.mkdir(exist_ok=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (folder / name).write_bytes(b"\x01\x02")
+    return [*TRAIN, "--data-dir", str(folder)]
+
+
+# (case, argv builder, the part of the one line that must appear)
+CASES = [
+    ("unknown architecture", _compare("plain", "plain", "--arch", "builtin:nope"), "unknown builtin architecture 'nope'; available: cnn"),
+    ("unknown architecture kind", _train("--arch", "keras:vgg16"), "unknown architecture kind 'keras'"),
+    ("plain state dict without --arch", _compare("plain", "good"), "is a plain state dict; say which architecture it is with --arch SPEC"),
+    ("missing and unexpected tensors", _compare("keys", "good", "--arch", TINY_ARCH), "does not fit the architecture: missing head.bias; unexpected extra.weight; use a checkpoint of the same architecture"),
+    ("differently shaped tensors", _compare("shape", "good"), "shape mismatch features.0.0.weight (8, 1, 3, 3) vs model (4, 1, 3, 3)"),
+    ("corrupt safetensors", _compare("corrupt_st", "good"), "not a readable safetensors file"),
+    ("truncated safetensors", _compare("good", "trunc_st"), "not a readable safetensors file"),
+    ("truncated .pt", _compare("trunc_pt", "good", "--arch", TINY_ARCH), "corrupt or truncated .pt file"),
+    ("pickle that runs code", _compare("evil", "good", "--arch", TINY_ARCH), "refused to load: the file holds more than tensors (Trying to load unsupported GLOBAL"),
+    ("unknown checkpoint format", _compare("unknown_format", "good", "--arch", TINY_ARCH), "unknown checkpoint format; use .safetensors (preferred) or .pt"),
+    ("checkpoint does not exist", _compare("good", "nowhere", "--arch", TINY_ARCH), "nowhere.safetensors does not exist; check the path"),
+    ("NaN weights", _compare("nan", "good"), "NaN or Inf values in head.weight; the model diverged, retrain it"),
+    ("Inf weights", _compare("good", "inf"), "NaN or Inf values in features.0.0.weight"),
+    ("empty data folder", _train("--data", "folder:{empty}"), "no images found; expected"),
+    ("folder without images", _train("--data", "folder:{text}"), "no images found; expected"),
+    ("unreadable image", _train("--data", "folder:{broken}"), "not a readable image; remove or replace it"),
+    ("data folder does not exist", _train("--data", "folder:{dir}/nope"), "does not exist; check the path after folder:"),
+    ("corrupt IDX data", _corrupt_idx, "corrupt IDX file (unpack requires a buffer of 4 bytes); reinstall the data set"),
+    ("class not present", _replace("--classes", "5-9,12"), "class 12 not present in fashion-mnist (it has classes 0-9); choose --classes among those"),
+    ("class not present in a folder", _train("--data", "folder:{rgb}", "--classes", "0-2"), "class 2 not present in folder:"),
+    ("more shots than exist", _replace("--classes", "5-9", "--shots", "500"), "has only 54 training images after validation; use --shots 54 or fewer"),
+    ("zero shots", _train("--shots", "0"), "--shots must be at least 1, got 0"),
+    ("single-class target", _replace("--classes", "7"), "a classification target needs at least 2 classes, got [7]; widen --classes"),
+    ("backwards class range", _train("--classes", "4-1"), "class range '4-1' runs backwards; write 1-4"),
+    ("--init 1-channel model into 3-channel data", _train("--data", "folder:{rgb}", "--init", "{good}"), "takes 1-channel images but the data has 3 channels; use a checkpoint trained on 3-channel images"),
+    ("--init 3-channel model into 1-channel data", _train("--data", "folder:{gray}", "--init", "{rgb_model}"), "takes 3-channel images but the data has 1 channels"),
+    ("compare models with different input channels", _compare("good", "rgb_model"), "source and target do not pair, 1 difference(s), source vs target: features.0.0.weight (4, 1, 3, 3) vs (4, 3, 3, 3)"),
+    ("unwritable output folder", lambda f: ["compare", str(f.good), str(f.good), "--out", str(f.blocker / "run")], "choose a writable --out folder"),
+    ("config key that does not exist", lambda f: ["study", "--config", str(f.config)], "sweep: unknown key 'param'; did you mean 'params'?"),
+    ("config value of the wrong type", lambda f: ["study", "--config", str(f.config_type)], "transfer.shots must be a list, e.g. [5], got 5"),
+    ("config file missing", lambda f: ["study", "--config", str(f.dir / "nope.toml")], "nope.toml does not exist"),
+    ("plan file not JSON", lambda f: ["transfer", str(f.good), "--plan", str(f.bad_plan), "--data", "fashion-mnist"], "is not valid JSON"),
+    ("report of a folder without results", lambda f: ["report", str(f.empty)], "results.json does not exist; run the stage that writes it first"),
+    ("unknown alignment", _compare("good", "good", "--align", "magic"), "unknown alignment 'magic'; use auto, none, weights, activations"),
+    ("CUDA asked for on a machine without it", _train("--device", "cuda"), "no CUDA device is available; use --device auto or cpu"),
+]
+
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+PARAMS = [pytest.param(*c, id=c[0], marks=NO_CUDA if c[0].startswith("CUDA") else ()) for c in CASES]
+
+
+@pytest.mark.parametrize("case,argv,message", PARAMS)
+def test_bad_input_exits_2_with_one_clear_line(bad, fake_fmnist, tmp_path, case, argv, message):
+    args = argv(bad)
+    if "--out" not in args and args[0] != "report":
+        args = [*args, "--out", str(tmp_path / "out")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, (case, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+
+
+def test_the_table_has_at_least_15_cases():
+    assert len(CASES) >= 15 and len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_pickle_payload_never_runs(bad, tmp_path):
+    """The payload would create a file when unpickled; torch.load(weights_only=False) proves it works."""
+    result = runner.invoke(app, ["compare", str(bad.evil), str(bad.good), "--arch", TINY_ARCH, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "refused to load" in result.stderr
+    assert not bad.pwned.exists()
+    # The control: the same file, unpickled without the safeguard, does run the payload.
+    with open(bad.evil, "rb") as f:
+        assert f.read(2) == b"PK"  # a torch zip archive, as a real checkpoint would be
+    torch.load(bad.evil, weights_only=False)
+    assert bad.pwned.exists()
+    bad.pwned.unlink()
+
+
+def test_refusal_leaves_results_already_on_disk(bad, fake_fmnist, tmp_path):
+    """Nothing already computed is lost: a failing verb does not touch the files in --out."""
+    assert runner.invoke(app, ["compare", str(bad.good), str(bad.good), "--out", str(tmp_path), "--quiet"]).exit_code == 0
+    before = (tmp_path / "comparison.json").read_bytes()
+    assert runner.invoke(app, ["compare", str(bad.nan), str(bad.good), "--out", str(tmp_path)]).exit_code == 2
+    assert (tmp_path / "comparison.json").read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_pickle_module_is_not_used_for_safetensors(bad):
+    """A safetensors file is parsed, never unpickled: a pickle renamed to .safetensors is just corrupt."""
+    fake = bad.dir / "pickle.safetensors"
+    fake.write_bytes(pickle.dumps({"weight": CreatesFile(bad.pwned)}))
+    result = runner.invoke(app, ["compare", str(fake), str(bad.good), "--out", str(bad.dir / "o")])
+    assert result.exit_code == 2 and "not a readable safetensors file" in result.stderr
+    assert not bad.pwned.exists()
