@@ -22,7 +22,7 @@ def train_command(
     classes: Annotated[str | None, typer.Option(help="Classes to use, e.g. 0-4 or 5,6,7 (default: all); relabelled 0..C-1.")] = None,
     shots: Annotated[int | None, typer.Option(help="Training images per class (few-shot); default: all.")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 5,
-    min_steps: Annotated[int, typer.Option(help="At least this many optimiser steps (more epochs on tiny sets).")] = 0,
+    min_steps: Annotated[int, typer.Option(help="At least this many optimiser steps: tiny few-shot sets get more epochs.")] = 150,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 128,
     lr: Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule).")] = 1e-3,
     init: Annotated[Path | None, typer.Option(help="Start from this checkpoint; its head is replaced by a fresh one.")] = None,
