@@ -16,7 +16,7 @@ from pathlib import Path
 
 from scipy import stats
 
-from paramreuse.transfer_runs import t_interval
+from paramreuse.stats import t_interval
 
 
 def main() -> None:

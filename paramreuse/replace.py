@@ -19,7 +19,7 @@ from paramreuse.data import ImageSet
 from paramreuse.engine import Evaluator, StopRule, Variant
 from paramreuse.layers import Unit, pair_units
 from paramreuse.models.heads import head_module_name
-from paramreuse.results import JsonlLog, fingerprint
+from paramreuse.results import JsonlLog, fingerprint, state_digest
 from paramreuse.stats import mean_ci
 from paramreuse.tasks import CLASSIFICATION, Task
 from paramreuse.train import Progress, ProgressEvent
@@ -167,7 +167,7 @@ def replacement_sweep(
     units = sweep_units(source, target)
     specs = row_specs(units, config)
     s_state = {k: v.detach() for k, v in source.state_dict().items()}
-    key = fingerprint({"s": _digest(source), "t": _digest(target), "n": len(val), "config": config.to_dict()})
+    key = fingerprint({"s": state_digest(s_state), "t": state_digest(target.state_dict()), "n": len(val), "config": config.to_dict()})
     log = JsonlLog(log_path, key)
     todo = [s for s in specs if s.id not in log.done]
     calib = [] if calibration is None else [b for b, _ in _batches(_first(calibration, config.max_calibration), config.batch_size, config.seed, device)]
@@ -196,9 +196,4 @@ def replacement_sweep(
 
 def _first(data: ImageSet, n: int) -> ImageSet:
     return data if len(data) <= n else data.subset(torch.arange(n))
-
-
-def _digest(model: nn.Module) -> str:
-    """A cheap content hash of a model's tensors, so a log from other models is never reused."""
-    return fingerprint([[k, float(v.double().sum()), float(v.double().abs().sum())] for k, v in model.state_dict().items()])
 

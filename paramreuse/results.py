@@ -75,6 +75,11 @@ def fingerprint(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def state_digest(state: dict) -> str:
+    """A cheap content hash of a state dict's tensors, so stored work from other weights is never reused."""
+    return fingerprint([[k, float(v.double().sum()), float(v.double().abs().sum())] for k, v in state.items()])
+
+
 def load_if_current(path: str | Path, key: str) -> dict | None:
     """The stored result at ``path`` when it was made with fingerprint ``key``, else None."""
     path = Path(path)

@@ -7,20 +7,19 @@ Finished runs are appended to ``transfer.runs.jsonl`` and a rerun resumes from i
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from scipy import stats
 
 from paramreuse.data import TaskData, load_task
 from paramreuse.models import build_model
-from paramreuse.results import JsonlLog, fingerprint, load_if_current, prepare_out_dir, write_json
+from paramreuse.results import JsonlLog, fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
+from paramreuse.stats import paired_test, t_interval
 from paramreuse.tasks import CLASSIFICATION
 from paramreuse.train import Progress, ProgressEvent, TrainConfig, evaluate, train
-from paramreuse.transfer import STRATEGIES, L2SP, strategy, transplant, unit_names
+from paramreuse.transfer import L2SP, STRATEGIES, strategy, transplant, unit_names
 
 TRANSFER_FILE, RUNS_LOG = "transfer.json", "transfer.runs.jsonl"
 FEWSHOT = TrainConfig(epochs=1, batch_size=16, lr=1e-2, optimizer="sgd", min_steps=150)
@@ -97,24 +96,6 @@ def run_one(
     }
 
 
-def t_interval(values: list[float]) -> tuple[float, float]:
-    """95% Student-t interval of the mean over seeds (degenerate for one seed)."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, mean
-    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean - half, mean + half
-
-
-def paired_test(a: list[float], b: list[float]) -> dict:
-    """Two-sided paired t-test over seeds (scipy.stats.ttest_rel); p is None when undefined."""
-    diffs = [x - y for x, y in zip(a, b)]
-    if len(diffs) < 2 or statistics.pstdev(diffs) == 0:
-        return {"p": None, "test": "paired t-test (undefined: identical or single differences)", "mean_diff": statistics.fmean(diffs)}
-    res = stats.ttest_rel(a, b)
-    return {"p": float(res.pvalue), "test": "paired t-test over seeds (scipy.stats.ttest_rel)", "mean_diff": statistics.fmean(diffs)}
-
-
 def summarise(runs: dict[str, dict], config: TransferConfig, headline: int) -> dict:
     """Means, CIs and paired tests per strategy and shots; top-level keys describe ``headline`` shots."""
     by = {(r["strategy"], r["shots"], r["seed"]): r for r in runs.values()}
@@ -153,7 +134,7 @@ def run_transfer(
     if "plan" in config.strategies and plan is None:
         raise ValueError("the plan strategy needs a plan; pass one or leave 'plan' out of the strategies")
     out = prepare_out_dir(out)
-    runs_key = fingerprint({"source": _digest(source), "plan": plan, "data": [data, classes], "config": config.to_dict()})
+    runs_key = fingerprint({"source": [source.arch, state_digest(source.state)], "plan": plan, "data": [data, classes], "config": config.to_dict()})
     key = fingerprint([runs_key, headline])  # the headline only changes the summary, not the runs
     finished = load_if_current(out / TRANSFER_FILE, key)
     if finished is not None:
@@ -209,6 +190,3 @@ def _best_depth(source: Source, task: TaskData, plan, seed: int, config: Transfe
         "candidates": [{"depth": c[2], "val": c[0]} for c in candidates],
     }
 
-
-def _digest(source: Source) -> str:
-    return fingerprint([source.arch] + [[k, float(v.double().sum())] for k, v in source.state.items()])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from paramreuse.stats import mean_ci
+from paramreuse.stats import mean_ci, paired_test, t_interval
 
 
 def test_mean_ci_matches_a_numpy_bootstrap():
@@ -18,3 +18,16 @@ def test_mean_ci_matches_a_numpy_bootstrap():
 def test_mean_ci_of_a_constant_is_degenerate():
     assert mean_ci(torch.zeros(10)) == (0.0, 0.0)
     assert mean_ci(np.array([0.5])) == (0.5, 0.5)
+
+
+def test_statistics_helpers_against_references():
+    import numpy as np
+    from scipy import stats
+
+    values = [0.8, 0.82, 0.79, 0.85, 0.81]
+    lo, hi = t_interval(values)
+    half = stats.t.ppf(0.975, 4) * np.std(values, ddof=1) / np.sqrt(5)
+    assert (lo, hi) == pytest.approx((np.mean(values) - half, np.mean(values) + half))
+    a, b = [0.9, 0.8, 0.85], [0.7, 0.72, 0.6]
+    assert paired_test(a, b)["p"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert paired_test(a, a)["p"] is None

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pickle
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 from torch import nn
 
 from paramreuse.errors import CheckpointError
 from paramreuse.models.registry import build_model
+from paramreuse.results import write_atomic
 
 METADATA_KEY = "paramreuse"
 
@@ -67,18 +66,8 @@ def _check_types(info: ModelInfo) -> None:
 
 def save_checkpoint(path: str | Path, model: nn.Module, info: ModelInfo) -> Path:
     """Write ``model``'s state dict and ``info`` to a safetensors file, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(info.to_dict())})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomic(path, save(tensors, metadata={METADATA_KEY: json.dumps(info.to_dict())}))
 
 
 def read_info(path: str | Path) -> ModelInfo | None:
