@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from paramreuse.data import TaskData
-from paramreuse.errors import CheckpointError
+from paramreuse.errors import CheckpointError, SpecError
 from paramreuse.models import (
     ModelInfo,
     build_model,
@@ -26,9 +26,9 @@ from paramreuse.models import (
     save_checkpoint,
 )
 from paramreuse.models.checkpoint import infer_io
+from paramreuse.tasks import task_key
 from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
-from paramreuse.tasks import CLASSIFICATION
-from paramreuse.train import Progress, TrainConfig, evaluate, train
+from paramreuse.train import Progress, TrainConfig, evaluate_all, train
 
 MODEL_FILE = "model.safetensors"
 TRAIN_FILE = "train.json"
@@ -74,9 +74,36 @@ def source_for_target(path: str | Path, data: TaskData, seed: int = 0) -> nn.Mod
     head is never reused), so that S pairs with T unit by unit."""
     _, info = load_checkpoint(path)
     torch.manual_seed(seed)
-    model = build_model(info.arch, data.channels, data.num_classes)
+    model = build_model(info.arch, data.channels, data.num_outputs)
     init_from_checkpoint(model, path)
     return model.eval()
+
+
+def check_outputs(model: nn.Module, data: TaskData, arch: str) -> None:
+    """Run two training images through ``model`` and check its outputs fit the task, before any training."""
+    example = data.train.x[:2]
+    expected = tuple(data.kind.targets(data.train)[:2].shape)
+    if data.kind.name == "classification":
+        expected = (len(example), data.num_outputs)
+    elif data.kind.name == "segmentation":
+        expected = (expected[0], data.num_outputs, *expected[1:])
+    modes = {m: m.training for m in model.modules()}
+    try:
+        with torch.no_grad():
+            shape = tuple(model.eval()(example).shape)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the input does not fit the architecture
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpecError(
+            f"{arch} cannot take {data.channels}x{data.size[0]}x{data.size[1]} images ({first}); "
+            "resize the images: size = 32 in the study's [source] and [target] tables, or --size 32"
+        ) from None
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
+    if shape != expected:
+        hint = ("use a segmentation architecture such as builtin:unet or smp:Unet/resnet18"
+                if data.kind.name != "classification" else "use a classification architecture such as builtin:cnn")  # fmt: skip
+        raise SpecError(f"{arch} gives outputs of shape {shape} but {data.kind.name} on {data.name} needs {expected}; {hint}")
 
 
 @dataclass(frozen=True)
@@ -114,16 +141,18 @@ def run_training(
         model, _ = load_checkpoint(out / MODEL_FILE)
         return model, done | {"resumed": True}
     torch.manual_seed(spec.seed if spec.init_seed is None else spec.init_seed)
-    model = build_model(spec.arch, data.channels, data.num_classes)
+    model = build_model(spec.arch, data.channels, data.num_outputs)
+    check_outputs(model, data, spec.arch)
     if spec.init:
         init_from_checkpoint(model, spec.init, spec.keep_head)
-    result = train(model, data.train, spec.config, spec.seed, data.val, CLASSIFICATION, device, progress, stage)
+    result = train(model, data.train, spec.config, spec.seed, data.val, data.kind, device, progress, stage)
     model.cpu()
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise CheckpointError(f"{stage}: training diverged (NaN weights); lower the learning rate")
-    test_metric = evaluate(model, data.test, CLASSIFICATION, device)
+    test_metrics = evaluate_all(model, data.test, data.kind, device)
+    test_metric = test_metrics[data.kind.metric_name]
     info = ModelInfo(
-        arch=spec.arch, in_channels=data.channels, num_classes=data.num_classes, task=CLASSIFICATION.name,
+        arch=spec.arch, in_channels=data.channels, num_classes=data.num_outputs, task=task_key(data.kind),
         input_size=data.size, data=data.name, classes=data.classes,
     )  # fmt: skip
     save_checkpoint(out / MODEL_FILE, model, info)
@@ -135,9 +164,11 @@ def run_training(
         "seed": spec.seed,
         "data": data.describe(),
         "config": spec.config.to_dict(),
-        "metric": CLASSIFICATION.metric_name,
+        "metric": data.kind.metric_name,
+        "units": data.kind.units,
         "val_metric": result.val_metric,
         "test_metric": test_metric,
+        "test_metrics": test_metrics,
         "training": result.to_dict(),
         "environment": environment(device),
         "model": str(out / MODEL_FILE),

@@ -140,6 +140,7 @@ def train(
     total = epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total) if config.schedule == "cosine" else None
     g = torch.Generator().manual_seed(seed)
+    targets = task.targets(data)
     history, step, start, loss_sum = [], 0, time.perf_counter(), 0.0
     for epoch in range(epochs):
         model.train()
@@ -148,7 +149,7 @@ def train(
         loss_sum, seen = 0.0, 0
         for i in range(0, len(data), config.batch_size):
             idx = order[i : i + config.batch_size]
-            x, y = data.x[idx].to(device), data.y[idx].to(device)
+            x, y = data.x[idx].to(device), targets[idx].to(device)
             loss = task.loss(model(x), y)
             if penalty is not None:
                 loss = loss + penalty(model)
@@ -185,7 +186,17 @@ def predict(model: nn.Module, data: ImageSet, device: torch.device | str = "cpu"
 def evaluate(
     model: nn.Module, data: ImageSet, task: Task = CLASSIFICATION, device: torch.device | str = "cpu"
 ) -> float:
-    """The task metric of ``model`` on ``data``."""
-    outputs = predict(model, data, device)
-    metric = task.metric(int(outputs.shape[1]))
-    return float(metric(outputs, data.y))
+    """The task metric of ``model`` on ``data`` (the mean of its per-image scores)."""
+    return task.value(predict(model, data, device), task.targets(data))
+
+
+def evaluate_all(
+    model: nn.Module, data: ImageSet, task: Task = CLASSIFICATION, device: torch.device | str = "cpu"
+) -> dict[str, float]:
+    """The task metric and its secondary metric (IoU, SSIM) where the task has one, by name."""
+    outputs, targets = predict(model, data, device), task.targets(data)
+    values = {task.metric_name: task.value(outputs, targets)}
+    extra = task.extra_scores(outputs, targets)
+    if extra is not None:
+        values[task.extra_metric] = float(extra.mean())
+    return values

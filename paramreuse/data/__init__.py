@@ -1,6 +1,9 @@
 """Data sets by name, class selection and few-shot sampling.
 
-``--data`` names: ``fashion-mnist``, ``digits``, ``folder:PATH``.
+``--data`` names: ``fashion-mnist``, ``digits``, ``folder:PATH`` (classification, or
+reconstruction of the images), ``fashion-mnist-seg`` (garment silhouette masks),
+``fashion-mnist-seg-multi`` (each silhouette labelled with its class) and ``segfolder:PATH``
+(images/ + masks/) for segmentation.
 """
 
 from __future__ import annotations
@@ -9,10 +12,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paramreuse.data.sampling import carve, parse_classes, select_classes
-from paramreuse.data.sources import ImageSet, load_digits, load_fashion_mnist, load_folder, resize
+from paramreuse.data.sources import (
+    ImageSet, load_digits, load_fashion_mnist, load_fashion_mnist_seg, load_folder, load_segfolder, resized,
+)  # fmt: skip
 from paramreuse.errors import DataError
+from paramreuse.tasks import CLASSIFICATION, SEGMENTATION, Task, get_task
 
-DATA_NAMES = ("fashion-mnist", "digits", "folder:PATH")
+DATA_NAMES = ("fashion-mnist", "digits", "folder:PATH", "fashion-mnist-seg", "fashion-mnist-seg-multi", "segfolder:PATH")
+MULTI_SUFFIX = "-multi"
+
+
+def is_segmentation_data(name: str) -> bool:
+    return name.startswith("segfolder:") or name in ("fashion-mnist-seg", "fashion-mnist-seg" + MULTI_SUFFIX)
+
+
+def default_task(name: str) -> Task:
+    """Segmentation for data with masks, else classification (reconstruction is asked for by name)."""
+    return SEGMENTATION if is_segmentation_data(name) else CLASSIFICATION
 
 
 @dataclass(frozen=True, eq=False)
@@ -24,10 +40,16 @@ class TaskData:
     train: ImageSet
     val: ImageSet
     test: ImageSet
+    kind: Task = CLASSIFICATION
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def num_outputs(self) -> int:
+        """Output channels a model needs: classes, mask labels, or image channels."""
+        return self.kind.out_channels(self)
 
     @property
     def channels(self) -> int:
@@ -45,18 +67,23 @@ class TaskData:
             "train": len(self.train),
             "val": len(self.val),
             "test": len(self.test),
+            **({} if self.kind is CLASSIFICATION else {"task": self.kind.name, "loss": self.kind.loss_name,
+                                                       "outputs": self.num_outputs}),
         }
 
 
 def load_split(name: str, split: str, data_dir: str | Path | None = None, size=None) -> ImageSet:
     """All images of one split of the named data set, with the source's class ids."""
     if name == "fashion-mnist":
-        data = load_fashion_mnist(split, data_dir)
-        return ImageSet(resize(data.x, size), data.y, data.class_names)
+        return resized(load_fashion_mnist(split, data_dir), size)
+    if name in ("fashion-mnist-seg", "fashion-mnist-seg" + MULTI_SUFFIX):
+        return resized(load_fashion_mnist_seg(split, data_dir), size)
     if name == "digits":
         return load_digits(split, size or (28, 28))
     if name.startswith("folder:"):
         return load_folder(name.removeprefix("folder:"), split, size)
+    if name.startswith("segfolder:"):
+        return load_segfolder(name.removeprefix("segfolder:"), split, size)
     raise DataError(f"unknown data set {name!r}; use one of {', '.join(DATA_NAMES)}")
 
 
@@ -70,8 +97,9 @@ def load_task(
     test_per_class: int | None = None,
     data_dir: str | Path | None = None,
     size: tuple[int, int] | None = None,
+    task: str | None = None,
 ) -> TaskData:
-    """Load a classification task: select classes, carve validation, sample shots.
+    """Load a task: select classes, carve validation, sample shots.
 
     Args:
         name: data set name (see ``DATA_NAMES``).
@@ -79,21 +107,35 @@ def load_task(
         shots: training images per class (few-shot); None keeps all (or ``limit_per_class``).
         seed: drives the validation carve and the shot sample.
         test_per_class: evaluate on at most this many test images per class (fixed subset).
+        task: ``classification``, ``segmentation``, ``segmentation-dice`` or ``reconstruction``;
+            default: segmentation for data with masks, else classification.
     """
+    kind = get_task(task) if task else default_task(name)
     if isinstance(classes, str) or classes is None:
         classes = parse_classes(classes)
     train_all = load_split(name, "train", data_dir, size)
     test_all = load_split(name, "test", data_dir, size)
     if classes is None:
         classes = tuple(sorted(set(train_all.y.tolist())))
-    if len(classes) < 2:
+    if len(classes) < 2 and kind is CLASSIFICATION:
         raise DataError(f"a classification target needs at least 2 classes, got {list(classes)}; widen --classes")
+    if kind.name == "segmentation" and train_all.mask is None:
+        raise DataError(f"{name} has no masks for segmentation; use fashion-mnist-seg, fashion-mnist-seg-multi or segfolder:PATH")
     train = select_classes(train_all, classes, name)
     test = select_classes(test_all, classes, f"{name} (test split)")
+    if name.endswith(MULTI_SUFFIX):
+        train, test = _labelled_by_class(train), _labelled_by_class(test)
     train, val = carve(train, seed, shots, limit_per_class, val_per_class, where=name)
     if test_per_class is not None:
         test, _ = carve(test, 0, limit_per_class=test_per_class, val_per_class=0, where=f"{name} (test split)")
-    return TaskData(name, classes, train, val, test)
+    return TaskData(name, classes, train, val, test, kind)
 
 
-__all__ = ["DATA_NAMES", "ImageSet", "TaskData", "load_split", "load_task", "parse_classes", "select_classes"]
+def _labelled_by_class(data: ImageSet) -> ImageSet:
+    """Each silhouette takes its image's class: label 1 + the class's position in ``classes``."""
+    mask = data.mask * (data.y[:, None, None] + 1)
+    return ImageSet(data.x, data.y, data.class_names, mask, ("background", *data.class_names))
+
+
+__all__ = ["DATA_NAMES", "ImageSet", "TaskData", "default_task", "load_split", "load_task", "parse_classes",
+           "select_classes"]

@@ -48,7 +48,8 @@ def select_classes(data: ImageSet, classes: tuple[int, ...], where: str) -> Imag
     lookup[torch.tensor(classes)] = torch.arange(len(classes))
     keep = lookup[data.y] >= 0
     names = tuple(data.class_names[c] if c < len(data.class_names) else str(c) for c in classes)
-    return ImageSet(data.x[keep], lookup[data.y[keep]], names)
+    mask = None if data.mask is None else data.mask[keep]
+    return ImageSet(data.x[keep], lookup[data.y[keep]], names, mask, data.mask_names)
 
 
 def _ranges(values: list[int]) -> str:

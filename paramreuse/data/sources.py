@@ -1,7 +1,9 @@
-"""Image sources: Fashion-MNIST (IDX files), scikit-learn digits, and image folders.
+"""Image sources: Fashion-MNIST (IDX files, also as a segmentation set), scikit-learn digits,
+image folders, and segmentation folders (images with masks).
 
 Every source returns an :class:`ImageSet` of float images scaled to [-1, 1] with the
-source's own class ids; class selection and few-shot sampling live in ``sampling.py``.
+source's own class ids (and, for segmentation, a label mask per image); class selection and
+few-shot sampling live in ``sampling.py``.
 """
 
 from __future__ import annotations
@@ -33,11 +35,18 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclass(frozen=True, eq=False)
 class ImageSet:
-    """Images ``x`` (N, C, H, W) in [-1, 1], labels ``y`` (N,), and the names of the labels."""
+    """Images ``x`` (N, C, H, W) in [-1, 1], labels ``y`` (N,), and the names of the labels.
+
+    Segmentation sets also carry ``mask`` (N, H, W), one label per pixel, named by ``mask_names``
+    (label 0 is the background). ``y`` then still says which class an image shows (one class for
+    a plain segmentation folder), so class selection and few-shot sampling work unchanged.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
     class_names: tuple[str, ...]
+    mask: torch.Tensor | None = None
+    mask_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.y)
@@ -51,7 +60,8 @@ class ImageSet:
         return int(self.x.shape[2]), int(self.x.shape[3])
 
     def subset(self, index: torch.Tensor) -> "ImageSet":
-        return ImageSet(self.x[index], self.y[index], self.class_names)
+        mask = None if self.mask is None else self.mask[index]
+        return ImageSet(self.x[index], self.y[index], self.class_names, mask, self.mask_names)
 
 
 def to_unit_range(images: torch.Tensor, max_value: float) -> torch.Tensor:
@@ -62,6 +72,17 @@ def resize(x: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
     if size is None or tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def resize_mask(mask: torch.Tensor | None, size: tuple[int, int] | None) -> torch.Tensor | None:
+    """Nearest-neighbour resize of (N, H, W) label masks: labels are never blended."""
+    if mask is None or size is None or tuple(mask.shape[-2:]) == tuple(size):
+        return mask
+    return F.interpolate(mask[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()
+
+
+def resized(data: ImageSet, size: tuple[int, int] | None) -> ImageSet:
+    return ImageSet(resize(data.x, size), data.y, data.class_names, resize_mask(data.mask, size), data.mask_names)
 
 
 # ---- Fashion-MNIST -------------------------------------------------------------------
@@ -136,6 +157,28 @@ def load_fashion_mnist(split: str, data_dir: str | Path | None = None) -> ImageS
     return ImageSet(x, torch.from_numpy(labels.astype(np.int64)), FASHION_MNIST_CLASSES)
 
 
+SILHOUETTE_THRESHOLD = 10  # of 255: the background of Fashion-MNIST is (nearly) 0
+
+
+@lru_cache(maxsize=4)
+def _silhouettes(folder: Path, split: str) -> np.ndarray:
+    """The garment silhouette of every image: pixels above the threshold, holes filled."""
+    from scipy.ndimage import binary_fill_holes
+
+    images, _ = _fashion_mnist_arrays(folder, split)
+    per_image = np.zeros((3, 3, 3), dtype=bool)
+    per_image[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]  # fill within each image, never across images
+    return binary_fill_holes(images > SILHOUETTE_THRESHOLD, structure=per_image)
+
+
+def load_fashion_mnist_seg(split: str, data_dir: str | Path | None = None) -> ImageSet:
+    """Fashion-MNIST with a binary mask per image: 1 on the garment's silhouette, 0 elsewhere."""
+    folder = find_fashion_mnist(data_dir)
+    images = load_fashion_mnist(split, data_dir)
+    mask = torch.from_numpy(_silhouettes(folder, split).astype(np.int64))
+    return ImageSet(images.x, images.y, images.class_names, mask, ("background", "garment"))
+
+
 # ---- scikit-learn digits ----------------------------------------------------------------
 
 DIGITS_TEST_FRACTION = 0.25
@@ -184,23 +227,110 @@ def load_folder(root: str | Path, split: str, size: tuple[int, int] | None = Non
 
 
 def _read_class_folders(root: Path, size: tuple[int, int] | None) -> ImageSet:
-    from PIL import Image, UnidentifiedImageError
-
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
     files = [(i, f) for i, d in enumerate(class_dirs) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise DataError(f"{root}: no images found; expected {root}/CLASS_NAME/IMAGE.png for each class")
-    images = []
-    for _, f in files:
-        try:
-            with Image.open(f) as im:
-                images.append(im.copy())
-        except (UnidentifiedImageError, OSError):
-            raise DataError(f"{f}: not a readable image; remove or replace it") from None
+    x = _images_tensor([_read_image(f) for _, f in files], size)
+    y = torch.tensor([i for i, _ in files], dtype=torch.int64)
+    return ImageSet(x, y, tuple(d.name for d in class_dirs))
+
+
+def _read_image(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.copy()
+    except (UnidentifiedImageError, OSError):
+        raise DataError(f"{path}: not a readable image; remove or replace it") from None
+
+
+def _images_tensor(images: list, size: tuple[int, int] | None) -> torch.Tensor:
+    """PIL images as one (N, C, H, W) tensor in [-1, 1]: grey when all are grey, else RGB; resized to ``size``."""
     mode = "L" if all(im.mode in ("L", "1", "I;16", "I") for im in images) else "RGB"
     size = size or images[0].size[::-1]
-    arrays = [np.asarray(im.convert(mode).resize(size[::-1]), dtype=np.uint8) for im in images]
-    x = torch.from_numpy(np.stack(arrays))
+    x = torch.from_numpy(np.stack([np.asarray(im.convert(mode).resize(size[::-1]), dtype=np.uint8) for im in images]))
     x = x.unsqueeze(1) if mode == "L" else x.permute(0, 3, 1, 2)
-    y = torch.tensor([i for i, _ in files], dtype=torch.int64)
-    return ImageSet(to_unit_range(x.contiguous(), 255.0), y, tuple(d.name for d in class_dirs))
+    return to_unit_range(x.contiguous(), 255.0)
+
+
+# ---- segmentation folders: images/ + masks/ ---------------------------------------------
+
+
+def load_segfolder(root: str | Path, split: str, size: tuple[int, int] | None = None) -> ImageSet:
+    """``root/images/NAME.png`` with ``root/masks/NAME.png`` (matched by file stem), or the same
+    under ``root/train`` and ``root/test``. Without those a fixed 25% is held out as the test split.
+
+    A mask holds one label per pixel (0 = background, 1, 2, ...); a mask of only 0 and 255 is
+    read as binary. Masks must have their image's size; ``size`` resizes both (masks nearest).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"segmentation folder {root} does not exist; check the path after segfolder:")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return _read_segfolder(root / split, size, _mask_label_count(root / "train", root / "test"))
+    full = _read_segfolder(root, size, _mask_label_count(root))
+    test = _stratified_holdout(full.y, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
+    return full.subset(test if split == "test" else ~test)
+
+
+def _pairs(root: Path) -> list[tuple[Path, Path]]:
+    images_dir, masks_dir = root / "images", root / "masks"
+    for d in (images_dir, masks_dir):
+        if not d.is_dir():
+            raise DataError(f"{root}: no {d.name}/ folder; a segmentation folder holds images/ and masks/ side by side")
+    images = {f.stem: f for f in sorted(images_dir.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES}
+    masks = {f.stem: f for f in sorted(masks_dir.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES}
+    if not images:
+        raise DataError(f"{images_dir}: no images found; put NAME.png files there and their masks in {masks_dir}")
+    missing = sorted(set(images) - set(masks))
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise DataError(f"{masks_dir}: no mask for {len(missing)} image(s) ({shown}); add NAME.png masks with the images' names")
+    return [(images[k], masks[k]) for k in sorted(images)]
+
+
+def _mask_array(path: Path) -> np.ndarray:
+    im = _read_image(path)
+    if im.mode not in ("L", "P", "1", "I", "I;16"):
+        im = im.convert("L")
+    mask = np.asarray(im).astype(np.int64)
+    if set(np.unique(mask).tolist()) <= {0, 255}:
+        mask = (mask > 0).astype(np.int64)
+    return mask
+
+
+MAX_MASK_LABELS = 64
+
+
+@lru_cache(maxsize=8)
+def _mask_label_count(*roots: Path) -> int:
+    """Labels 0..K-1 over every mask of the folder(s), so that both splits agree on K."""
+    top, where = max((int(_mask_array(m).max()), m) for root in roots for _, m in _pairs(root))
+    if top >= MAX_MASK_LABELS:
+        raise DataError(
+            f"{where}: mask label {top} is too large (at most {MAX_MASK_LABELS - 1}); "
+            "save masks as label images (0 = background, 1, 2, ...) or as binary 0/255"
+        )
+    return max(top + 1, 2)
+
+
+def _read_segfolder(root: Path, size: tuple[int, int] | None, labels: int) -> ImageSet:
+    images, masks = [], []
+    for image_path, mask_path in _pairs(root):
+        im, mask = _read_image(image_path), _mask_array(mask_path)
+        if mask.shape != (im.size[1], im.size[0]):
+            raise DataError(
+                f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {im.size[0]}x{im.size[1]}; "
+                "masks must have their image's size"
+            )
+        images.append(im)
+        masks.append(torch.from_numpy(mask))
+    sizes = {im.size for im in images}
+    if size is None and len(sizes) > 1:
+        raise DataError(f"{root}: images have {len(sizes)} different sizes; set size (e.g. --size 64) to resize them")
+    x = _images_tensor(images, size)
+    mask = torch.cat([resize_mask(m[None], x.shape[-2:]) for m in masks])
+    names = ("background", *(str(k) for k in range(1, labels)))
+    return ImageSet(x, torch.zeros(len(images), dtype=torch.int64), ("image",), mask, names)

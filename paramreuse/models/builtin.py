@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -49,6 +50,44 @@ def build_cnn(in_channels: int, num_classes: int, width: int = 16) -> nn.Module:
     return VGGStyleCNN(in_channels=in_channels, num_classes=num_classes, width=width)
 
 
+def double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(conv_bn_relu(in_channels, out_channels), conv_bn_relu(out_channels, out_channels))
+
+
+class UNet(nn.Module):
+    """A small UNet: ``depth`` down stages (two conv+BN+ReLU units, then a 2x2 max pool), a
+    bottleneck, and ``depth`` up stages (nearest 2x upsampling, concatenation with the skip of
+    the same resolution, two units), then a 1x1 convolution ``head`` giving ``num_classes``
+    channels per pixel. Stage i has ``width * 2**i`` channels; sides must be divisible by
+    ``2**depth`` (28x28 works with the default depth 2).
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, width: int = 8, depth: int = 2):
+        super().__init__()
+        widths = [width * 2**i for i in range(depth + 1)]
+        self.down = nn.ModuleList(double_conv(c_in, c) for c_in, c in zip([in_channels, *widths[:-2]], widths[:-1]))
+        self.pool = nn.MaxPool2d(2)
+        self.bottleneck = double_conv(widths[-2], widths[-1])
+        self.up = nn.ModuleList(double_conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth)))
+        self.head = nn.Conv2d(width, num_classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for stage in self.down:
+            x = stage(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottleneck(x)
+        for stage, skip in zip(self.up, reversed(skips)):
+            x = stage(torch.cat([F.interpolate(x, scale_factor=2.0, mode="nearest"), skip], dim=1))
+        return self.head(x)
+
+
+def build_unet(in_channels: int, num_classes: int, width: int = 8, depth: int = 2) -> nn.Module:
+    return UNet(in_channels=in_channels, num_classes=num_classes, width=width, depth=depth)
+
+
 BUILTIN = {
     "cnn": build_cnn,
+    "unet": build_unet,
 }
