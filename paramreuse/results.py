@@ -13,12 +13,12 @@ from typing import Any
 from paramreuse.errors import ParamreuseError
 
 
-def _clean(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """JSON-safe copy: tuples to lists, non-finite floats to None."""
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, Path):
@@ -56,7 +56,7 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
 
 def write_json(path: str | Path, obj: Any) -> Path:
     """Write JSON atomically (see :func:`write_atomic`)."""
-    return write_atomic(path, (json.dumps(_clean(obj), indent=2) + "\n").encode())
+    return write_atomic(path, (json.dumps(json_safe(obj), indent=2) + "\n").encode())
 
 
 def read_json(path: str | Path) -> Any:
@@ -71,7 +71,7 @@ def read_json(path: str | Path) -> Any:
 
 def fingerprint(obj: Any) -> str:
     """A short stable hash of a configuration, stored with a stage's result to decide resumption."""
-    text = json.dumps(_clean(obj), sort_keys=True)
+    text = json.dumps(json_safe(obj), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -127,7 +127,7 @@ class JsonlLog:
         if self.path is None:
             return
         with self.path.open("a") as f:
-            f.write(json.dumps(_clean(item)) + "\n")
+            f.write(json.dumps(json_safe(item)) + "\n")
             f.flush()
             os.fsync(f.fileno())
 

@@ -7,15 +7,31 @@ from typing import Annotated
 
 import typer
 
-from paramreuse.cli.common import Format, FormatOpt, clean_errors, emit
-from paramreuse.report import render_report
+from paramreuse.cli.common import Format, FormatOpt, QuietOpt, clean_errors, emit
+from paramreuse.report import FIGURES, SECTIONS, load_run, render_report, run_verdict
 
 
 @clean_errors
 def report_command(
     run_dir: Annotated[Path, typer.Argument(help="A study's --out folder (holds results.json).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for report.html and the PNG plots (default: RUN_DIR).")
+    ] = None,
     fmt: FormatOpt = Format.human,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Re-render RUN_DIR/report.html from the result files, without recomputing anything."""
-    path = render_report(run_dir)
-    emit({"report": str(path)}, fmt, lambda console: console.print(f"report: {path}"))
+    """Re-render RUN_DIR/report.html and its PNG plots from the result files, without recomputing anything."""
+    path = render_report(run_dir, out)
+    result = {
+        "report": str(path),
+        "figures": [str(path.parent / f"{name}.png") for name in FIGURES],
+        "sections": list(SECTIONS),
+        "verdict": run_verdict(load_run(run_dir)),
+    }
+
+    def human(console) -> None:
+        console.print(result["verdict"], highlight=False, markup=False)
+        plots = ", ".join(f"{n}.png" for n in FIGURES)
+        console.print(f"report: {path}  (plots: {plots} beside it)", highlight=False, markup=False)
+
+    emit(result, fmt, human, quiet)

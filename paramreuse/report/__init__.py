@@ -1,5 +1,16 @@
 """The HTML report, rendered from the result files only."""
 
-from paramreuse.report.html import render_report
+from paramreuse.report.html import FIGURES, REPORT_FILE, SECTIONS, load_run, render_report, run_verdict
+from paramreuse.report.verdict import MetricStyle, metric_style, verdict_sentence
 
-__all__ = ["render_report"]
+__all__ = [
+    "FIGURES",
+    "REPORT_FILE",
+    "SECTIONS",
+    "MetricStyle",
+    "load_run",
+    "metric_style",
+    "render_report",
+    "run_verdict",
+    "verdict_sentence",
+]

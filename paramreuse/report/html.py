@@ -1,87 +1,321 @@
-"""Render ``report.html`` (plots embedded) and the plots as PNG files beside it."""
+"""Render ``report.html`` (one self-contained file, plots embedded) and the plots as PNG files beside it.
+
+Everything comes from the result files of a run folder; nothing is recomputed.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
+import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
+from paramreuse.errors import ParamreuseError
 from paramreuse.report import plots
+from paramreuse.report.verdict import MetricStyle, best_strategy, metric_style, plan_gain, verdict_sentence
 from paramreuse.results import read_json, write_atomic
 
 REPORT_FILE = "report.html"
+RESULTS_FILE = "results.json"
+# Stable section ids, in page order: tests and links rely on them.
+SECTIONS = {
+    "verdict": "Verdict",
+    "models": "Models",
+    "rmse": "Kernel distance per unit (J3)",
+    "replacement": "Replacement drops per unit and parameter group (J2)",
+    "cumulative": "Cumulative depth: units 1..k replaced together",
+    "transfer": "Transfer: strategies x shots",
+    "thresholds": "Thresholds used",
+    "environment": "Configuration, versions and device",
+}
+NUMBER = re.compile(r"^[+-]?\d")
+FIGURES = ("metrics", "rmse", "replacement", "cumulative", "transfer")
+J1_VARIANTS = {
+    "conv_kernels_bn_kept": "all of S's conv kernels in T, T's BN statistics kept",
+    "conv_kernels_bn_recalibrated": "all of S's conv kernels in T, BN statistics re-estimated on target data",
+}
 MODEL_LABELS = {
     "source": "S (source, on its own classes)",
     "target": "T (S fine-tuned on the target shots)",
     "scratch": "T_scratch (trained on the shots from scratch)",
     "full": "T_full (S fine-tuned on the full target set)",
 }
-STYLE = """body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
-th:first-child,td:first-child{text-align:left}.verdict{font-size:1.2em;background:#f3f7f3;padding:.8em}"""
+STYLE = """body{font-family:system-ui,sans-serif;max-width:72em;margin:1.5em auto;padding:0 1em;color:#222}
+nav a{margin-right:.9em;font-size:.9em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+h3{font-size:1em;margin:1em 0 .2em}
+table{border-collapse:collapse;margin:.4em 0 1em;font-size:.9em}
+td,th{border:1px solid #ccc;padding:.25em .55em;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
+td.no{color:#b33;text-align:center}td.yes{color:#275;text-align:center}
+.verdict{font-size:1.2em;background:#eef6ef;border-left:.3em solid #2a7;padding:.8em 1em}
+.verdict.no{background:#fbf0ee;border-left-color:#c44}figure{margin:1em 0}figure img{max-width:100%}
+figcaption{font-size:.85em;color:#555}summary{cursor:pointer;margin:.5em 0}
+pre{font-size:.8em;background:#f6f6f6;padding:.6em}
+@media print{nav{display:none}section{break-inside:avoid-page}}"""
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+@dataclass(frozen=True, eq=False)
+class RunFiles:
+    """The result files of one study run folder."""
+
+    results: dict
+    plan: dict
+    sweep: dict
+    transfer: dict
+    comparisons: dict  # pair name -> comparison file content; the judged pair (S vs T) first
+
+
+def load_run(run_dir: str | Path) -> RunFiles:
+    """Read a study's result files; a folder that is not a study run is a clean error."""
+    run = Path(run_dir)
+    if not (run / RESULTS_FILE).is_file():
+        raise ParamreuseError(f"{run} has no {RESULTS_FILE}; pass the --out folder of a finished `paramreuse study`")
+    results = read_json(run / RESULTS_FILE)
+    comparisons = {}
+    for name, entry in results["comparisons"].items():
+        path = run / entry["file"]
+        comparisons[name] = read_json(path) if path.is_file() else entry
+    return RunFiles(
+        results, read_json(run / results["plan"]["file"]), read_json(run / results["replacement"]["file"]),
+        read_json(run / results["transfer"]["file"]), comparisons,
+    )  # fmt: skip
+
+
+def run_style(run: RunFiles) -> MetricStyle:
+    """The metric's style, its units inferred from the models' values when the task registry does not know it."""
+    values = [m["test_metric"] for m in run.results["models"].values()]
+    return metric_style(run.results["metric"], values, run.results.get("units"))
+
+
+def run_verdict(run: RunFiles) -> str:
+    """The one-sentence answer at the top of the report."""
+    return verdict_sentence(run.plan, run.transfer, run_style(run))
 
 
 def _fmt(v) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return "–" if v is None else str(v)
 
 
-def _figure(out: Path, name: str, png: bytes, alt: str) -> str:
+def _table(header: list[str], rows: list[list], caption: str = "") -> str:
+    """An HTML table: numbers right-aligned, yes/no coloured, a caption above it."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+
+    def cell(v) -> str:
+        text = _fmt(v)
+        kind = text if isinstance(v, bool) else "n" if NUMBER.match(text) else "t"
+        return f"<td class='{kind}'>{html.escape(text)}</td>"
+
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
+    cap = f"<h3>{html.escape(caption)}</h3>" if caption else ""
+    return f"{cap}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figure(out: Path, name: str, png: bytes, caption: str) -> str:
     write_atomic(out / f"{name}.png", png)
     data = base64.b64encode(png).decode()
-    return f'<img id="{name}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    alt = html.escape(caption)
+    image = f'<img id="fig-{name}" alt="{alt}" src="data:image/png;base64,{data}">'
+    return f"<figure>{image}<figcaption>{alt}</figcaption></figure>"
 
 
-def render_report(run_dir: str | Path) -> Path:
-    """Write ``report.html`` for the study in ``run_dir`` from its ``results.json``."""
-    out = Path(run_dir)
-    results = read_json(out / "results.json")
-    models, metric = results["models"], results["metric"]
-    t, s = models["target"]["test_metric"], models["scratch"]["test_metric"]
-    shots = results["config"]["target"]["shots"]
-    gain = results["gains"]["target_vs_scratch"]
-    transfer = read_json(out / results["transfer"]["file"])
-    plan = results["plan"]
-    reused = [name for name, d in plan["decisions"].items() if d != "reinit"]
-    verdict = (
-        f"Starting from S, {shots} shots per class reach {metric} {t:.3f} on the target test set, "
-        f"against {s:.3f} from scratch ({gain['mean']:+.3f}, 95% CI {gain['ci'][0]:+.3f} to {gain['ci'][1]:+.3f}). "
-        f"The network is {'' if plan['network_reusable'] else 'not '}reusable as a whole (J1 drop "
-        f"{plan['network_drop']:+.3f}, threshold {plan['thresholds']['network_tolerance']}); the plan reuses "
-        f"{len(reused)} of {len(plan['decisions'])} units."
+def _ci(ci, style: MetricStyle, signed: bool = False) -> str:
+    return "–" if not ci else f"{style.number(ci[0], signed)} to {style.number(ci[1], signed)}"
+
+
+def _verdict(run: RunFiles, style: MetricStyle) -> str:
+    plan, res = run.plan, run.results
+    sentence = run_verdict(run)
+    kind = "verdict" if plan["network_reusable"] else "verdict no"
+    items = []
+    for key, entry in run.sweep.get("network", {}).items():
+        items.append(f"J1, {J1_VARIANTS.get(key, key)}: {style.name} {style.fmt(entry['value'])}, drop "
+                     f"{style.fmt(entry['drop'], True)} (95% CI {_ci(entry['ci'], style, True)}) "
+                     f"from T's {style.fmt(plan['baseline'])}")  # fmt: skip
+    items.append(f"Reusable depth (units 1..k within {plan['thresholds']['layer_tolerance']} of T): "
+                 f"{plan['reusable_depth']} of {len(plan['layers'])} units; "
+                 f"lineage of S and T: {plan['lineage']}.")  # fmt: skip
+    gain = res.get("gains", {}).get("target_vs_scratch")
+    if gain:
+        items.append(f"T (S fine-tuned on the shots) minus T_scratch on the target test set: "
+                     f"{style.fmt(gain['mean'], True)} (95% CI {_ci(gain['ci'], style, True)}, "
+                     f"{gain.get('ci_over', 'paired bootstrap')}).")  # fmt: skip
+    against = plan_gain(run.transfer, "finetune-all")
+    if against:
+        items.append(f"The plan against fine-tuning everything: {style.fmt(against['mean'], True)} "
+                     f"(95% CI {_ci(against['ci'], style, True)} over {against['seeds']} seeds).")  # fmt: skip
+    best = best_strategy(run.transfer)
+    if best:
+        items.append(f"Best strategy at {run.transfer.get('headline_shots')} shots: {best[0]} ({style.fmt(best[1])}).")
+    bullets = "".join(f"<li>{html.escape(i)}</li>" for i in items)
+    return f"<p class='{kind}' id='verdict-sentence'>{html.escape(sentence)}</p><ul>{bullets}</ul>"
+
+
+def _models(run: RunFiles, style: MetricStyle, out: Path) -> str:
+    """Each model's test metric; the chart shows the models measured in the target's metric."""
+    models = run.results["models"]
+    rows = []
+    for name, m in models.items():
+        own = metric_style(m["metric"], [m["test_metric"]]) if m.get("metric", style.name) != style.name else style
+        rows.append([MODEL_LABELS.get(name, name), m["evaluated_on"], own.name, own.fmt(m["test_metric"]),
+                     m.get("train_seconds")])  # fmt: skip
+    charted = {n: m for n, m in models.items() if m.get("metric", style.name) == style.name}
+    caption = f"Test {style.name} of each model measured in it."
+    figure = _figure(out, "metrics", plots.model_metrics(charted, style), caption)
+    return _table(["model", "evaluated on", "metric", "test value", "training seconds"], rows) + figure
+
+
+def _position(row: dict) -> float | None:
+    """Where the aligned RMSE sits between 0 (S's kernel is T's) and the random-init null (1)."""
+    if row.get("null_position") is not None:
+        return row["null_position"]
+    return row["rmse"] / row["rmse_null"] if row.get("rmse_null") else None
+
+
+RMSE_COLUMNS = ["unit", "kind", "shape", "raw", "aligned", "normalised", "null", "aligned/null", "J3"]
+
+
+def _rmse(run: RunFiles, out: Path) -> str:
+    threshold = run.plan["thresholds"]["rmse_position"]
+    parts = []
+    for name, comp in run.comparisons.items():
+        method = comp.get("alignment", {}).get("method", "–") if isinstance(comp.get("alignment"), dict) else "–"
+        rows = [[r["name"], r["kind"], "x".join(map(str, r["shape"])), r["rmse_raw"], r["rmse"], r["rmse_normalized"],
+                 r["rmse_null"], _position(r), _position(r) is not None and _position(r) <= threshold]
+                for r in comp["layers"]]  # fmt: skip
+        caption = f"{plots.PAIR_LABELS.get(name, name)}: lineage {comp['lineage']}, alignment {method}"
+        parts.append(_table(RMSE_COLUMNS, rows, caption))
+    caption = (f"Kernel RMSE per unit: raw, after permutation alignment, and normalised by the RMS of T's kernel. "
+               f"Grey band: from the J3 threshold ({threshold:g} x null) to the null "
+               f"(T vs a random initialisation).")  # fmt: skip
+    others = f"<details><summary>The other pairs</summary>{''.join(parts[1:])}</details>" if len(parts) > 1 else ""
+    return _figure(out, "rmse", plots.rmse_per_unit(run.comparisons, threshold), caption) + parts[0] + others
+
+
+def _replacement(run: RunFiles, style: MetricStyle, out: Path) -> str:
+    sweep, tolerance = run.sweep, run.plan["thresholds"]["layer_tolerance"]
+    caption = (f"Drop of T's validation {style.name} (baseline {style.fmt(sweep['baseline'])}) when S's values of "
+               f"one parameter group replace T's, unit by unit; red: worse, blue: better, grey: the unit has no "
+               f"such group.")  # fmt: skip
+    figure = _figure(out, "replacement", plots.replacement_heatmap(sweep, style, tolerance), caption)
+    findings = sweep.get("findings", [])
+    rows = [[f["finding"], f["holds"]] for f in findings]
+    drops = findings[0].get("mean_drops", {}) if findings else {}
+    caption = "Companion paper's findings on this pair; mean drop per group: " + ", ".join(
+        f"{k} {style.number(v, True)}" for k, v in drops.items()
     )
-    model_rows = [[MODEL_LABELS.get(n, n), m["evaluated_on"], m["test_metric"]] for n, m in models.items()]
-    comparisons = results["comparisons"]
-    layer_rows = [
-        [row["name"]] + [comparisons[k]["layers"][i]["rmse_raw"] for k in comparisons] + [row["rmse_null"]]
-        for i, row in enumerate(comparisons["target"]["layers"])
-    ]
-    sections = [
-        f"<h1>paramreuse study</h1><p class='verdict' id='verdict'>{html.escape(verdict)}</p>",
-        "<h2 id='models'>Models</h2>" + _table(["model", "evaluated on", f"test {metric}"], model_rows),
-        _figure(out, "metrics", plots.model_metrics(models, metric), "test metric per model"),
-        "<h2 id='rmse'>Kernel RMSE per unit</h2>"
-        + _table(["unit"] + [f"raw RMSE S vs {k}" for k in comparisons] + ["null (random init)"], layer_rows),
-        _figure(out, "rmse", plots.rmse_per_layer(comparisons), "kernel RMSE per unit"),
-        "<h2 id='transfer'>Transfer: the plan against the other strategies</h2>"
-        + _table(["strategy", f"mean {metric}", "95% CI over seeds"],
-                 [[n, e["mean"], f"{e['ci'][0]:.4f} to {e['ci'][1]:.4f}"] for n, e in transfer["strategies"].items()])
-        + _table(["test", "p"], [[k, "n/a" if v["p"] is None else f"{v['p']:.3g}"] for k, v in transfer["significance"].items()]),
-        _figure(out, "transfer", plots.transfer_strategies(transfer), "strategies x shots"),
-        "<h2 id='environment'>Configuration and environment</h2><pre>"
-        + html.escape(_pretty({"config": results["config"], "environment": results["environment"]}))
-        + "</pre>",
-    ]
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>paramreuse report</title><style>{STYLE}</style></head><body>{''.join(sections)}</body></html>"
+    timing = sweep.get("timing", {})
+    note = (f"<p>Sweep: {len(sweep['rows'])} rows, engine {timing.get('mode', '–')}, "
+            f"adaptive {timing.get('adaptive', '–')}, {timing.get('seconds', 0):.1f} s.</p>")  # fmt: skip
+    table = _table(["finding", "holds here"], rows, caption) if rows else ""
+    return figure + table + note
+
+
+def _cumulative(run: RunFiles, style: MetricStyle, out: Path) -> str:
+    sweep, plan = run.sweep, run.plan
+    tolerance = plan["thresholds"]["layer_tolerance"]
+    caption = (f"T's validation {style.name} with units 1..k taken from S, for every k (95% CI from the bootstrap "
+               f"of the drop); the reusable depth is the largest k within {tolerance:g} of T.")  # fmt: skip
+    png = plots.cumulative_depth(sweep, plan["reusable_depth"], style, tolerance)
+    figure = _figure(out, "cumulative", png, caption)
+    rows = [[r["depth"], r["layer"], style.fmt(r["value"]), style.fmt(r["drop"], True), _ci(r["ci"], style, True)]
+            for r in sorted(sweep["cumulative"], key=lambda r: r["depth"])]  # fmt: skip
+    return figure + _table(["depth k", "last unit", style.name, "drop", "95% CI of drop"], rows)
+
+
+def _per_shots(entry: dict, shots: list[int]) -> list[dict]:
+    return [entry["by_shots"][str(n)] for n in shots]
+
+
+def _transfer(run: RunFiles, style: MetricStyle, out: Path) -> str:
+    doc = run.transfer
+    shots = doc["shots"]
+    rows = [[name, *(f"{style.number(b['mean'])} [{_ci(b['ci'], style)}]" for b in _per_shots(entry, shots))]
+            for name, entry in doc["strategies"].items()]  # fmt: skip
+    caption = f"Target test {style.name}: mean [95% CI over {doc['seeds']} seeds]"
+    table = _table(["strategy", *(f"{n} shots" for n in shots)], rows, caption)
+    sig_rows = [[key, n, style.number(b.get("mean_diff"), True), "n/a" if b["p"] is None else f"{b['p']:.3g}",
+                 b["test"]]
+                for key, sig in doc["significance"].items() for n, b in zip(shots, _per_shots(sig, shots))]  # fmt: skip
+    caption = "Every strategy trained on the same shots per seed; the plan's unit decisions come from plan.json."
+    figure = _figure(out, "transfer", plots.transfer_strategies(doc, style), caption)
+    return figure + table + _table(["comparison", "shots", "mean difference", "p", "test"], sig_rows)
+
+
+THRESHOLD_MEANINGS = {
+    "network_tolerance": ("J1", "largest drop for which the whole network counts as reusable"),
+    "layer_tolerance": ("J2", "largest replacement drop for which a unit counts as reusable; also the reusable depth"),
+    "rmse_position": ("J3", "largest aligned RMSE / null RMSE for which a unit's kernel counts as reusable"),
+}
+
+
+def _thresholds(run: RunFiles) -> str:
+    th = run.plan["thresholds"]
+    rows = [[name, value, *THRESHOLD_MEANINGS.get(name, ("", ""))] for name, value in th.items()]
+    if "tolerance" in run.sweep:
+        rows.append(["sweep tolerance", run.sweep["tolerance"], "sweep", "drop that lets the sweep stop a row early"])
+    rules = (("Plan rule", run.plan.get("rule", "")),
+             ("Lineage rule", next(iter(run.comparisons.values())).get("lineage_rule", "")))  # fmt: skip
+    notes = "".join(f"<p>{label}: {html.escape(text)}</p>" for label, text in rules if text)
+    override = ("<p>Override them with <code>--network-tolerance</code>, <code>--layer-tolerance</code> and "
+                "<code>--rmse-position</code> (or <code>[thresholds]</code> in the study config).</p>")  # fmt: skip
+    return _table(["threshold", "value", "judgement", "meaning"], rows) + notes + override
+
+
+def _environment(run: RunFiles) -> str:
+    res = run.results
+    cfg = res["config"]
+    data = res.get("data", {})
+    rows = [["architecture", cfg.get("arch")], ["seed", cfg.get("seed")]]
+    for side in ("source", "target"):
+        d = data.get(side, {})
+        images = f"{d.get('train')} train / {d.get('val')} val / {d.get('test')} test images"
+        rows.append([side, f"{d.get('data')} classes {d.get('classes')}, {images}"])
+    rows.append(["study seconds", res.get("seconds")])
+    rows += [[k, v] for k, v in res.get("environment", {}).items()]
+    full = html.escape(json.dumps(cfg, indent=2))
+    return _table(["", "value"], rows) + f"<details><summary>Full configuration</summary><pre>{full}</pre></details>"
+
+
+def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write ``report.html`` and the plots as PNG files for the study in ``run_dir``.
+
+    Args:
+        run_dir: a study's output folder (holds ``results.json`` and the files it names).
+        out_dir: where to write the report and the PNG files; default ``run_dir``.
+    """
+    try:
+        return _render(load_run(run_dir), Path(run_dir), Path(out_dir) if out_dir is not None else Path(run_dir))
+    except KeyError as exc:
+        raise ParamreuseError(
+            f"the result files in {run_dir} lack the key {exc}; they were written by another version: "
+            "re-run `paramreuse study` with the same --out to bring them up to date"
+        ) from None
+
+
+def _render(run: RunFiles, run_dir: Path, out: Path) -> Path:
+    style = run_style(run)
+    bodies = {
+        "verdict": _verdict(run, style),
+        "models": _models(run, style, out),
+        "rmse": _rmse(run, out),
+        "replacement": _replacement(run, style, out),
+        "cumulative": _cumulative(run, style, out),
+        "transfer": _transfer(run, style, out),
+        "thresholds": _thresholds(run),
+        "environment": _environment(run),
+    }
+    nav = "".join(f"<a href='#{key}'>{key}</a>" for key in SECTIONS)
+    sections = "".join(
+        f"<section id='{key}'><h2>{html.escape(SECTIONS[key])}</h2>{bodies[key]}</section>" for key in SECTIONS
+    )
+    footer = (f"<footer><p>Rendered from {html.escape(str(run_dir / RESULTS_FILE))} and the files it names; "
+              f"re-render with <code>paramreuse report RUN_DIR</code>.</p></footer>")  # fmt: skip
+    head = f"<head><meta charset='utf-8'><title>paramreuse report</title><style>{STYLE}</style></head>"
+    body = f"<body><h1>paramreuse study</h1><nav>{nav}</nav>{sections}{footer}</body>"
+    page = f"<!doctype html><html lang='en'>{head}{body}</html>"
     return write_atomic(out / REPORT_FILE, page.encode())
-
-
-def _pretty(obj) -> str:
-    import json
-
-    return json.dumps(obj, indent=2)
