@@ -7,6 +7,7 @@ from paramreuse.errors import CheckpointError, DataError, ParamreuseError, SpecE
 from paramreuse.models import ModelInfo, build_model, load_checkpoint, save_checkpoint
 from paramreuse.runs import RunSpec, run_training
 from paramreuse.study import StudyConfig, run_study
+from paramreuse.tasks import get_task
 from paramreuse.train import TrainConfig, evaluate, resolve_device, train
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "TrainConfig",
     "build_model",
     "evaluate",
+    "get_task",
     "load_checkpoint",
     "load_task",
     "parse_classes",

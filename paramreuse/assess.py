@@ -14,9 +14,10 @@ from torch import nn
 
 from paramreuse.compare import Comparison, compare_models
 from paramreuse.data import TaskData
+from paramreuse.executor import LOCAL, Executor
 from paramreuse.judge import Plan, Thresholds, judge, parameter_type_findings
 from paramreuse.models.heads import head_module_name
-from paramreuse.replace import Sweep, SweepConfig, replacement_sweep
+from paramreuse.replace import Sweep, SweepConfig, SweepInputs, replacement_sweep
 from paramreuse.results import prepare_out_dir, write_json
 from paramreuse.train import Progress
 
@@ -56,16 +57,19 @@ def assess(
     progress: Progress | None = None,
     with_plan: bool = True,
     key: str = "",
+    executor: Executor = LOCAL,
+    inputs: SweepInputs | None = None,
 ) -> Assessment:
     """Compare, sweep (S aligned to T when the pair is independent) and judge; persist each step.
 
     ``key`` is stored as the ``fingerprint`` of every file written, for callers that resume.
+    ``executor`` runs the sweep's rows; a remote one needs ``inputs`` (see :class:`SweepInputs`).
     """
     out = prepare_out_dir(out)
     comparison = compare_pair(source, target, data, out, align, lineage, sweep_config.seed, key=key)
     sweep = replacement_sweep(
-        comparison.aligned_source, target, data.val, data.train, sweep_config, device=device,
-        progress=progress, log_path=out / ROWS_LOG,
+        comparison.aligned_source, target, data.val, data.train, sweep_config, data.kind, device=device,
+        progress=progress, log_path=out / ROWS_LOG, executor=executor, inputs=inputs,
     )  # fmt: skip
     findings = parameter_type_findings(sweep)
     extra = {"findings": findings, "lineage": comparison.lineage, "fingerprint": key}

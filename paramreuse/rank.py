@@ -16,6 +16,7 @@ import hashlib
 import json
 import time
 import warnings
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,16 +25,17 @@ import torch
 
 from paramreuse.assess import assess
 from paramreuse.data import ImageSet, TaskData
-from paramreuse.errors import ParamreuseError
+from paramreuse.errors import DataError, ParamreuseError
+from paramreuse.executor import LOCAL, Checkpoint, DataSpec, Executor
 from paramreuse.features import Features, extract_features
 from paramreuse.judge import Thresholds
 from paramreuse.layers import inventory
 from paramreuse.models import load_checkpoint
-from paramreuse.replace import SweepConfig
+from paramreuse.replace import SweepConfig, SweepInputs, image_digest
 from paramreuse.results import prepare_out_dir
 from paramreuse.runs import MODEL_FILE, TRAIN_FILE, RunSpec, run_training, source_for_target
 from paramreuse.scores import FEATURE_SCORES, SCORES, TransferabilityWarning
-from paramreuse.train import Progress
+from paramreuse.train import Progress, ProgressEvent
 
 RANK_FILE = "rank.json"
 OURS_SOURCE = ("j1_value", "reusable_depth", "rmse_position")
@@ -121,6 +123,8 @@ def our_signal(
     sweep_params: tuple[str, ...] = ("unit",),
     thresholds: Thresholds = Thresholds(),
     recalibrate_bn: bool = True,
+    executor: Executor = LOCAL,
+    data_spec: DataSpec | None = None,
 ) -> Ours:
     """Fine-tune S into T on ``data.train`` (cached in ``out/target``), then assess (S, T) on ``data.val``.
 
@@ -128,6 +132,9 @@ def our_signal(
     statistics on the target shots: S's units keep their learned weights, and the shift of
     feature statistics between the domains, which otherwise dominates every drop, is taken out
     (bench/README_predict.md measures both variants).
+
+    A remote ``executor`` runs the sweep's rows; its workers load T from ``out/target`` and the
+    target from ``data_spec`` (which must describe ``data``).
     """
     out = prepare_out_dir(out)
     _, info = load_checkpoint(source)
@@ -138,8 +145,10 @@ def our_signal(
     config = SweepConfig(
         params=sweep_params, recalibrate_bn=recalibrate_bn, seed=seed, tolerance=thresholds.layer_tolerance
     )
+    t_file = Checkpoint(str(out / "target" / MODEL_FILE), info.arch)
+    inputs = None if data_spec is None else SweepInputs(t_file, data_spec)
     result = assess(s_model, t_model.eval(), data, out, lineage="finetuned", sweep_config=config,
-                    thresholds=thresholds, device=device, progress=progress)  # fmt: skip
+                    thresholds=thresholds, device=device, progress=progress, executor=executor, inputs=inputs)  # fmt: skip
     seconds = time.perf_counter() - start
     plan, sweep = result.plan, result.sweep
     positions = {d.name: d.null_position for d in result.comparison.layers}
@@ -263,6 +272,38 @@ def _source_metric(path: Path) -> float | None:
         return None
 
 
+@dataclass(frozen=True, eq=False)
+class SourceJob:
+    """One candidate source to score: its checkpoint, and the target (in memory, or a spec workers load)."""
+
+    name: str
+    path: str
+    data: TaskData | DataSpec
+    out: str
+    with_ours: bool
+    seed: int
+    device: str | torch.device
+    progress: Progress | None = None  # in-process jobs only
+    digest: str = ""  # what a worker's labelled target images must hash to
+
+
+def score_source_job(job: SourceJob) -> SourceRow:
+    """Every baseline for one source, and ours (S fine-tuned into T in ``job.out``, then assessed)."""
+    data = job.data.load() if isinstance(job.data, DataSpec) else job.data
+    pool, path = labelled_pool(data), Path(job.path)
+    if job.digest and image_digest(pool) != job.digest:
+        raise DataError(f"a worker loaded other target images for {job.data.name!r} than the driver holds; "
+                        "make the same data visible to every worker at the same path")  # fmt: skip
+    model, info = load_checkpoint(path)
+    start = time.perf_counter()
+    feats = extract_features(model, pool.x, device=job.device)
+    feature_seconds = time.perf_counter() - start
+    ours = our_signal(path, data, job.out, job.seed, job.device, job.progress) if job.with_ours else None
+    params = sum(p.numel() for p in model.parameters())
+    return SourceRow(job.name, str(path), info.arch, params, _source_metric(path),
+                     score_source(feats, pool.y.numpy()), ours, feature_seconds)  # fmt: skip
+
+
 def rank_sources(
     sources: list[str | Path],
     data: TaskData,
@@ -272,19 +313,31 @@ def rank_sources(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    executor: Executor = LOCAL,
+    data_spec: DataSpec | None = None,
 ) -> Ranking:
-    """Score every source on the target and rank them (by ours' J1 value unless ``by``)."""
-    out, pool, taken, rows = prepare_out_dir(out), labelled_pool(data), set(), []
+    """Score every source on the target and rank them (by ours' J1 value unless ``by``).
+
+    Each source is a job for ``executor``; the workers of a remote one load the target from
+    ``data_spec`` (which must describe ``data``) and write T into ``out``.
+    """
+    if executor.remote and data_spec is None:
+        raise ValueError("a remote executor needs data_spec: its workers load the target data themselves")
+    out, taken, pool = prepare_out_dir(out), set(), labelled_pool(data)
+    target, device = (data_spec, executor.job_device(device)) if executor.remote else (data, device)
+    job_progress, digest = (None, image_digest(pool)) if executor.remote else (progress, "")
+    jobs = []
     for path in map(Path, sources):
-        model, info = load_checkpoint(path)
-        start = time.perf_counter()
-        feats = extract_features(model, pool.x, device=device)
-        feature_seconds = time.perf_counter() - start
         name = source_label(path, taken)
-        ours = our_signal(path, data, out / name, seed, device, progress) if with_ours else None
-        params = sum(p.numel() for p in model.parameters())
-        rows.append(SourceRow(name, str(path), info.arch, params, _source_metric(path),
-                              score_source(feats, pool.y.numpy()), ours, feature_seconds))  # fmt: skip
+        job = SourceJob(name, str(path), target, str(out / name), with_ours, seed, device, job_progress, digest)
+        jobs.append((name, job))
+    scored = {}
+    with closing(executor.map_unordered(score_source_job, jobs)) as results:  # closed early: no job keeps running
+        for done, (name, row) in enumerate(results, start=1):
+            scored[name] = row
+            if progress is not None:
+                progress(ProgressEvent("rank", done, len(jobs), {"source": name}))
+    rows = [scored[name] for name, _ in jobs]
     by = by or ("j1_value" if with_ours else "logme")
     return Ranking("sources", data.describe(), len(pool), by, sort_rows(rows, by), column_ranks(rows))
 
@@ -298,12 +351,17 @@ def rank_layers(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    executor: Executor = LOCAL,
+    data_spec: DataSpec | None = None,
 ) -> Ranking:
-    """Score every unit of one source (its pooled output on the target) and rank the depths 1..k."""
+    """Score every unit of one source (its pooled output on the target) and rank the depths 1..k.
+
+    A remote ``executor`` runs the rows of our sweep (see :func:`our_signal`).
+    """
     out, pool = prepare_out_dir(out), labelled_pool(data)
     model, _ = load_checkpoint(source)
     feats = extract_features(model, pool.x, device=device)
-    ours = our_signal(source, data, out, seed, device, progress) if with_ours else None
+    ours = our_signal(source, data, out, seed, device, progress, executor=executor, data_spec=data_spec) if with_ours else None  # fmt: skip
     by_name = {layer["name"]: layer for layer in ours.layers} if ours else {}
     kinds = {u.name: u.kind for u in inventory(model)}
     rows = [

@@ -8,7 +8,11 @@ the drop over evaluation samples (paired: the same samples for T and the variant
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,8 +20,11 @@ import torch
 from torch import nn
 
 from paramreuse.data import ImageSet
-from paramreuse.engine import Evaluator, StopRule, Variant
+from paramreuse.engine import Evaluator, GraphCutter, StopRule, Variant
+from paramreuse.errors import DataError
+from paramreuse.executor import LOCAL, Checkpoint, DataSpec, Executor, remove_file, shippable_file
 from paramreuse.layers import Unit, pair_units
+from paramreuse.models import load_state_dict_checked, read_state_dict
 from paramreuse.models.heads import head_module_name
 from paramreuse.results import JsonlLog, fingerprint, state_digest
 from paramreuse.stats import mean_ci
@@ -26,6 +33,7 @@ from paramreuse.train import Progress, ProgressEvent
 
 PARAM_GROUPS = ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.stats", "unit")
 CONV_KINDS = ("conv1d", "conv2d", "conv3d", "convtranspose2d")
+SOURCE_FILE = "replacement.source.safetensors"  # S as swept, for the workers of a remote sweep
 
 
 @dataclass(frozen=True)
@@ -137,11 +145,108 @@ def row_specs(units: tuple[Unit, ...], config: SweepConfig) -> list[RowSpec]:
     return rows
 
 
-def _batches(data: ImageSet, size: int, seed: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(data: ImageSet, size: int, seed: int, device, task: Task = CLASSIFICATION) -> list[tuple[torch.Tensor, torch.Tensor]]:
     # A fixed random order: an early stop then sees a random sample of the evaluation set.
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-    x, y = data.x[order], data.y[order]
+    x, y = data.x[order], task.targets(data)[order]
     return [(x[i : i + size].to(device), y[i : i + size].to(device)) for i in range(0, len(y), size)]
+
+
+@dataclass(frozen=True)
+class SweepInputs:
+    """Where workers of a remote executor find the sweep's inputs.
+
+    T is ``target`` (a checkpoint), the evaluation set is the validation split of ``data`` and
+    the calibration set its training split. S as swept (aligned to T) exists only in memory; it
+    is written next to the rows log for them.
+    """
+
+    target: Checkpoint
+    data: DataSpec
+
+
+@dataclass(frozen=True, eq=False)
+class SweepJob:
+    """One chunk of rows: live models and images (in-process), or files and a data spec (workers)."""
+
+    source: nn.Module | str  # S as swept, or a state-dict file loaded into T's architecture
+    target: nn.Module | Checkpoint
+    val: ImageSet | DataSpec  # a DataSpec: its validation split (and its training split for calibration)
+    calibration: ImageSet | None
+    rows: tuple[RowSpec, ...]
+    config: SweepConfig
+    task: Task
+    device: str | torch.device
+    digests: dict = field(default_factory=dict)  # what a worker's loaded inputs must hash to
+
+
+def sweep_rows(job: SweepJob) -> Iterator[dict]:
+    """Evaluate one chunk of rows; yields a header (T's baseline, the engine mode), then each row as a dict."""
+    source, target, val, calibration = _job_inputs(job)
+    config, device = job.config, job.device
+    source, target = source.to(device).eval(), target.to(device).eval()
+    s_state = {k: v.detach() for k, v in source.state_dict().items()}
+    calib = [] if calibration is None else [b for b, _ in _batches(_first(calibration, config.max_calibration), config.batch_size, config.seed, device)]
+    batches = _batches(val, config.batch_size, config.seed, device, job.task)
+    evaluator = Evaluator(target, batches, job.task.scores, calib, cached=config.cached)
+    baseline_scores = evaluator.baseline
+    yield {"baseline": float(baseline_scores.mean()), "mode": evaluator.mode,
+           "fallback": evaluator.cutter.fallback if evaluator.cutter else None}  # fmt: skip
+    rule = StopRule(config.tolerance) if config.adaptive else None
+    variants = [Variant({k: s_state[k] for k in s.keys}, s.recalibrate) for s in job.rows]
+    for i, result in evaluator.evaluate_all(variants, rule):
+        spec, n = job.rows[i], len(result.scores)
+        diffs = baseline_scores[:n] - result.scores
+        yield Row(spec.id, spec.kind, spec.layer, spec.params, float(result.scores.mean()), float(diffs.mean()),
+                  mean_ci(diffs, config.bootstrap, config.seed), n, result.stopped_early, spec.recalibrate, spec.depth).to_dict()  # fmt: skip
+
+
+def _job_inputs(job: SweepJob) -> tuple[nn.Module, nn.Module, ImageSet, ImageSet | None]:
+    """The job's models and images: as given, or loaded from files and checked against the driver's."""
+    if not isinstance(job.val, DataSpec):
+        return job.source, job.target, job.val, job.calibration
+    target = job.target.load()
+    source = copy.deepcopy(target)
+    load_state_dict_checked(source, read_state_dict(job.source), f"S as swept ({job.source})")
+    data = job.val.load()
+    val, calibration = data.val, (data.train if "calibration" in job.digests else None)
+    seen = {"t": state_digest(target.state_dict()), "val": image_digest(val)}
+    if calibration is not None:
+        seen["calibration"] = image_digest(calibration)
+    differ = [k for k, v in seen.items() if job.digests.get(k) != v]
+    if differ:
+        raise DataError(
+            f"a worker loaded other inputs than the driver holds ({', '.join(differ)} differ, from {job.target.path} "
+            f"and data {job.val.name!r}); make the same checkpoints and data visible to every worker at the same path"
+        )
+    return source, target, val, calibration
+
+
+def image_digest(data: ImageSet) -> str:
+    """A content hash of images, labels and masks (to check that a worker loaded the driver's data)."""
+    masks = {} if getattr(data, "mask", None) is None else {"mask": data.mask}
+    return state_digest({"x": data.x, "y": data.y} | masks)
+
+
+def chunk_rows(rows: list[RowSpec], model: nn.Module, jobs: int) -> list[tuple[RowSpec, ...]]:
+    """At most ``jobs`` chunks of similar cost, contiguous in cut order so that rows of a chunk share prefixes.
+
+    A row's cost is the number of graph nodes it runs after its cut (every node when the model
+    cannot be traced).
+    """
+    cutter = GraphCutter(model)
+    size = max(len(cutter.nodes), 1)
+    cuts = [cutter.cut(r.keys, r.recalibrate) if cutter.usable else 0 for r in rows]
+    order = sorted(range(len(rows)), key=cuts.__getitem__)
+    costs = [size - cuts[i] for i in order]
+    share, chunks, current, spent = sum(costs) / max(jobs, 1), [], [], 0.0
+    for i, cost in zip(order, costs):
+        current.append(rows[i])
+        spent += cost
+        if spent >= share * (len(chunks) + 1) and len(chunks) < jobs - 1:
+            chunks.append(tuple(current))
+            current = []
+    return chunks + ([tuple(current)] if current else [])
 
 
 def replacement_sweep(
@@ -154,6 +259,8 @@ def replacement_sweep(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
     log_path: str | Path | None = None,
+    executor: Executor = LOCAL,
+    inputs: SweepInputs | None = None,
 ) -> Sweep:
     """Run every replacement row of S (already aligned to T when independent) into T.
 
@@ -161,37 +268,60 @@ def replacement_sweep(
         val: evaluation data (the target's validation set).
         calibration: target training images for BN re-estimation (needed by recalibrated rows).
         log_path: a JSON-lines file of finished rows; a sweep that finds one resumes from it.
+        executor: runs chunks of rows; a remote one needs ``inputs`` and ``log_path`` (its
+            workers load T and the data themselves, and S from a file written next to the log).
     """
     start = time.perf_counter()
     source, target = source.to(device).eval(), target.to(device).eval()
     units = sweep_units(source, target)
     specs = row_specs(units, config)
     s_state = {k: v.detach() for k, v in source.state_dict().items()}
-    key = fingerprint({"s": state_digest(s_state), "t": state_digest(target.state_dict()), "n": len(val), "config": config.to_dict()})
+    t_digest = state_digest(target.state_dict())
+    key = fingerprint({"s": state_digest(s_state), "t": t_digest, "n": len(val), "config": config.to_dict()})
     log = JsonlLog(log_path, key)
     todo = [s for s in specs if s.id not in log.done]
-    calib = [] if calibration is None else [b for b, _ in _batches(_first(calibration, config.max_calibration), config.batch_size, config.seed, device)]
-    batches = _batches(val, config.batch_size, config.seed, device)
-    evaluator = Evaluator(target, batches, task.scores, calib, cached=config.cached)
-    rule = StopRule(config.tolerance) if config.adaptive else None
-    variants = [Variant({k: s_state[k] for k in s.keys}, s.recalibrate) for s in todo]
-    baseline_scores = evaluator.baseline
-    for done, (i, result) in enumerate(evaluator.evaluate_all(variants, rule), start=1):
-        spec, n = todo[i], len(result.scores)
-        diffs = baseline_scores[:n] - result.scores
-        row = Row(spec.id, spec.kind, spec.layer, spec.params, float(result.scores.mean()), float(diffs.mean()),
-                  mean_ci(diffs, config.bootstrap, config.seed), n, result.stopped_early, spec.recalibrate, spec.depth)  # fmt: skip
-        log.add(row.to_dict())
-        if progress is not None:
-            progress(ProgressEvent("replace", done, len(todo), {"row": f"{spec.layer} {spec.params}"}))
+    local = SweepJob(source, target, val, calibration, tuple(todo), config, task, device)
+    if todo and executor.remote:
+        jobs = _remote_jobs(local, s_state, t_digest, executor, inputs, log_path)
+    else:  # in-process, one chunk: the cached engine shares its frontiers across all rows
+        executor, jobs = LOCAL, [("rows", local)]
+    header, done, s_file = None, 0, jobs[0][1].source if executor.remote else None
+    with closing(executor.map_unordered(sweep_rows, jobs)) as chunks:  # closed early: no job keeps running
+        for _key, items in chunks:
+            items = iter(items)
+            first = next(items)  # every chunk starts with T's baseline; all chunks agree on it
+            header = header or first
+            for row in items:
+                log.add(row)
+                done += 1
+                if progress is not None:
+                    progress(ProgressEvent("replace", done, len(todo), {"row": f"{row['layer']} {row['params']}"}))
     rows = tuple(Row(**(log.done[s.id] | {"ci": tuple(log.done[s.id]["ci"])})) for s in specs)
     sweep = Sweep(
-        task.metric_name, float(baseline_scores.mean()), rows, config, evaluator.mode,
-        evaluator.cutter.fallback if evaluator.cutter else None, time.perf_counter() - start,
-        len(val), len(specs) - len(todo),
+        task.metric_name, header["baseline"], rows, config, header["mode"], header["fallback"],
+        time.perf_counter() - start, len(val), len(specs) - len(todo),
     )  # fmt: skip
     log.close()
+    remove_file(s_file)
     return sweep
+
+
+def _remote_jobs(local: SweepJob, s_state: dict, t_digest: str, executor: Executor, inputs: SweepInputs | None,
+                 log_path: str | Path | None) -> list[tuple[str, SweepJob]]:  # fmt: skip
+    """Chunks of rows whose inputs are files and a data spec, with the digests workers check them against."""
+    if inputs is None or log_path is None:
+        raise ValueError(
+            "a remote sweep needs inputs=SweepInputs(...) and a log_path: its workers load T, the data and S from files"
+        )
+    s_file = shippable_file(Path(log_path).with_name(SOURCE_FILE), s_state)
+    digests = {"t": t_digest, "val": image_digest(local.val)}
+    if local.calibration is not None:
+        digests["calibration"] = image_digest(local.calibration)
+    chunks = chunk_rows(list(local.rows), local.target, executor.workers)
+    device = executor.job_device(local.device)
+    remote = dataclasses.replace(local, source=s_file, target=inputs.target, val=inputs.data, calibration=None,
+                                 device=device, digests=digests)  # fmt: skip
+    return [(f"rows {i}/{len(chunks)}", dataclasses.replace(remote, rows=c)) for i, c in enumerate(chunks, start=1)]
 
 
 def _first(data: ImageSet, n: int) -> ImageSet:

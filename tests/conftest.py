@@ -23,21 +23,26 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
     return path
 
 
-def class_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def class_images(labels: np.ndarray, rng: np.random.Generator, noise: int = 60) -> np.ndarray:
     """28x28 images whose bright stripe position encodes the class, plus noise: learnable in a few steps."""
-    images = rng.integers(0, 60, size=(len(labels), 28, 28))
+    images = rng.integers(0, noise, size=(len(labels), 28, 28))
     for i, c in enumerate(labels):
         images[i, 2 * c + 4 : 2 * c + 7, 4:24] = 230
     return images
 
 
-def make_fake_fashion_mnist(folder: Path, train_per_class: int = 60, test_per_class: int = 20) -> Path:
+def stripe_rows(label: int) -> slice:
+    """Rows of the bright stripe of a class-``label`` fake image (columns 4..23): its silhouette."""
+    return slice(2 * label + 4, 2 * label + 7)
+
+
+def make_fake_fashion_mnist(folder: Path, train_per_class: int = 60, test_per_class: int = 20, noise: int = 60) -> Path:
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     for split, n, compress in (("train", train_per_class, True), ("t10k", test_per_class, False)):
         labels = np.repeat(np.arange(10), n)
         rng.shuffle(labels)
-        write_idx(folder / f"{split}-images-idx3-ubyte", class_images(labels, rng), compress)
+        write_idx(folder / f"{split}-images-idx3-ubyte", class_images(labels, rng, noise), compress)
         write_idx(folder / f"{split}-labels-idx1-ubyte", labels, compress)
     return folder
 
@@ -45,6 +50,12 @@ def make_fake_fashion_mnist(folder: Path, train_per_class: int = 60, test_per_cl
 @pytest.fixture(scope="session")
 def fake_fmnist_dir(tmp_path_factory) -> Path:
     return make_fake_fashion_mnist(tmp_path_factory.mktemp("fmnist"))
+
+
+@pytest.fixture(scope="session")
+def fake_seg_dir(tmp_path_factory) -> Path:
+    """Fake Fashion-MNIST whose background stays below the silhouette threshold: the mask is the stripe."""
+    return make_fake_fashion_mnist(tmp_path_factory.mktemp("fmnist-seg"), train_per_class=40, test_per_class=10, noise=8)
 
 
 @pytest.fixture

@@ -24,6 +24,11 @@ def test_replaced_restores_every_value():
         (TINY_ARCH, 16, "features.3.0", 1),
         # inside a residual block both the branch input and the skip stream cross the cut
         ("torchvision:resnet18", 32, "layer2.0.bn1", 2),
+        # encoder-decoder graphs: the skips of every resolution still to be decoded cross the cut
+        ("builtin:unet?width=4", 28, "up.0.0.0", 2),
+        ("smp:Unet/resnet18", 32, "decoder.blocks.1.conv1.0", 6),
+        # pyramid pooling: the other pooling branches and the encoder features cross the cut
+        ("smp:PSPNet/resnet18", 32, "decoder.psp.blocks.2.pool.1.0", 6),
     ],
 )
 def test_cut_runs_the_suffix_exactly(spec, size, module, frontier_size):

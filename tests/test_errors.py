@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from paramreuse.cli import app
 from paramreuse.models import ModelInfo, build_model, save_checkpoint
 from tests.conftest import TINY_ARCH
+from tests.test_segmentation import write_segfolder
 
 runner = CliRunner()
 TRAIN = ["train", "--arch", TINY_ARCH, "--epochs", "1", "--device", "cpu", "--quiet"]
@@ -107,6 +108,13 @@ def bad(tmp_path_factory) -> SimpleNamespace:
     f.config_type.write_text("[transfer]\nshots = 5\n")
     f.bad_plan = d / "plan.json"
     f.bad_plan.write_text("{not json")
+    f.seg_missing = write_segfolder(d / "seg_missing")
+    (f.seg_missing / "masks" / "img05.png").unlink()
+    f.seg_size = write_segfolder(d / "seg_size")
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(f.seg_size / "masks" / "img02.png")
+    f.seg_labels = write_segfolder(d / "seg_labels", labels=(0, 100, 200))
+    f.seg_nomasks = d / "seg_nomasks"
+    (f.seg_nomasks / "images").mkdir(parents=True)
     return f
 
 
@@ -120,6 +128,11 @@ def _replace(*extra: str):
 
 def _train(*extra: str):
     return lambda f: [*TRAIN, *(e.format(**vars(f)) for e in extra)]
+
+
+def _seg(*extra: str, arch: str = "builtin:unet?width=4"):
+    return lambda f: ["train", "--arch", arch, "--epochs", "1", "--device", "cpu", "--quiet",
+                      *(e.format(**vars(f)) for e in extra)]  # fmt: skip
 
 
 def _corrupt_idx(f) -> list[str]:
@@ -164,8 +177,15 @@ CASES = [
     ("config value of the wrong type", lambda f: ["study", "--config", str(f.config_type)], "transfer.shots must be a list, e.g. [5], got 5"),
     ("config file missing", lambda f: ["study", "--config", str(f.dir / "nope.toml")], "nope.toml does not exist"),
     ("plan file not JSON", lambda f: ["transfer", str(f.good), "--plan", str(f.bad_plan), "--data", "fashion-mnist"], "is not valid JSON"),
-    ("report of a folder without results", lambda f: ["report", str(f.empty)], "results.json does not exist; run the stage that writes it first"),
+    ("report of a folder without results", lambda f: ["report", str(f.empty)], "empty has no results.json; pass the --out folder of a finished `paramreuse study`"),
     ("unknown alignment", _compare("good", "good", "--align", "magic"), "unknown alignment 'magic'; use auto, none, weights, activations"),
+    ("masks missing for some images", _seg("--data", "segfolder:{seg_missing}"), "masks: no mask for 1 image(s) (img05); add NAME.png masks with the images' names"),
+    ("mask of the wrong size", _seg("--data", "segfolder:{seg_size}"), "img02.png: mask is 8x8 but its image is 16x12; masks must have their image's size"),
+    ("mask labels out of range", _seg("--data", "segfolder:{seg_labels}"), "mask label 200 is too large (at most 63); save masks as label images (0 = background, 1, 2, ...) or as binary 0/255"),
+    ("segmentation folder without masks/", _seg("--data", "segfolder:{seg_nomasks}"), "no masks/ folder; a segmentation folder holds images/ and masks/ side by side"),
+    ("segmentation asked for on data without masks", _seg("--data", "fashion-mnist", "--task", "segmentation"), "fashion-mnist has no masks for segmentation; use fashion-mnist-seg, fashion-mnist-seg-multi or segfolder:PATH"),
+    ("classification network on segmentation data", _seg("--data", "fashion-mnist-seg", "--shots", "2", arch=TINY_ARCH), "gives outputs of shape (2, 2) but segmentation on fashion-mnist-seg needs (2, 2, 28, 28); use a segmentation architecture such as builtin:unet"),
+    ("images the network cannot take", _seg("--data", "fashion-mnist-seg", "--shots", "2", arch="smp:PSPNet/resnet18"), "smp:PSPNet/resnet18 cannot take 1x28x28 images (Wrong input shape height=28, width=28. Expected image height and width divisible by 8"),
     ("CUDA asked for on a machine without it", _train("--device", "cuda"), "no CUDA device is available; use --device auto or cpu"),
 ]
 

@@ -10,10 +10,12 @@ from typing import Annotated, Any, Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from paramreuse.errors import ParamreuseError
+from paramreuse.results import json_safe  # the same rules as the result files: NaN -> null
 from paramreuse.train import ProgressEvent
 
 err = Console(stderr=True)
@@ -49,7 +51,7 @@ def clean_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except ParamreuseError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted; finished stages are on disk and a re-run resumes from them")
@@ -69,6 +71,7 @@ class ProgressBar:
             MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
+            TextColumn("eta"),
             TimeRemainingColumn(),
             console=err,
             disable=not enabled,
@@ -90,9 +93,9 @@ class ProgressBar:
 
 
 def emit(result: dict, fmt: Format, human: Callable[[Console], None], quiet: bool = False) -> None:
-    """Print ``result`` as JSON, or call ``human`` to render it, unless quiet."""
+    """Print ``result`` as JSON (alone on stdout, as the result files store it), or call ``human``, unless quiet."""
     if fmt is Format.json:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(json_safe(result), indent=2, default=str))
     elif not quiet:
         human(out_console)
 
@@ -138,3 +141,63 @@ def layer_table(comparison: dict) -> Table:
     ]  # fmt: skip
     columns = ["unit", "kind", "shape", "rmse_raw", "rmse", "rmse_normalized", "rmse_null", "rmse/null"]
     return table(f"Kernel distances (lineage {comparison['lineage']}, alignment {comparison['alignment']['method']})", columns, rows)
+
+
+TaskOpt = Annotated[
+    str | None,
+    typer.Option("--task", help="classification, segmentation, segmentation-dice (Dice loss) or reconstruction; "
+                 "default: segmentation for data with masks, else classification (or the target checkpoint's task)."),
+]  # fmt: skip
+SizeOpt = Annotated[
+    int | None, typer.Option("--size", help="Resize images (and masks) to SIZE x SIZE, e.g. 32 for smp encoders.")
+]
+
+
+def target_data(data: str, classes, shots, seed: int, data_dir, task: str | None, size: int | None, target: Path | None = None):
+    """Load the target data; the task and image size default to what the target checkpoint records."""
+    return target_spec(data, classes, shots, seed, data_dir, task, size, target).load()
+
+
+def target_spec(data: str, classes, shots, seed: int, data_dir, task: str | None, size: int | None, target: Path | None = None):
+    """The target data as a spec (what :func:`target_data` loads), for jobs that load it themselves."""
+    from paramreuse.executor import DataSpec
+    from paramreuse.models import read_info
+
+    info = read_info(target) if target is not None and target.suffix == ".safetensors" and target.is_file() else None
+    if info is not None:
+        task = task or (info.task if info.task != "classification" else None)
+        size = size or (info.input_size[0] if info.input_size[0] == info.input_size[1] else None)
+    side = None if size is None else (size, size)
+    return DataSpec.of(data, classes=classes, shots=shots, seed=seed, data_dir=data_dir, task=task, size=side)
+
+
+class Backend(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+BackendOpt = Annotated[
+    Backend,
+    typer.Option("--backend", help="Where independent jobs run: local (this process) or ray (Ray tasks; "
+                 "pip install 'paramreuse\\[ray]'; see docs/ray.md)."),
+]  # fmt: skip
+AddressOpt = Annotated[
+    str | None,
+    typer.Option("--address", help="With --backend ray: the cluster to join (HOST:6379, or auto); "
+                 "default: a new local Ray instance."),
+]  # fmt: skip
+CpusPerJobOpt = Annotated[
+    float, typer.Option("--cpus-per-job", help="With --backend ray: CPUs (torch threads) each job reserves.")
+]
+GpusPerJobOpt = Annotated[
+    float | None,
+    typer.Option("--gpus-per-job", help="With --backend ray: GPUs each job reserves "
+                 "(default: 1 with a CUDA --device, else 0)."),
+]  # fmt: skip
+
+
+def open_executor(backend: Backend, address: str | None, cpus_per_job: float, gpus_per_job: float | None, device):
+    """The executor the options ask for (a context manager: a Ray instance it starts is shut down after)."""
+    from paramreuse.executor import make_executor
+
+    return make_executor(backend.value, address, cpus_per_job, gpus_per_job, device)

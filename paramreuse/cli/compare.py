@@ -10,9 +10,9 @@ import typer
 from paramreuse.assess import COMPARISON_FILE, compare_pair
 from paramreuse.cli.common import (
     AlignOpt, ArchOpt, ClassesOpt, DataDirOpt, Format, FormatOpt, LineageOpt, OutOpt, QuietOpt, SeedOpt,
-    clean_errors, emit, layer_table, load_models,
+    SizeOpt, TaskOpt, clean_errors, emit, layer_table, load_models, target_data,
 )  # fmt: skip
-from paramreuse.data import load_task
+from paramreuse.results import read_json
 
 
 @clean_errors
@@ -23,6 +23,8 @@ def compare_command(
     lineage: LineageOpt = None,
     data: Annotated[str | None, typer.Option("--data", help="Target data for activation matching.")] = None,
     classes: ClassesOpt = None,
+    task: TaskOpt = None,
+    size: SizeOpt = None,
     arch: ArchOpt = None,
     out: OutOpt = Path("runs/compare"),
     fmt: FormatOpt = Format.human,
@@ -36,8 +38,9 @@ def compare_command(
     Writes comparison.json to --out.
     """
     s, t = load_models(source, target, arch)
-    task = load_task(data, classes, seed=seed, data_dir=data_dir) if data else None
-    result = compare_pair(s, t, task, out, align, lineage, seed).to_dict()
+    task = target_data(data, classes, None, seed, data_dir, task, size, target) if data else None
+    compare_pair(s, t, task, out, align, lineage, seed)
+    result = read_json(out / COMPARISON_FILE)  # printed as written
 
     def human(console) -> None:
         console.print(layer_table(result))

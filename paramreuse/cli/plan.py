@@ -9,13 +9,15 @@ import typer
 
 from paramreuse.assess import PLAN_FILE, assess
 from paramreuse.cli.common import (
+    AddressOpt, Backend, BackendOpt, CpusPerJobOpt, GpusPerJobOpt, open_executor, target_spec,
     AlignOpt, ArchOpt, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, LineageOpt, OutOpt,
-    ProgressBar, QuietOpt, SeedOpt, ShotsOpt, clean_errors, emit, load_models, table,
+    ProgressBar, QuietOpt, SeedOpt, ShotsOpt, SizeOpt, TaskOpt, clean_errors, emit, load_models, table,
 )  # fmt: skip
 from paramreuse.cli.replace import ParamsOpt, sweep_config
-from paramreuse.data import load_task
 from paramreuse.judge import Thresholds
-from paramreuse.replace import PARAM_GROUPS
+from paramreuse.executor import Checkpoint
+from paramreuse.replace import PARAM_GROUPS, SweepInputs
+from paramreuse.results import read_json
 from paramreuse.train import resolve_device
 
 DEFAULTS = Thresholds()
@@ -28,6 +30,8 @@ def plan_command(
     data: Annotated[str, typer.Option("--data", help="Target data: its validation split is the evaluation set.")],
     classes: ClassesOpt = None,
     shots: ShotsOpt = None,
+    task: TaskOpt = None,
+    size: SizeOpt = None,
     network_tolerance: Annotated[float, typer.Option(help="J1: largest drop for which the network counts as reusable.")] = DEFAULTS.network_tolerance,
     layer_tolerance: Annotated[float, typer.Option(help="J2: largest drop for which a unit counts as reusable.")] = DEFAULTS.layer_tolerance,
     rmse_position: Annotated[float, typer.Option(help="J3: largest rmse/rmse_null for which a unit's kernel counts as reusable.")] = DEFAULTS.rmse_position,
@@ -42,6 +46,10 @@ def plan_command(
     device: DeviceOpt = Device.auto,
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
+    backend: BackendOpt = Backend.local,
+    address: AddressOpt = None,
+    cpus_per_job: CpusPerJobOpt = 1.0,
+    gpus_per_job: GpusPerJobOpt = None,
 ) -> None:
     """Judge the network (J1), each unit by replacement (J2) and by kernel RMSE (J3), and write a reuse plan.
 
@@ -51,10 +59,13 @@ def plan_command(
     thresholds = Thresholds(network_tolerance, layer_tolerance, rmse_position)
     config = sweep_config(params, False, no_cache, False, layer_tolerance, seed)
     s, t = load_models(source, target, arch)
-    task = load_task(data, classes, shots, seed=seed, data_dir=data_dir)
-    with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
-        result = assess(s, t, task, out, align, lineage, config, thresholds, resolve_device(device.value), bar)
-    plan = result.plan.to_dict()
+    spec = target_spec(data, classes, shots, seed, data_dir, task, size, target)
+    task, dev = spec.load(), resolve_device(device.value)
+    executor = open_executor(backend, address, cpus_per_job, gpus_per_job, dev)
+    inputs = SweepInputs(Checkpoint(str(target), arch), spec) if executor.remote else None
+    with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
+        assess(s, t, task, out, align, lineage, config, thresholds, dev, bar, executor=executor, inputs=inputs)
+    plan = read_json(out / PLAN_FILE)  # printed as written
     emit(plan, fmt, lambda console: print_plan(console, plan, out), quiet)
 
 

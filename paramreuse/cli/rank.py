@@ -9,13 +9,15 @@ import typer
 from rich import box
 
 from paramreuse.cli.common import (
+    AddressOpt, Backend, BackendOpt, CpusPerJobOpt, GpusPerJobOpt, open_executor,
     ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar, QuietOpt, SeedOpt,
     clean_errors, emit, table,
 )  # fmt: skip
-from paramreuse.data import load_task
 from paramreuse.errors import ParamreuseError
+from paramreuse.executor import DataSpec
 from paramreuse.rank import OURS_LAYER, OURS_SOURCE, RANK_FILE, Ranking, columns, rank_layers, rank_sources
 from paramreuse.results import write_json
+from paramreuse.scores import SCORES
 from paramreuse.train import resolve_device
 
 
@@ -35,6 +37,10 @@ def rank_command(
     device: DeviceOpt = Device.auto,
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
+    backend: BackendOpt = Backend.local,
+    address: AddressOpt = None,
+    cpus_per_job: CpusPerJobOpt = 1.0,
+    gpus_per_job: GpusPerJobOpt = None,
 ) -> None:
     """Rank candidate sources for a target with LogME, LEEP, NCE, H-score (plain and shrinkage),
     leave-one-out k-NN and a linear probe, plus ours: the J1 value, reusable depth and RMSE
@@ -48,13 +54,21 @@ def rank_command(
     for path in sources:
         if not path.is_file():
             raise ParamreuseError(f"checkpoint {path} does not exist; pass paramreuse model files")
+    possible = (*SCORES, *(() if no_ours else OURS_LAYER if layers else OURS_SOURCE))
+    if by is not None and by not in possible:  # checked before any work
+        raise ParamreuseError(f"cannot rank by {by!r}; choose one of {', '.join(possible)}")
     dev = resolve_device(device.value)
-    data = load_task(target, classes, shots, seed=seed, val_per_class=val_per_class, data_dir=data_dir)
-    with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
+    spec = DataSpec.of(target, classes=classes, shots=shots, seed=seed, val_per_class=val_per_class, data_dir=data_dir)
+    data = spec.load()
+    if data.kind.name != "classification":
+        raise ParamreuseError(f"rank scores classification targets (LogME, LEEP, ... need class labels); {target} is "
+                              f"{data.kind.name}: use paramreuse plan and transfer for it")  # fmt: skip
+    executor = open_executor(backend, address, cpus_per_job, gpus_per_job, dev)
+    with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         if layers:
-            ranking = rank_layers(sources[0], data, out, not no_ours, by, seed, dev, bar)
+            ranking = rank_layers(sources[0], data, out, not no_ours, by, seed, dev, bar, executor, spec)
         else:
-            ranking = rank_sources(sources, data, out, not no_ours, by, seed, dev, bar)
+            ranking = rank_sources(sources, data, out, not no_ours, by, seed, dev, bar, executor, spec)
     result = ranking.to_dict()
     write_json(out / RANK_FILE, result)
     emit(result, fmt, lambda console: print_ranking(console, ranking, out), quiet)

@@ -9,12 +9,14 @@ import typer
 
 from paramreuse.assess import REPLACEMENT_FILE, assess
 from paramreuse.cli.common import (
+    AddressOpt, Backend, BackendOpt, CpusPerJobOpt, GpusPerJobOpt, open_executor, target_spec,
     AlignOpt, ArchOpt, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, LineageOpt, OutOpt,
-    ProgressBar, QuietOpt, SeedOpt, ShotsOpt, clean_errors, emit, load_models, table,
+    ProgressBar, QuietOpt, SeedOpt, ShotsOpt, SizeOpt, TaskOpt, clean_errors, emit, load_models, table,
 )  # fmt: skip
-from paramreuse.data import load_task
 from paramreuse.errors import ParamreuseError
-from paramreuse.replace import PARAM_GROUPS, SweepConfig
+from paramreuse.executor import Checkpoint
+from paramreuse.replace import PARAM_GROUPS, SweepConfig, SweepInputs
+from paramreuse.results import read_json
 from paramreuse.train import resolve_device
 
 ParamsOpt = Annotated[
@@ -38,6 +40,8 @@ def replace_command(
     data: Annotated[str, typer.Option("--data", help="Target data: its validation split is the evaluation set.")],
     classes: ClassesOpt = None,
     shots: ShotsOpt = None,
+    task: TaskOpt = None,
+    size: SizeOpt = None,
     params: ParamsOpt = ",".join(PARAM_GROUPS),
     recalibrate_bn: Annotated[bool, typer.Option("--recalibrate-bn", help="Re-estimate BN statistics on target training data in every row.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Naive engine: a full forward pass per row.")] = False,
@@ -52,6 +56,10 @@ def replace_command(
     device: DeviceOpt = Device.auto,
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
+    backend: BackendOpt = Backend.local,
+    address: AddressOpt = None,
+    cpus_per_job: CpusPerJobOpt = 1.0,
+    gpus_per_job: GpusPerJobOpt = None,
 ) -> None:
     """Put S's values into T, unit by unit and group by group, and measure the drop of T's metric.
 
@@ -61,10 +69,14 @@ def replace_command(
     """
     config = sweep_config(params, recalibrate_bn, no_cache, no_adaptive, tolerance, seed)
     s, t = load_models(source, target, arch)
-    task = load_task(data, classes, shots, seed=seed, data_dir=data_dir)
-    with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
-        result = assess(s, t, task, out, align, lineage, config, device=resolve_device(device.value), progress=bar, with_plan=False)
-    sweep = result.sweep.to_dict()
+    spec = target_spec(data, classes, shots, seed, data_dir, task, size, target)
+    task, dev = spec.load(), resolve_device(device.value)
+    executor = open_executor(backend, address, cpus_per_job, gpus_per_job, dev)
+    inputs = SweepInputs(Checkpoint(str(target), arch), spec) if executor.remote else None
+    with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
+        assess(s, t, task, out, align, lineage, config, device=dev, progress=bar, with_plan=False,
+               executor=executor, inputs=inputs)  # fmt: skip
+    sweep = read_json(out / REPLACEMENT_FILE)  # printed as written: findings and lineage included
     emit(sweep, fmt, lambda console: print_sweep(console, sweep, out), quiet)
 
 

@@ -7,15 +7,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from paramreuse.cli.common import (
-    DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar, QuietOpt, clean_errors, emit, table,
+    AddressOpt, Backend, BackendOpt, CpusPerJobOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, GpusPerJobOpt,
+    OutOpt, ProgressBar, QuietOpt, clean_errors, emit, open_executor, table,
 )  # fmt: skip
 from paramreuse.cli.plan import print_plan
 from paramreuse.cli.transfer import print_transfer
 from paramreuse.config import load_toml
-from paramreuse.results import read_json
+from paramreuse.report import load_run, run_verdict
 from paramreuse.report.html import MODEL_LABELS
+from paramreuse.results import read_json
 from paramreuse.study import StudyConfig, quick, run_study
 from paramreuse.train import resolve_device
 
@@ -30,6 +33,10 @@ def study_command(
     device: DeviceOpt = Device.auto,
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
+    backend: BackendOpt = Backend.local,
+    address: AddressOpt = None,
+    cpus_per_job: CpusPerJobOpt = 1.0,
+    gpus_per_job: GpusPerJobOpt = None,
 ) -> None:
     """Train S on the source classes, make T (fine-tuned), T_scratch and T_full on the target, compare their kernels.
 
@@ -44,14 +51,15 @@ def study_command(
     if quick_run:
         cfg = quick(cfg)
     dev = resolve_device(device.value)
-    with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
-        results = run_study(cfg, out, dev, bar)
+    executor = open_executor(backend, address, cpus_per_job, gpus_per_job, dev)
+    with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
+        results = run_study(cfg, out, dev, bar, executor)
     emit(results, fmt, lambda console: summary(console, results, out), quiet)
 
 
 def summary(console, results: dict, out: Path) -> None:
     metric = results["metric"]
-    rows = [[MODEL_LABELS[n], m["evaluated_on"], m["test_metric"]] for n, m in results["models"].items()]
+    rows = [[MODEL_LABELS.get(n, n), m["evaluated_on"], m["test_metric"]] for n, m in results["models"].items()]
     console.print(table("Models", ["model", "evaluated on", f"test {metric}"], rows))
     gain = results["gains"]["target_vs_scratch"]
     console.print(f"T - T_scratch: {gain['mean']:+.4f} {metric} (95% CI {gain['ci'][0]:+.4f} to {gain['ci'][1]:+.4f}, "
@@ -67,6 +75,7 @@ def summary(console, results: dict, out: Path) -> None:
     print_plan(console, read_json(out / results["plan"]["file"]))
     findings = results["replacement"]["findings"]
     console.print(table("Companion paper's parameter-type findings on this pair",
-                        ["finding", "holds"], [[f["finding"], "yes" if f["holds"] else "no"] for f in findings]))  # fmt: skip
+                        ["finding", "holds"], [[f["finding"], {True: "yes", False: "no", None: "n/a (no such parameters)"}[f["holds"]]] for f in findings]))  # fmt: skip
     print_transfer(console, read_json(out / results["transfer"]["file"]))
+    console.print(f"[bold]Verdict:[/] {escape(run_verdict(load_run(out)))}", highlight=False)
     console.print(f"results: {out / 'results.json'}   report: {out / 'report.html'}")

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from paramreuse.cli.common import (
-    DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar, QuietOpt, SeedOpt, clean_errors, emit, table,
+    DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar, QuietOpt, SeedOpt, SizeOpt, TaskOpt,
+    clean_errors, emit, table,
 )  # fmt: skip
 from paramreuse.data import load_task
 from paramreuse.runs import RunSpec, run_training
@@ -18,7 +19,9 @@ from paramreuse.train import TrainConfig, resolve_device
 @clean_errors
 def train_command(
     arch: Annotated[str, typer.Option(help="Architecture spec: builtin:cnn, torchvision:resnet18, timm:NAME, smp:Unet/resnet18, py:FILE.py:FACTORY.")] = "builtin:cnn",
-    data: Annotated[str, typer.Option(help="Data set: fashion-mnist, digits or folder:PATH.")] = "fashion-mnist",
+    data: Annotated[str, typer.Option(help="Data set: fashion-mnist, digits, folder:PATH; for segmentation fashion-mnist-seg, fashion-mnist-seg-multi or segfolder:PATH (images/ + masks/).")] = "fashion-mnist",
+    task: TaskOpt = None,
+    size: SizeOpt = None,
     classes: Annotated[str | None, typer.Option(help="Classes to use, e.g. 0-4 or 5,6,7 (default: all); relabelled 0..C-1.")] = None,
     shots: Annotated[int | None, typer.Option(help="Training images per class (few-shot); default: all.")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 5,
@@ -38,13 +41,18 @@ def train_command(
     """Train a model and write model.safetensors (architecture and task inside) and train.json to --out.
 
     Example: paramreuse train --arch builtin:cnn --data fashion-mnist --classes 0-4 --epochs 3 --out runs/S
+
+    Segmentation: paramreuse train --arch builtin:unet --data fashion-mnist-seg --classes 0-4 --out runs/S;
+    an auto-encoder: add --task reconstruction to any image data.
     """
     dev = resolve_device(device.value)
-    task = load_task(data, classes, shots, seed=seed, limit_per_class=limit_per_class, data_dir=data_dir)
+    side = None if size is None else (size, size)
+    task_data = load_task(data, classes, shots, seed=seed, limit_per_class=limit_per_class, data_dir=data_dir,
+                          task=task, size=side)  # fmt: skip
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_steps=min_steps)
     spec = RunSpec(arch, config, seed, init=str(init) if init else None, keep_head=keep_head)
     with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
-        _, record = run_training(spec, task, out, dev, bar, "train")
+        _, record = run_training(spec, task_data, out, dev, bar, "train")
 
     def human(console) -> None:
         status = "resumed from" if record["resumed"] else "saved to"

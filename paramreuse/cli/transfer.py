@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 
 from paramreuse.cli.common import (
+    AddressOpt, Backend, BackendOpt, CpusPerJobOpt, GpusPerJobOpt, open_executor,
     ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar, QuietOpt, clean_errors,
-    emit, table,
+    SizeOpt, TaskOpt, emit, table,
 )  # fmt: skip
 from paramreuse.errors import ParamreuseError
 from paramreuse.models import load_checkpoint
@@ -35,6 +36,8 @@ def transfer_command(
     plan: Annotated[Path, typer.Option("--plan", help="plan.json written by `paramreuse plan` or a study.")],
     data: Annotated[str, typer.Option("--data", help="Target data set.")],
     classes: ClassesOpt = None,
+    task: TaskOpt = None,
+    size: SizeOpt = None,
     shots: Annotated[str, typer.Option("--shots", help="Shots per class, comma-separated, e.g. 5,10,20,50.")] = "5,10,20,50",
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per shots value (each draws its own shots).")] = 5,
     strategies: Annotated[str, typer.Option("--strategies", help=f"Comma-separated subset of {', '.join(STRATEGIES)}.")] = ",".join(STRATEGIES),
@@ -44,6 +47,10 @@ def transfer_command(
     device: DeviceOpt = Device.auto,
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
+    backend: BackendOpt = Backend.local,
+    address: AddressOpt = None,
+    cpus_per_job: CpusPerJobOpt = 1.0,
+    gpus_per_job: GpusPerJobOpt = None,
 ) -> None:
     """Train the target from S as the plan says, against scratch, fine-tune-all, linear probe, the best fixed depth and L2-SP.
 
@@ -60,8 +67,12 @@ def transfer_command(
     decisions = plan_decisions(read_json(plan))
     config = TransferConfig(strategies=names, shots=_ints(shots, "shots"), seeds=seeds, finetuned_scale=finetuned_scale)
     src = Source(info.arch, {k: v.detach() for k, v in model.state_dict().items()})
-    with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
-        doc = run_transfer(src, decisions, data, classes, out, config, resolve_device(device.value), bar, data_dir)
+    dev = resolve_device(device.value)
+    executor = open_executor(backend, address, cpus_per_job, gpus_per_job, dev)
+    with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
+        side = None if size is None else (size, size)
+        doc = run_transfer(src, decisions, data, classes, out, config, dev, bar, data_dir,
+                           task=task, size=side, executor=executor)  # fmt: skip
     emit(doc, fmt, lambda console: (print_transfer(console, doc), console.print(f"written: {out / TRANSFER_FILE}")), quiet)
 
 
