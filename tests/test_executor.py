@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import ray
 from typer.testing import CliRunner
 
@@ -40,6 +41,16 @@ from tests.conftest import TINY_ARCH, make_fake_fashion_mnist
 
 runner = CliRunner()
 TINY_TRAIN = TrainConfig(epochs=1, batch_size=8, lr=1e-2, optimizer="sgd", min_steps=6)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Local runs use one torch thread, as each Ray job does (--cpus-per-job 1): CPU sums split over
+    another number of threads round differently, and the equality below is bit for bit (docs/ray.md)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
