@@ -76,6 +76,6 @@ def assess(
     write_json(out / REPLACEMENT_FILE, sweep.to_dict() | extra)
     if not with_plan:
         return Assessment(comparison, sweep, None)
-    plan = judge(sweep, comparison, head_module_name(target), thresholds)
+    plan = judge(sweep, comparison, head_module_name(target), thresholds.for_task(data.kind))
     write_json(out / PLAN_FILE, plan.to_dict() | {"fingerprint": key})
     return Assessment(comparison, sweep, plan)

@@ -8,10 +8,11 @@ task head is always re-initialised (its outputs are the target's classes).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from paramreuse.compare import Comparison
 from paramreuse.replace import Sweep
+from paramreuse.tasks import CLASSIFICATION, Task
 
 DECISIONS = ("reuse-frozen", "reuse-finetuned", "reinit")
 
@@ -21,14 +22,20 @@ class Thresholds:
     """Defaults calibrated on the study's default pair (see bench/README.md).
 
     network_tolerance, layer_tolerance: the largest drop of the target metric (metric units,
-    e.g. 0.02 = 2 accuracy points) at which a replacement still counts as reusable.
+    e.g. 0.02 = 2 accuracy points) at which a replacement still counts as reusable; None means
+    the task's default (0.02 for accuracy and Dice, 0.5 dB for PSNR), see :meth:`for_task`.
     rmse_position: the largest ``rmse / rmse_null`` (0 = T's own values, 1 = no closer to T
     than a random initialisation) at which a unit's kernel counts as reusable.
     """
 
-    network_tolerance: float = 0.02
-    layer_tolerance: float = 0.02
+    network_tolerance: float | None = None
+    layer_tolerance: float | None = None
     rmse_position: float = 0.5
+
+    def for_task(self, task: Task) -> "Thresholds":
+        """These thresholds with every tolerance left at None set to the task's default."""
+        pick = lambda v: task.tolerance if v is None else v  # noqa: E731
+        return replace(self, network_tolerance=pick(self.network_tolerance), layer_tolerance=pick(self.layer_tolerance))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,7 +104,12 @@ def reusable_depth(sweep: Sweep, tolerance: float) -> int:
 
 
 def judge(sweep: Sweep, comparison: Comparison, head: str, thresholds: Thresholds = Thresholds()) -> Plan:
-    """Turn a replacement sweep and a kernel comparison into verdicts and a reuse plan."""
+    """Turn a replacement sweep and a kernel comparison into verdicts and a reuse plan.
+
+    Tolerances left at None take the classification default; :func:`paramreuse.assess.assess`
+    passes thresholds already set for the target's task.
+    """
+    thresholds = thresholds.for_task(CLASSIFICATION)
     network = min(sweep.by_kind("network"), key=lambda r: r.drop)
     depth = reusable_depth(sweep, thresholds.layer_tolerance)
     unit_rows = {r.layer: r for r in sweep.by_kind("unit") if r.params == "unit"}

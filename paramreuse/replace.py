@@ -38,13 +38,14 @@ SOURCE_FILE = "replacement.source.safetensors"  # S as swept, for the workers of
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """What to sweep and how. ``tolerance`` (metric units) is the early-stopping boundary."""
+    """What to sweep and how. ``tolerance`` (metric units; None: the task's default) is the
+    early-stopping boundary."""
 
     params: tuple[str, ...] = PARAM_GROUPS
     recalibrate_bn: bool = False
     cached: bool = True
     adaptive: bool = True
-    tolerance: float = 0.02
+    tolerance: float | None = None
     batch_size: int = 250
     bootstrap: int = 1000
     seed: int = 0
@@ -272,6 +273,8 @@ def replacement_sweep(
             workers load T and the data themselves, and S from a file written next to the log).
     """
     start = time.perf_counter()
+    if config.tolerance is None:
+        config = dataclasses.replace(config, tolerance=task.tolerance)
     source, target = source.to(device).eval(), target.to(device).eval()
     units = sweep_units(source, target)
     specs = row_specs(units, config)

@@ -254,6 +254,10 @@ def test_compare_replace_plan_on_the_unet(unet_pair, tmp_path):
     assert names[:2] == ["down.0.0.0", "down.0.1.0"] and "up.1.1.0" in names and names[-1] == "head"
     assert plan["layers"][-1]["decision"] == "reinit"
     assert result.comparison.lineage == "finetuned"
+    # tolerances default to the task's: 2 points of Dice, 0.5 dB of PSNR
+    tolerance = 0.02 if task == "segmentation" else 0.5
+    assert plan["thresholds"]["network_tolerance"] == plan["thresholds"]["layer_tolerance"] == tolerance
+    assert result.sweep.config.tolerance == tolerance
     replacement = json.loads((tmp_path / "replacement.json").read_text())
     assert replacement["metric"] == ("dice" if task == "segmentation" else "psnr")
     groups = {r["params"] for r in replacement["rows"]}

@@ -22,7 +22,7 @@ from paramreuse.train import resolve_device
 ParamsOpt = Annotated[
     str, typer.Option("--params", help=f"Comma-separated parameter groups to sweep per unit: {', '.join(PARAM_GROUPS)}.")
 ]
-ToleranceOpt = Annotated[float, typer.Option("--tolerance", help="Drop (metric units) that separates reusable rows; early stopping uses it.")]
+ToleranceOpt = Annotated[float | None, typer.Option("--tolerance", help="Drop (metric units) that separates reusable rows; early stopping uses it. Default 0.02, or 0.5 for PSNR in dB.")]
 
 
 def sweep_config(params: str, recalibrate_bn: bool, no_cache: bool, no_adaptive: bool, tolerance: float, seed: int) -> SweepConfig:
@@ -46,7 +46,7 @@ def replace_command(
     recalibrate_bn: Annotated[bool, typer.Option("--recalibrate-bn", help="Re-estimate BN statistics on target training data in every row.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Naive engine: a full forward pass per row.")] = False,
     no_adaptive: Annotated[bool, typer.Option("--no-adaptive", help="Evaluate every row on the whole evaluation set.")] = False,
-    tolerance: ToleranceOpt = 0.02,
+    tolerance: ToleranceOpt = None,
     align: AlignOpt = "auto",
     lineage: LineageOpt = None,
     arch: ArchOpt = None,
