@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from paramreuse.config import from_mapping
+from paramreuse.judge import holds_text
 from paramreuse.results import read_json
 from paramreuse.study import StudyConfig, run_study
 from paramreuse.train import resolve_device
@@ -65,7 +66,7 @@ def group_rows(arch: str, run: Path) -> tuple[list[list], list[list]]:
     for g in GROUPS:
         drops = by_group.get(g, [])
         cells.append(f"{statistics.fmean(drops):+.3f} ({statistics.pstdev(drops):.3f}, n={len(drops)})" if drops else "none")
-    findings = [[arch, f["finding"], {True: "yes", False: "no", None: "n/a"}[f["holds"]]] for f in sweep["findings"]]
+    findings = [[arch, f["finding"], holds_text(f["holds"])] for f in sweep["findings"]]
     return [[arch, sweep["baseline"], *cells]], findings
 
 

@@ -12,6 +12,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from paramreuse.judge import holds_text
+
 PAIRS = {"comparison.json": "S vs T (fine-tuned on the shots)", "comparison-full.json": "S vs T_full",
          "comparison-scratch.json": "S vs T_scratch (independent)"}  # fmt: skip
 GROUPS = ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.stats", "unit")
@@ -42,7 +44,7 @@ def findings_table(run: Path) -> str:
         if drops:
             rows.append([group, len(drops), statistics.mean(drops), statistics.pstdev(drops), min(drops), max(drops)])
     table = markdown(["parameter group", "units", "mean drop", "sd over units", "min", "max"], rows)
-    claims = markdown(["companion finding", "holds here"], [[f["finding"], "yes" if f["holds"] else "no"] for f in sweep["findings"]])
+    claims = markdown(["companion finding", "holds here"], [[f["finding"], holds_text(f["holds"])] for f in sweep["findings"]])
     return f"baseline {sweep['metric']} {sweep['baseline']:.4f} on {sweep['timing']['samples_full'] // max(1, len(sweep['rows']) + len(sweep['cumulative']) + len(sweep['network']))} target validation images\n\n{table}\n\n{claims}"
 
 

@@ -150,6 +150,11 @@ def judge(sweep: Sweep, comparison: Comparison, head: str, thresholds: Threshold
     )
 
 
+def holds_text(holds: bool | None) -> str:
+    """A finding's ``holds`` in words; None means the network has no parameters of that group."""
+    return {True: "yes", False: "no", None: "n/a (no such parameters)"}[holds]
+
+
 def parameter_type_findings(sweep: Sweep) -> list[dict]:
     """Check the companion paper's parameter-type findings on a sweep, whatever the outcome.
 

@@ -82,11 +82,8 @@ def source_for_target(path: str | Path, data: TaskData, seed: int = 0) -> nn.Mod
 def check_outputs(model: nn.Module, data: TaskData, arch: str) -> None:
     """Run two training images through ``model`` and check its outputs fit the task, before any training."""
     example = data.train.x[:2]
-    expected = tuple(data.kind.targets(data.train)[:2].shape)
-    if data.kind.name == "classification":
-        expected = (len(example), data.num_outputs)
-    elif data.kind.name == "segmentation":
-        expected = (expected[0], data.num_outputs, *expected[1:])
+    per_pixel = () if data.kind.name == "classification" else data.size  # masks and images have the images' size
+    expected = (len(example), data.num_outputs, *per_pixel)
     modes = {m: m.training for m in model.modules()}
     try:
         with torch.no_grad():

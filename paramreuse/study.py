@@ -49,8 +49,7 @@ class DataConfig:
 
     def spec(self, **options) -> DataSpec:
         """This side's data as :func:`paramreuse.data.load_task` arguments (what remote jobs load)."""
-        size = None if self.size is None else (self.size, self.size)
-        return DataSpec.of(self.data, classes=self.classes, task=self.task, size=size, **options)
+        return DataSpec.of(self.data, classes=self.classes, task=self.task, size=self.size, **options)
 
 
 @dataclass(frozen=True)
@@ -243,9 +242,8 @@ def _transfer_study(source: torch.nn.Module, plan: dict, config: StudyConfig, ou
     shots = config.transfer.shots or (tgt.shots,)
     transfer_config = dataclasses.replace(config.transfer, shots=shots, test_per_class=config.test_per_class)
     source_spec = Source(config.arch, {k: v.detach().cpu() for k, v in source.state_dict().items()})
-    size = None if tgt.size is None else (tgt.size, tgt.size)
     return run_transfer(source_spec, plan_decisions(plan), tgt.data, tgt.classes, out / "transfer", transfer_config,
-                        device, progress, config.data_dir, headline=tgt.shots, task=tgt.task, size=size,
+                        device, progress, config.data_dir, headline=tgt.shots, task=tgt.task, size=tgt.size,
                         executor=executor)  # fmt: skip
 
 

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import torch
 
-from paramreuse.data import TaskData, default_task, load_task
+from paramreuse.data import TaskData, load_task, task_for
 from paramreuse.errors import CheckpointError
 from paramreuse.executor import LOCAL, DataSpec, Executor, remove_file, shippable_file
 from paramreuse.models import build_model, read_state_dict
 from paramreuse.results import JsonlLog, fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
 from paramreuse.stats import paired_test, t_interval
-from paramreuse.tasks import get_task
 from paramreuse.train import Progress, ProgressEvent, TrainConfig, evaluate, train
 from paramreuse.transfer import L2SP, STRATEGIES, strategy, transplant, unit_names
 
@@ -168,7 +167,7 @@ def run_transfer(
     data_dir: str | None = None,
     headline: int | None = None,
     task: str | None = None,
-    size: tuple[int, int] | None = None,
+    size: int | tuple[int, int] | None = None,
     executor: Executor = LOCAL,
 ) -> dict:
     """Every strategy x shots x seed; writes and returns ``transfer.json``.
@@ -210,7 +209,7 @@ def run_transfer(
                 progress(ProgressEvent("transfer", done, len(runs), {"run": f"{name} {n} shots seed {s}"}))
     headline = headline if headline in config.shots else config.shots[0]
     document = {
-        "metric": get_task(task).metric_name if task else default_task(data).metric_name,
+        "metric": task_for(data, task).metric_name,
         "data": data,
         "classes": classes,
         "shots": list(config.shots),

@@ -167,8 +167,7 @@ def target_spec(data: str, classes, shots, seed: int, data_dir, task: str | None
     if info is not None:
         task = task or (info.task if info.task != "classification" else None)
         size = size or (info.input_size[0] if info.input_size[0] == info.input_size[1] else None)
-    side = None if size is None else (size, size)
-    return DataSpec.of(data, classes=classes, shots=shots, seed=seed, data_dir=data_dir, task=task, size=side)
+    return DataSpec.of(data, classes=classes, shots=shots, seed=seed, data_dir=data_dir, task=task, size=size)
 
 
 class Backend(str, Enum):

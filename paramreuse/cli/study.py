@@ -16,6 +16,7 @@ from paramreuse.cli.common import (
 from paramreuse.cli.plan import print_plan
 from paramreuse.cli.transfer import print_transfer
 from paramreuse.config import load_toml
+from paramreuse.judge import holds_text
 from paramreuse.report import load_run, run_verdict
 from paramreuse.report.html import MODEL_LABELS
 from paramreuse.results import read_json
@@ -75,7 +76,7 @@ def summary(console, results: dict, out: Path) -> None:
     print_plan(console, read_json(out / results["plan"]["file"]))
     findings = results["replacement"]["findings"]
     console.print(table("Companion paper's parameter-type findings on this pair",
-                        ["finding", "holds"], [[f["finding"], {True: "yes", False: "no", None: "n/a (no such parameters)"}[f["holds"]]] for f in findings]))  # fmt: skip
+                        ["finding", "holds"], [[f["finding"], holds_text(f["holds"])] for f in findings]))  # fmt: skip
     print_transfer(console, read_json(out / results["transfer"]["file"]))
     console.print(f"[bold]Verdict:[/] {escape(run_verdict(load_run(out)))}", highlight=False)
     console.print(f"results: {out / 'results.json'}   report: {out / 'report.html'}")

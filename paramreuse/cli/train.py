@@ -46,9 +46,8 @@ def train_command(
     an auto-encoder: add --task reconstruction to any image data.
     """
     dev = resolve_device(device.value)
-    side = None if size is None else (size, size)
     task_data = load_task(data, classes, shots, seed=seed, limit_per_class=limit_per_class, data_dir=data_dir,
-                          task=task, size=side)  # fmt: skip
+                          task=task, size=size)  # fmt: skip
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_steps=min_steps)
     spec = RunSpec(arch, config, seed, init=str(init) if init else None, keep_head=keep_head)
     with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:

@@ -70,9 +70,8 @@ def transfer_command(
     dev = resolve_device(device.value)
     executor = open_executor(backend, address, cpus_per_job, gpus_per_job, dev)
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
-        side = None if size is None else (size, size)
         doc = run_transfer(src, decisions, data, classes, out, config, dev, bar, data_dir,
-                           task=task, size=side, executor=executor)  # fmt: skip
+                           task=task, size=size, executor=executor)  # fmt: skip
     emit(doc, fmt, lambda console: (print_transfer(console, doc), console.print(f"written: {out / TRANSFER_FILE}")), quiet)
 
 

@@ -31,6 +31,11 @@ def default_task(name: str) -> Task:
     return SEGMENTATION if is_segmentation_data(name) else CLASSIFICATION
 
 
+def task_for(name: str, task: str | None = None) -> Task:
+    """The task named by ``task``, or the data's default when None."""
+    return get_task(task) if task else default_task(name)
+
+
 @dataclass(frozen=True, eq=False)
 class TaskData:
     """Train (possibly few-shot), validation and test sets of one task, labels 0..C-1."""
@@ -96,7 +101,7 @@ def load_task(
     val_per_class: int | None = None,
     test_per_class: int | None = None,
     data_dir: str | Path | None = None,
-    size: tuple[int, int] | None = None,
+    size: int | tuple[int, int] | None = None,
     task: str | None = None,
 ) -> TaskData:
     """Load a task: select classes, carve validation, sample shots.
@@ -107,10 +112,12 @@ def load_task(
         shots: training images per class (few-shot); None keeps all (or ``limit_per_class``).
         seed: drives the validation carve and the shot sample.
         test_per_class: evaluate on at most this many test images per class (fixed subset).
+        size: resize images (and masks) to ``(height, width)``; an int ``s`` means ``(s, s)``.
         task: ``classification``, ``segmentation``, ``segmentation-dice`` or ``reconstruction``;
             default: segmentation for data with masks, else classification.
     """
-    kind = get_task(task) if task else default_task(name)
+    kind = task_for(name, task)
+    size = (size, size) if isinstance(size, int) else size
     if isinstance(classes, str) or classes is None:
         classes = parse_classes(classes)
     train_all = load_split(name, "train", data_dir, size)
@@ -138,4 +145,4 @@ def _labelled_by_class(data: ImageSet) -> ImageSet:
 
 
 __all__ = ["DATA_NAMES", "ImageSet", "TaskData", "default_task", "load_split", "load_task", "parse_classes",
-           "select_classes"]
+           "select_classes", "task_for"]

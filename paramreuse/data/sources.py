@@ -304,10 +304,26 @@ def _mask_array(path: Path) -> np.ndarray:
 MAX_MASK_LABELS = 64
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=4)
+def _segfolder_files(root: Path) -> tuple[tuple, tuple[np.ndarray, ...], tuple[Path, ...]]:
+    """Every image of ``root``, its mask as labels, and the mask's path: each file read once."""
+    images, masks, mask_paths = [], [], []
+    for image_path, mask_path in _pairs(root):
+        im, mask = _read_image(image_path), _mask_array(mask_path)
+        if mask.shape != (im.size[1], im.size[0]):
+            raise DataError(
+                f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {im.size[0]}x{im.size[1]}; "
+                "masks must have their image's size"
+            )
+        images.append(im)
+        masks.append(mask)
+        mask_paths.append(mask_path)
+    return tuple(images), tuple(masks), tuple(mask_paths)
+
+
 def _mask_label_count(*roots: Path) -> int:
     """Labels 0..K-1 over every mask of the folder(s), so that both splits agree on K."""
-    top, where = max((int(_mask_array(m).max()), m) for root in roots for _, m in _pairs(root))
+    top, where = max((int(m.max()), path) for root in roots for m, path in zip(*_segfolder_files(root)[1:]))
     if top >= MAX_MASK_LABELS:
         raise DataError(
             f"{where}: mask label {top} is too large (at most {MAX_MASK_LABELS - 1}); "
@@ -317,20 +333,11 @@ def _mask_label_count(*roots: Path) -> int:
 
 
 def _read_segfolder(root: Path, size: tuple[int, int] | None, labels: int) -> ImageSet:
-    images, masks = [], []
-    for image_path, mask_path in _pairs(root):
-        im, mask = _read_image(image_path), _mask_array(mask_path)
-        if mask.shape != (im.size[1], im.size[0]):
-            raise DataError(
-                f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {im.size[0]}x{im.size[1]}; "
-                "masks must have their image's size"
-            )
-        images.append(im)
-        masks.append(torch.from_numpy(mask))
+    images, masks, _ = _segfolder_files(root)
     sizes = {im.size for im in images}
     if size is None and len(sizes) > 1:
         raise DataError(f"{root}: images have {len(sizes)} different sizes; set size (e.g. --size 64) to resize them")
-    x = _images_tensor(images, size)
-    mask = torch.cat([resize_mask(m[None], x.shape[-2:]) for m in masks])
+    x = _images_tensor(list(images), size)
+    mask = torch.cat([resize_mask(torch.from_numpy(m)[None], x.shape[-2:]) for m in masks])
     names = ("background", *(str(k) for k in range(1, labels)))
     return ImageSet(x, torch.zeros(len(images), dtype=torch.int64), ("image",), mask, names)
