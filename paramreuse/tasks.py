@@ -22,11 +22,21 @@ from torchmetrics.functional.segmentation import dice_score, mean_iou
 from paramreuse.errors import DataError, SpecError
 
 PIXEL_RANGE = 2.0  # images live in [-1, 1]
+# Range of each metric's values (None: unbounded), as torchmetrics metrics carry theirs. PSNR is
+# unbounded: a reconstruction is not clamped to the pixel range, so its PSNR can fall below 0 dB.
+METRIC_BOUNDS: dict[str, tuple[float, float] | None] = {
+    "accuracy": (0.0, 1.0), "dice": (0.0, 1.0), "iou": (0.0, 1.0), "ssim": (-1.0, 1.0), "psnr": None,
+}  # fmt: skip
+
+
+def metric_bounds(name: str) -> tuple[float, float] | None:
+    """The range of a metric's values, or None when it is unbounded or unknown."""
+    return METRIC_BOUNDS.get(name)
 
 
 @dataclass(frozen=True)
 class Task:
-    """A task knows its targets, loss and metric, whether higher is better and the metric's units."""
+    """A task knows its targets, loss and metric, whether higher is better, the metric's units and bounds."""
 
     name: str
     metric_name: str
@@ -35,6 +45,16 @@ class Task:
     extra_metric: str | None = None
     loss_name: str = "cross-entropy"
     tolerance: float = 0.02  # default reusable drop, in the metric's units (2 points of a fraction)
+
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        """The metric's range: (0, 1) for accuracy and Dice, None for PSNR (for clipping CIs)."""
+        return metric_bounds(self.metric_name)
+
+    @property
+    def extra_bounds(self) -> tuple[float, float] | None:
+        """The secondary metric's range (IoU: (0, 1), SSIM: (-1, 1)), or None."""
+        return metric_bounds(self.extra_metric) if self.extra_metric else None
 
     def targets(self, data) -> torch.Tensor:
         """What the outputs are compared with: labels, masks, or the images themselves."""
