@@ -8,10 +8,11 @@ reconstruction of the images), ``fashion-mnist-seg`` (garment silhouette masks),
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from paramreuse.data.sampling import carve, parse_classes, select_classes
+from paramreuse.data.sampling import carve, parse_classes, resolve_classes, select_classes
 from paramreuse.data.sources import (
     ImageSet, load_digits, load_fashion_mnist, load_fashion_mnist_seg, load_folder, load_segfolder, resized,
 )  # fmt: skip
@@ -64,7 +65,13 @@ class TaskData:
     def size(self) -> tuple[int, int]:
         return self.train.size
 
+    @property
+    def image_rule(self) -> str:
+        """How image files became tensors (size, grey or RGB, value range); empty for array data."""
+        return self.train.image_rule
+
     def describe(self) -> dict:
+        """What the task holds; ``images`` (the image rule) only for data read from image files."""
         return {
             "data": self.name,
             "classes": list(self.classes),
@@ -72,6 +79,7 @@ class TaskData:
             "train": len(self.train),
             "val": len(self.val),
             "test": len(self.test),
+            **({"images": self.image_rule} if self.image_rule else {}),
             **({} if self.kind is CLASSIFICATION else {"task": self.kind.name, "loss": self.kind.loss_name,
                                                        "outputs": self.num_outputs}),
         }
@@ -94,7 +102,7 @@ def load_split(name: str, split: str, data_dir: str | Path | None = None, size=N
 
 def load_task(
     name: str,
-    classes: str | tuple[int, ...] | None = None,
+    classes: str | Sequence[int | str] | None = None,
     shots: int | None = None,
     seed: int = 0,
     limit_per_class: int | None = None,
@@ -108,7 +116,8 @@ def load_task(
 
     Args:
         name: data set name (see ``DATA_NAMES``).
-        classes: ``"0-4"``, ``"5,6,7"``, a tuple of class ids, or None for all.
+        classes: ``"0-4"``, ``"5,6,7"``, class names (``"Sandal,Shirt"``, ``"cat,dog"``), a
+            tuple of class ids or names, or None for all.
         shots: training images per class (few-shot); None keeps all (or ``limit_per_class``).
         seed: drives the validation carve and the shot sample.
         test_per_class: evaluate on at most this many test images per class (fixed subset).
@@ -118,30 +127,32 @@ def load_task(
     """
     kind = task_for(name, task)
     size = (size, size) if isinstance(size, int) else size
-    if isinstance(classes, str) or classes is None:
-        classes = parse_classes(classes)
     train_all = load_split(name, "train", data_dir, size)
-    test_all = load_split(name, "test", data_dir, size)
+    # Names resolve against the data's own class names, so the data are read first.
+    classes = resolve_classes(classes, train_all.class_names, name)
     if classes is None:
         classes = tuple(sorted(set(train_all.y.tolist())))
     if len(classes) < 2 and kind is CLASSIFICATION:
         raise DataError(f"a classification target needs at least 2 classes, got {list(classes)}; widen --classes")
     if kind.name == "segmentation" and train_all.mask is None:
         raise DataError(f"{name} has no masks for segmentation; use fashion-mnist-seg, fashion-mnist-seg-multi or segfolder:PATH")
-    train = select_classes(train_all, classes, name)
-    test = select_classes(test_all, classes, f"{name} (test split)")
-    if name.endswith(MULTI_SUFFIX):
-        train, test = _labelled_by_class(train), _labelled_by_class(test)
+    train = _labelled(select_classes(train_all, classes, name), name)
+    # Carve before reading the test split: a class too small to train on is the error to report.
     train, val = carve(train, seed, shots, limit_per_class, val_per_class, where=name)
+    test = _labelled(select_classes(load_split(name, "test", data_dir, size), classes, f"{name} (test split)"), name)
     if test_per_class is not None:
         test, _ = carve(test, 0, limit_per_class=test_per_class, val_per_class=0, where=f"{name} (test split)")
     return TaskData(name, classes, train, val, test, kind)
 
 
+def _labelled(data: ImageSet, name: str) -> ImageSet:
+    return _labelled_by_class(data) if name.endswith(MULTI_SUFFIX) else data
+
+
 def _labelled_by_class(data: ImageSet) -> ImageSet:
     """Each silhouette takes its image's class: label 1 + the class's position in ``classes``."""
     mask = data.mask * (data.y[:, None, None] + 1)
-    return ImageSet(data.x, data.y, data.class_names, mask, ("background", *data.class_names))
+    return replace(data, mask=mask, mask_names=("background", *data.class_names))
 
 
 __all__ = ["DATA_NAMES", "ImageSet", "TaskData", "default_task", "load_split", "load_task", "parse_classes",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
@@ -13,26 +16,79 @@ VAL_FRACTION = 0.1
 VAL_CAP_PER_CLASS = 500
 
 
-def parse_classes(text: str | None) -> tuple[int, ...] | None:
+NUMBERS = re.compile(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?")
+SHOWN_NAMES = 12
+
+
+def parse_classes(
+    text: str | None, class_names: Sequence[str] | None = None, where: str = "the data"
+) -> tuple[int, ...] | None:
     """``"0-4"`` -> (0, 1, 2, 3, 4); ``"5,6,7"`` -> (5, 6, 7); ``"0-2,7"`` mixes both.
+
+    Given the data set's ``class_names``, names work too (exactly, else ignoring case), mixed
+    with numbers: ``"Sandal,Shirt"`` is (5, 6) for Fashion-MNIST. When every class name is a
+    number (folders named ``1``, ``2``, ``10``), numbers mean those names, not positions.
 
     >>> parse_classes("0-2,7")
     (0, 1, 2, 7)
+    >>> parse_classes("Shirt,sandal", ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt"))
+    (6, 5)
     """
     if text is None or text.strip() in ("", "all"):
         return None
-    classes: list[int] = []
-    for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if not match:
-            raise DataError(f"cannot read classes {text!r}; write a range like 0-4 or a list like 5,6,7")
-        lo, hi = int(match[1]), int(match[2] if match[2] is not None else match[1])
-        if hi < lo:
-            raise DataError(f"class range {part.strip()!r} runs backwards; write {hi}-{lo}")
-        classes.extend(range(lo, hi + 1))
+    classes = [c for part in text.split(",") for c in _class_part(part, text, class_names, where)]
     if len(set(classes)) != len(classes):
         raise DataError(f"classes {text!r} name a class twice")
     return tuple(classes)
+
+
+def resolve_classes(
+    classes: str | Sequence[int | str] | None, class_names: Sequence[str], where: str = "the data"
+) -> tuple[int, ...] | None:
+    """Class ids from ``--classes`` text, or from a sequence of ids and names."""
+    if classes is None or isinstance(classes, str):
+        return parse_classes(classes, class_names, where)
+    return tuple(c if isinstance(c, int) else class_by_name(c, class_names, where) for c in classes)
+
+
+def _class_part(part: str, text: str, names: Sequence[str] | None, where: str) -> list[int]:
+    match = NUMBERS.fullmatch(part)
+    if match:
+        lo, hi = int(match[1]), int(match[2] if match[2] is not None else match[1])
+        if hi < lo:
+            raise DataError(f"class range {part.strip()!r} runs backwards; write {hi}-{lo}")
+        return [_class_by_number(n, names, where) for n in range(lo, hi + 1)]
+    token = part.strip()
+    # A part without letters ("5-", "1;2") is a mistyped number, not a name.
+    if names is None or not re.search(r"[^\W\d_]", token):
+        raise DataError(f"cannot read classes {text!r}; write a range like 0-4, a list like 5,6,7 or class names like cat,dog")
+    return [class_by_name(token, names, where)]
+
+
+def _class_by_number(number: int, names: Sequence[str] | None, where: str) -> int:
+    """A class id; folders named by numbers are meant by their names (``2`` is folder 2, not position 2)."""
+    if not names or not all(n.isdigit() for n in names):
+        return number
+    by_value = {int(n): i for i, n in reversed(list(enumerate(names)))}
+    if number not in by_value:
+        raise DataError(
+            f"class {number} not present in {where} (it has classes {_ranges(sorted(by_value))}); "
+            "choose --classes among those"
+        )
+    return by_value[number]
+
+
+def class_by_name(name: str, names: Sequence[str], where: str = "the data") -> int:
+    """The id of the class called ``name``: exact match, else the one match ignoring case."""
+    if name in names:
+        return list(names).index(name)
+    folded = [n.casefold() for n in names]
+    if folded.count(name.casefold()) == 1:
+        return folded.index(name.casefold())
+    closest = difflib.get_close_matches(name.casefold(), folded, n=1, cutoff=0.0)
+    hint = f"did you mean {names[folded.index(closest[0])]!r}? " if closest else ""
+    shown = ", ".join(names[:SHOWN_NAMES]) + (f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else "")
+    raise DataError(f"no class named {name!r} in {where}; {hint}its classes are {shown} (or numbers 0-{len(names) - 1})")
 
 
 def select_classes(data: ImageSet, classes: tuple[int, ...], where: str) -> ImageSet:
@@ -49,7 +105,7 @@ def select_classes(data: ImageSet, classes: tuple[int, ...], where: str) -> Imag
     keep = lookup[data.y] >= 0
     names = tuple(data.class_names[c] if c < len(data.class_names) else str(c) for c in classes)
     mask = None if data.mask is None else data.mask[keep]
-    return ImageSet(data.x[keep], lookup[data.y[keep]], names, mask, data.mask_names)
+    return replace(data, x=data.x[keep], y=lookup[data.y[keep]], class_names=names, mask=mask)
 
 
 def _ranges(values: list[int]) -> str:
@@ -91,8 +147,15 @@ def carve(
         c: val_per_class if val_per_class is not None else min(max(1, round(VAL_FRACTION * n)), VAL_CAP_PER_CLASS)
         for c, n in sizes.items()
     }
-    if any(val_counts[c] >= n for c, n in sizes.items()):
-        raise DataError(f"{where}: too few images per class to carve a validation set; add images or use fewer classes")
+    tiny = [c for c, n in sizes.items() if val_counts[c] >= n]
+    if tiny:
+        c = min(tiny, key=lambda k: sizes[k])
+        need = val_counts[c] + (shots if shots and shots > 0 else 1)
+        raise DataError(
+            f"{where}: class {train.class_names[c]!r} has {sizes[c]} training image(s) but needs at least {need} "
+            f"({val_counts[c]} for validation + {need - val_counts[c]} to train on); "
+            "add images to that class or leave it out of --classes"
+        )
     val_index, pool_index = per_class_split(train.y, val_counts, g)
     pool = train.subset(pool_index)
     if shots is not None:

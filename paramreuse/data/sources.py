@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,6 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from paramreuse.data.images import (  # noqa: F401 - IMAGE_SUFFIXES stays importable from here
+    IMAGE_SUFFIXES, ImageRule, header_of, image_files, image_rule, images_tensor, peek, read_image, visible_dirs,
+)  # fmt: skip
 from paramreuse.errors import DataError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -30,7 +33,6 @@ FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,6 +42,9 @@ class ImageSet:
     Segmentation sets also carry ``mask`` (N, H, W), one label per pixel, named by ``mask_names``
     (label 0 is the background). ``y`` then still says which class an image shows (one class for
     a plain segmentation folder), so class selection and few-shot sampling work unchanged.
+
+    ``image_rule`` says how image files were made into ``x`` (size, grey or RGB, value range);
+    empty for data sets stored as arrays.
     """
 
     x: torch.Tensor
@@ -47,6 +52,7 @@ class ImageSet:
     class_names: tuple[str, ...]
     mask: torch.Tensor | None = None
     mask_names: tuple[str, ...] = ()
+    image_rule: str = ""
 
     def __len__(self) -> int:
         return len(self.y)
@@ -61,7 +67,7 @@ class ImageSet:
 
     def subset(self, index: torch.Tensor) -> "ImageSet":
         mask = None if self.mask is None else self.mask[index]
-        return ImageSet(self.x[index], self.y[index], self.class_names, mask, self.mask_names)
+        return replace(self, x=self.x[index], y=self.y[index], mask=mask)
 
 
 def to_unit_range(images: torch.Tensor, max_value: float) -> torch.Tensor:
@@ -82,7 +88,7 @@ def resize_mask(mask: torch.Tensor | None, size: tuple[int, int] | None) -> torc
 
 
 def resized(data: ImageSet, size: tuple[int, int] | None) -> ImageSet:
-    return ImageSet(resize(data.x, size), data.y, data.class_names, resize_mask(data.mask, size), data.mask_names)
+    return replace(data, x=resize(data.x, size), mask=resize_mask(data.mask, size))
 
 
 # ---- Fashion-MNIST -------------------------------------------------------------------
@@ -197,13 +203,19 @@ def load_digits(split: str, size: tuple[int, int] | None = (28, 28)) -> ImageSet
     return ImageSet(resize(x[index], size), y[index], tuple(str(d) for d in range(10)))
 
 
-def _stratified_holdout(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    """Boolean mask selecting ``fraction`` of each class, deterministic in ``seed``."""
+def _stratified_holdout(y: torch.Tensor, fraction: float, seed: int, at_least_one: bool = False) -> torch.Tensor:
+    """Boolean mask selecting ``fraction`` of each class, deterministic in ``seed``.
+
+    ``at_least_one``: a class of two or more images gives at least one (a tiny folder class
+    would otherwise have no test image, and its test split would lack the class).
+    """
     g = torch.Generator().manual_seed(seed)
     mask = torch.zeros(len(y), dtype=torch.bool)
     for c in torch.unique(y):
         members = torch.nonzero(y == c).flatten()
-        chosen = members[torch.randperm(len(members), generator=g)[: round(fraction * len(members))]]
+        count = round(fraction * len(members))
+        count = max(count, 1) if at_least_one and len(members) > 1 else count
+        chosen = members[torch.randperm(len(members), generator=g)[:count]]
         mask[chosen] = True
     return mask
 
@@ -215,44 +227,57 @@ def load_folder(root: str | Path, split: str, size: tuple[int, int] | None = Non
     """ImageFolder layout: ``root/CLASS/*.png``, or ``root/train/CLASS`` and ``root/test/CLASS``.
 
     Without train/ and test/ subfolders a fixed 25% of each class is held out as the test split.
+    Hidden folders and files (``.ipynb_checkpoints``, ``.DS_Store``, ``._NAME.png``) are skipped;
+    train/ and test/ must hold the same classes. Every image of both splits decides one
+    :func:`~paramreuse.data.images.image_rule` (size, grey or RGB), recorded in ``image_rule``.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist; check the path after folder:")
     if (root / "train").is_dir() and (root / "test").is_dir():
-        return _read_class_folders(root / split, size)
-    full = _read_class_folders(root, size)
-    test = _stratified_holdout(full.y, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
+        splits = {s: _class_files(root / s) for s in ("train", "test")}
+        _check_same_classes(root, splits["train"], splits["test"])
+        rule = image_rule([peek(f) for files in splits.values() for f in _all_files(files)], size)
+        return _read_classes(splits[split], rule)
+    files = _class_files(root)
+    full = _read_classes(files, image_rule([peek(f) for f in _all_files(files)], size))
+    test = _stratified_holdout(full.y, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED, at_least_one=True)
     return full.subset(test if split == "test" else ~test)
 
 
-def _read_class_folders(root: Path, size: tuple[int, int] | None) -> ImageSet:
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir())
-    files = [(i, f) for i, d in enumerate(class_dirs) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
+def _class_files(root: Path) -> dict[str, list[Path]]:
+    """Image files of each class folder of ``root``, by class name in sorted order."""
+    files = {d.name: image_files(d) for d in visible_dirs(root)}
+    if not any(files.values()):
         raise DataError(f"{root}: no images found; expected {root}/CLASS_NAME/IMAGE.png for each class")
-    x = _images_tensor([_read_image(f) for _, f in files], size)
-    y = torch.tensor([i for i, _ in files], dtype=torch.int64)
-    return ImageSet(x, y, tuple(d.name for d in class_dirs))
+    empty = [name for name, found in files.items() if not found]
+    if empty:
+        raise DataError(
+            f"{root / empty[0]}: class folder holds no images (hidden and non-image files are skipped); "
+            "add images to it or remove the folder"
+        )
+    return files
 
 
-def _read_image(path: Path):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            return im.copy()
-    except (UnidentifiedImageError, OSError):
-        raise DataError(f"{path}: not a readable image; remove or replace it") from None
+def _all_files(files: dict[str, list[Path]]) -> list[Path]:
+    return [f for found in files.values() for f in found]
 
 
-def _images_tensor(images: list, size: tuple[int, int] | None) -> torch.Tensor:
-    """PIL images as one (N, C, H, W) tensor in [-1, 1]: grey when all are grey, else RGB; resized to ``size``."""
-    mode = "L" if all(im.mode in ("L", "1", "I;16", "I") for im in images) else "RGB"
-    size = size or images[0].size[::-1]
-    x = torch.from_numpy(np.stack([np.asarray(im.convert(mode).resize(size[::-1]), dtype=np.uint8) for im in images]))
-    x = x.unsqueeze(1) if mode == "L" else x.permute(0, 3, 1, 2)
-    return to_unit_range(x.contiguous(), 255.0)
+def _check_same_classes(root: Path, train: dict, test: dict) -> None:
+    """Train and test must name the same classes: else class ids would mean different things."""
+    only_train, only_test = sorted(set(train) - set(test)), sorted(set(test) - set(train))
+    if only_train or only_test:
+        differ = [f"only in {s}/: {', '.join(names)}" for s, names in (("train", only_train), ("test", only_test)) if names]
+        raise DataError(
+            f"{root}: train/ and test/ hold different classes ({'; '.join(differ)}); "
+            "give both the same class folders"
+        )
+
+
+def _read_classes(files: dict[str, list[Path]], rule: ImageRule) -> ImageSet:
+    x = images_tensor([read_image(f) for f in _all_files(files)], rule)
+    y = torch.tensor([i for i, found in enumerate(files.values()) for _ in found], dtype=torch.int64)
+    return ImageSet(x, y, tuple(files), image_rule=rule.text)
 
 
 # ---- segmentation folders: images/ + masks/ ---------------------------------------------
@@ -263,14 +288,16 @@ def load_segfolder(root: str | Path, split: str, size: tuple[int, int] | None = 
     under ``root/train`` and ``root/test``. Without those a fixed 25% is held out as the test split.
 
     A mask holds one label per pixel (0 = background, 1, 2, ...); a mask of only 0 and 255 is
-    read as binary. Masks must have their image's size; ``size`` resizes both (masks nearest).
+    read as binary. Masks must have their image's size; images follow the folder's one
+    :func:`~paramreuse.data.images.image_rule` (masks resized nearest). Hidden files are skipped.
     """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"segmentation folder {root} does not exist; check the path after segfolder:")
     if (root / "train").is_dir() and (root / "test").is_dir():
-        return _read_segfolder(root / split, size, _mask_label_count(root / "train", root / "test"))
-    full = _read_segfolder(root, size, _mask_label_count(root))
+        roots = (root / "train", root / "test")
+        return _read_segfolder(root / split, _segfolder_rule(roots, size), _mask_label_count(*roots))
+    full = _read_segfolder(root, _segfolder_rule((root,), size), _mask_label_count(root))
     test = _stratified_holdout(full.y, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
     return full.subset(test if split == "test" else ~test)
 
@@ -280,8 +307,8 @@ def _pairs(root: Path) -> list[tuple[Path, Path]]:
     for d in (images_dir, masks_dir):
         if not d.is_dir():
             raise DataError(f"{root}: no {d.name}/ folder; a segmentation folder holds images/ and masks/ side by side")
-    images = {f.stem: f for f in sorted(images_dir.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES}
-    masks = {f.stem: f for f in sorted(masks_dir.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES}
+    images = {f.stem: f for f in image_files(images_dir)}
+    masks = {f.stem: f for f in image_files(masks_dir)}
     if not images:
         raise DataError(f"{images_dir}: no images found; put NAME.png files there and their masks in {masks_dir}")
     missing = sorted(set(images) - set(masks))
@@ -292,7 +319,7 @@ def _pairs(root: Path) -> list[tuple[Path, Path]]:
 
 
 def _mask_array(path: Path) -> np.ndarray:
-    im = _read_image(path)
+    im = read_image(path)
     if im.mode not in ("L", "P", "1", "I", "I;16"):
         im = im.convert("L")
     mask = np.asarray(im).astype(np.int64)
@@ -309,7 +336,7 @@ def _segfolder_files(root: Path) -> tuple[tuple, tuple[np.ndarray, ...], tuple[P
     """Every image of ``root``, its mask as labels, and the mask's path: each file read once."""
     images, masks, mask_paths = [], [], []
     for image_path, mask_path in _pairs(root):
-        im, mask = _read_image(image_path), _mask_array(mask_path)
+        im, mask = read_image(image_path), _mask_array(mask_path)
         if mask.shape != (im.size[1], im.size[0]):
             raise DataError(
                 f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {im.size[0]}x{im.size[1]}; "
@@ -319,6 +346,11 @@ def _segfolder_files(root: Path) -> tuple[tuple, tuple[np.ndarray, ...], tuple[P
         masks.append(mask)
         mask_paths.append(mask_path)
     return tuple(images), tuple(masks), tuple(mask_paths)
+
+
+def _segfolder_rule(roots: tuple[Path, ...], size: tuple[int, int] | None) -> ImageRule:
+    """One rule over the images of every split, so that both splits have one size and mode."""
+    return image_rule([header_of(im) for root in roots for im in _segfolder_files(root)[0]], size)
 
 
 def _mask_label_count(*roots: Path) -> int:
@@ -332,12 +364,9 @@ def _mask_label_count(*roots: Path) -> int:
     return max(top + 1, 2)
 
 
-def _read_segfolder(root: Path, size: tuple[int, int] | None, labels: int) -> ImageSet:
+def _read_segfolder(root: Path, rule: ImageRule, labels: int) -> ImageSet:
     images, masks, _ = _segfolder_files(root)
-    sizes = {im.size for im in images}
-    if size is None and len(sizes) > 1:
-        raise DataError(f"{root}: images have {len(sizes)} different sizes; set size (e.g. --size 64) to resize them")
-    x = _images_tensor(list(images), size)
-    mask = torch.cat([resize_mask(torch.from_numpy(m)[None], x.shape[-2:]) for m in masks])
+    x = images_tensor(list(images), rule)
+    mask = torch.cat([resize_mask(torch.from_numpy(m)[None], rule.size) for m in masks])
     names = ("background", *(str(k) for k in range(1, labels)))
-    return ImageSet(x, torch.zeros(len(images), dtype=torch.int64), ("image",), mask, names)
+    return ImageSet(x, torch.zeros(len(images), dtype=torch.int64), ("image",), mask, names, rule.text)
