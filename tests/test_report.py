@@ -8,16 +8,18 @@ import os
 import re
 import shutil
 import subprocess
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from paramreuse.cli import app
 from paramreuse.report import FIGURES, SECTIONS, MetricStyle, load_run, metric_style, render_report, run_verdict
-from paramreuse.report.verdict import compact, plan_gain, verdict_sentence
+from paramreuse.report.verdict import compact, plan_gain, strategy_label, verdict_sentence
 from tests.conftest import TINY_ARCH
 
 runner = CliRunner()
@@ -191,7 +193,7 @@ def test_report_numbers_come_from_the_result_files(study_dir):
     html = (study_dir / "report.html").read_text()
     run = load_run(study_dir)
     sentence = run_verdict(run)
-    assert f"id='verdict-sentence'>{sentence.replace(chr(39), '&#x27;')}</p>" in html
+    assert f"id='verdict-sentence'>{escape(sentence)}</p>" in html
     assert ("is reusable as a whole" in sentence) == run.plan["network_reusable"]
     for name in FIGURES:  # the PNG beside the report is the embedded one
         png = (study_dir / f"{name}.png").read_bytes()
@@ -199,8 +201,10 @@ def test_report_numbers_come_from_the_result_files(study_dir):
         assert base64.b64encode(png).decode() in html
     for row in run.sweep["cumulative"]:
         assert f"<td class='n'>{row['value']:.3f}</td>" in html
-    for name, entry in run.transfer["strategies"].items():
-        assert f"<td class='t'>{name}</td><td class='n'>{entry['by_shots']['3']['mean']:.3f} [" in html
+    for name, entry in run.transfer["strategies"].items():  # two seeds: means without a CI
+        cell = f"<td class='t'>{strategy_label(name)}</td><td class='n'>{entry['by_shots']['3']['mean']:.3f} ["
+        assert cell + "not enough seeds (2 &lt; 3)]</td>" in html
+    assert "<td class='t'>best-depth (oracle)</td>" in html and "<td class='t'>best-depth</td>" not in html
     assert f"<td class='n'>{run.plan['thresholds']['rmse_position']:.4f}</td>" in html
     assert run.results["environment"]["torch"] in html
 
@@ -265,9 +269,9 @@ def test_verdict_says_reusable_which_units_and_the_gain():
     )
     assert "reuse u0–u2 (3 units) frozen and u3 fine-tuned, and re-initialise u4" in sentence
     # paired differences 0.10, 0.11, 0.09: mean 0.100, t-interval 0.100 -/+ 4.303 * 0.01 / sqrt(3)
-    assert (
-        "with 10 shots per class: +0.100 accuracy (95% CI +0.075 to +0.125 over 3 seeds, p = 0.01: a clear gain)"
-        in sentence
+    assert sentence.endswith(
+        "expected gain of the plan with 10 shots per class: over training from scratch +0.100 accuracy "
+        "(95% CI +0.075 to +0.125 over 3 seeds, p = 0.01: a clear gain), over fine-tuning everything: not run."
     )
 
 
@@ -279,7 +283,8 @@ def test_verdict_when_nothing_is_reusable_or_no_transfer_ran():
         and "no unit passes J2 or J3, so train the target from scratch" in sentence
     )
     assert "no gain is estimated" in sentence
-    overlap = verdict_sentence(plan, fake_transfer([0.7, 0.8], [0.75, 0.74], None), metric_style("accuracy"))
+    three_seeds = fake_transfer([0.7, 0.8, 0.75], [0.75, 0.74, 0.76], None)
+    overlap = verdict_sentence(plan, three_seeds, metric_style("accuracy"))
     assert "no clear difference" in overlap and "p =" not in overlap
     assert plan_gain(fake_transfer([0.7, 0.8], [0.75, 0.74]), "finetune-all") is None
 
@@ -348,6 +353,145 @@ def test_report_in_decibels(study_dir, tmp_path):
     accuracy = json.loads((study_dir / "results.json").read_text())["models"]["source"]["test_metric"]
     assert f"<td class='t'>psnr</td><td class='n'>{20 + 15 * accuracy:.2f} dB</td>" in html
     sentence = run_verdict(load_run(run))
-    assert re.search(r"psnr drop [+-]\d+\.\d\d dB", sentence) and re.search(r"[+-]\d+\.\d\d dB psnr \(95% CI", sentence)
+    assert re.search(r"psnr drop [+-]\d+\.\d\d dB", sentence)
+    assert re.search(r"scratch [+-]\d+\.\d\d dB psnr \(2 seeds: not enough seeds \(2 < 3\)", sentence)
     sweep = json.loads((run / "replacement.json").read_text())
     assert sweep["baseline"] > 20  # the conversion reached the files the report reads
+
+
+# --- how sure the verdicts are: seeds, bounds, oracles, warnings, undecided units ---------------------------------
+
+
+def transfer_of(runs: dict[str, list[float]], p: dict[str, float | None]) -> dict:
+    """A transfer file at 10 shots from each strategy's runs, with the p-values ``p`` keyed by comparison."""
+    entry = lambda r: {"mean": sum(r) / len(r), "ci": [min(r), max(r)], "runs": r}  # noqa: E731
+    significance = {key: {"p": value, "test": "paired t-test"} for key, value in p.items()}
+    return {"headline_shots": 10, "strategies": {k: entry(v) for k, v in runs.items()}, "significance": significance}
+
+
+def test_verdict_gives_the_gain_over_finetune_all_and_scratch():
+    from scipy import stats
+
+    runs = {"scratch": [0.70, 0.74, 0.69], "finetune-all": [0.80, 0.79, 0.84], "plan": [0.82, 0.81, 0.87]}
+    p = {f"plan_vs_{k}": stats.ttest_rel(runs["plan"], runs[k]).pvalue for k in ("scratch", "finetune-all")}
+    sentence = verdict_sentence(fake_plan(["reuse-frozen"], True, 0.0), transfer_of(runs, p), metric_style("accuracy"))
+    for against, words in (("scratch", "training from scratch"), ("finetune-all", "fine-tuning everything")):
+        diffs = np.subtract(runs["plan"], runs[against])
+        lo, hi = stats.t.interval(0.95, 2, loc=diffs.mean(), scale=stats.sem(diffs))
+        assert (f"over {words} {diffs.mean():+.3f} accuracy (95% CI {lo:+.3f} to {hi:+.3f} over 3 seeds, "
+                f"p = {p['plan_vs_' + against]:.2g}") in sentence  # fmt: skip
+    # against fine-tune-all: differences 0.02, 0.02, 0.03; t = 7 on 2 degrees of freedom
+    assert sentence.endswith("+0.023 accuracy (95% CI +0.009 to +0.038 over 3 seeds, p = 0.02: a clear gain).")
+
+
+def test_verdict_with_two_seeds_prints_no_ci_or_p_even_from_an_older_file():
+    runs = {"scratch": [0.70, 0.74], "finetune-all": [0.80, 0.79], "plan": [0.82, 0.81]}
+    transfer = transfer_of(runs, {"plan_vs_scratch": 0.04, "plan_vs_finetune-all": 0.2})  # p over 2 seeds
+    sentence = verdict_sentence(fake_plan(["reinit"], False, 0.3), transfer, metric_style("accuracy"))
+    expected = "over training from scratch +0.095 accuracy (2 seeds: not enough seeds (2 < 3) for a CI or p-value)"
+    assert expected in sentence
+    assert "over fine-tuning everything +0.020 accuracy (2 seeds: not enough seeds" in sentence
+    assert "95% CI" not in sentence and "p =" not in sentence
+    gain = plan_gain(transfer, "scratch", metric_style("accuracy"))
+    assert gain["ci"] is None and gain["p"] is None and gain["enough_seeds"] is False
+
+
+def test_a_gain_near_the_bound_keeps_its_ci_inside_minus_one_to_one():
+    from scipy import stats
+
+    runs = {"scratch": [0.0, 0.1, 0.0], "plan": [1.0, 1.0, 0.9]}
+    diffs = np.subtract(runs["plan"], runs["scratch"])
+    raw = stats.t.interval(0.95, 2, loc=diffs.mean(), scale=stats.sem(diffs))
+    gain = plan_gain(transfer_of(runs, {}), "scratch", metric_style("accuracy"))
+    assert raw[1] > 1.0 and gain["ci"] == pytest.approx([raw[0], 1.0])
+    assert plan_gain(transfer_of(runs, {}), "scratch", metric_style("psnr"))["ci"] == pytest.approx(list(raw))
+
+
+SEED_RUNS = {
+    "scratch": [0.70, 0.74, 0.69], "finetune-all": [0.80, 0.79, 0.84], "linear-probe": [0.60, 0.62, 0.58],
+    "plan": [0.82, 0.81, 0.87], "best-depth": [0.97, 0.99, 0.96], "l2-sp": [0.79, 0.80, 0.78],
+    "lp-ft": [0.81, 0.83, 0.80], "auto-rgn": [0.83, 0.82, 0.81],
+}  # fmt: skip
+
+
+def with_three_seeds(study_dir: Path, folder: Path) -> Path:
+    """The tiny study's files with 3 seeds of every strategy (lp-ft and auto-rgn too), warnings and an undecided J2.
+
+    The CIs are raw t-intervals, as files written before CIs were clipped hold them: best-depth's ends above 1.
+    """
+    from scipy import stats
+
+    shutil.copytree(study_dir, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.png", "*.html"))
+    results = json.loads((folder / "results.json").read_text())
+    path = folder / results["transfer"]["file"]
+    doc = json.loads(path.read_text())
+    entry = lambda r: {"mean": float(np.mean(r)), "runs": r,  # noqa: E731
+                       "ci": list(stats.t.interval(0.95, len(r) - 1, loc=np.mean(r), scale=stats.sem(r)))}  # fmt: skip
+    doc["strategies"] = {name: entry(r) | {"by_shots": {str(n): entry(r) for n in doc["shots"]}}
+                         for name, r in SEED_RUNS.items()}  # fmt: skip
+    test = {"p": 0.0123, "test": "paired t-test over seeds", "mean_diff": 0.05, "enough_seeds": True}
+    doc["significance"] = {key: test | {"by_shots": {str(n): test for n in doc["shots"]}}
+                           for key in ("plan_vs_scratch", "plan_vs_finetune-all", "plan_vs_best-depth")}  # fmt: skip
+    doc["seeds"] = 3
+    path.write_text(json.dumps(doc))
+    results["warnings"] = ["the validation set has 20 images: a 95% CI over them cannot resolve <0.02>"]
+    (folder / "results.json").write_text(json.dumps(results))
+    plan_path = folder / results["plan"]["file"]
+    plan = json.loads(plan_path.read_text())
+    for i, layer in enumerate(plan["layers"]):  # the first unit undecided; the others as older files have them
+        layer.pop("j2", None)
+        if i == 0:
+            layer["j2"] = "undecided"
+    plan_path.write_text(json.dumps(plan))
+    return folder
+
+
+def test_report_with_three_seeds_new_strategies_warnings_and_undecided_units(study_dir, tmp_path):
+    from scipy import stats
+
+    run_dir = with_three_seeds(study_dir, tmp_path / "three")
+    html = render_report(run_dir).read_text()
+    run = load_run(run_dir)
+    for name in ("lp-ft", "auto-rgn", "l2-sp"):  # any strategy name is rendered
+        assert f"<td class='t'>{name}</td><td class='n'>{np.mean(SEED_RUNS[name]):.3f} [" in html
+    best = SEED_RUNS["best-depth"]
+    lo = stats.t.interval(0.95, 2, loc=np.mean(best), scale=stats.sem(best))[0]
+    assert f"<td class='t'>best-depth (oracle)</td><td class='n'>{np.mean(best):.3f} [{lo:.3f} to 1.000]</td>" in html
+    assert "<td class='t'>plan vs best-depth (oracle)</td><td class='n'>3</td>" in html and "0.0123" in html
+    assert "Best strategy at 5 shots: plan (0.833)." in html  # the oracle is not a strategy a user can run
+    assert "best-depth (oracle) at 5 shots: 0.973" in html
+    assert ("<div class='warnings' id='warnings' role='note'><strong>Warnings</strong><ul><li>the validation set "
+            "has 20 images: a 95% CI over them cannot resolve &lt;0.02&gt;</li></ul></div>") in html  # fmt: skip
+    first, *others = run.plan["layers"]
+    assert f"<td class='t'>{first['name']}</td>" in html and "<td class='undecided'>undecided</td>" in html
+    assert f"J2 undecided for {first['name']}: the 95% CI of the drop straddles the tolerance" in html
+    for layer in others:  # no j2 field: the verdict comes from reusable_by_replacement
+        mark = "yes'>reusable" if layer["reusable_by_replacement"] else "no'>not reusable"
+        assert f"<td class='t'>{layer['name']}</td>" in html and f"<td class='{mark}</td>" in html
+    assert "over fine-tuning everything +0.023 accuracy (95% CI" in run_verdict(run)
+
+
+def test_no_warnings_no_box(study_dir):
+    from dataclasses import replace
+
+    from paramreuse.report.html import _warnings
+
+    run = load_run(study_dir)
+    assert _warnings(replace(run, results={k: v for k, v in run.results.items() if k != "warnings"})) == ""
+    assert "<li>S is at chance</li>" in _warnings(replace(run, results=run.results | {"warnings": ["S is at chance"]}))
+
+
+def test_report_renders_transfer_files_without_cis_below_three_seeds(study_dir, tmp_path):
+    """A transfer file may hold ``ci: None`` where there are too few seeds (as seed_interval writes it)."""
+    folder = tmp_path / "no-ci"
+    shutil.copytree(study_dir, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.png", "*.html"))
+    path = folder / "transfer" / "transfer.json"
+    doc = json.loads(path.read_text())
+    for entry in doc["strategies"].values():
+        for b in (entry, *entry["by_shots"].values()):
+            b["ci"] = None
+    path.write_text(json.dumps(doc))
+    html = render_report(folder).read_text()
+    plan = doc["strategies"]["plan"]["by_shots"]["3"]["mean"]
+    assert f"<td class='t'>plan</td><td class='n'>{plan:.3f} [not enough seeds (2 &lt; 3)]</td>" in html
+    assert Image.open(folder / "transfer.png").size[0] > 100

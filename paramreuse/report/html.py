@@ -14,7 +14,18 @@ from pathlib import Path
 
 from paramreuse.errors import ParamreuseError
 from paramreuse.report import plots
-from paramreuse.report.verdict import MetricStyle, best_strategy, metric_style, plan_gain, verdict_sentence
+from paramreuse.report.verdict import (
+    ORACLES,
+    MetricStyle,
+    best_strategy,
+    comparison_label,
+    j2_status,
+    metric_style,
+    strategy_label,
+    undecided_units,
+    verdict_sentence,
+)
+from paramreuse.stats import MIN_SEEDS, not_enough_seeds
 from paramreuse.results import read_json, write_atomic
 
 REPORT_FILE = "report.html"
@@ -26,6 +37,7 @@ SECTIONS = {
     "rmse": "Kernel distance per unit (J3)",
     "replacement": "Replacement drops per unit and parameter group (J2)",
     "cumulative": "Cumulative depth: units 1..k replaced together",
+    "plan": "The plan, unit by unit",
     "transfer": "Transfer: strategies x shots",
     "thresholds": "Thresholds used",
     "environment": "Configuration, versions and device",
@@ -49,7 +61,10 @@ table{border-collapse:collapse;margin:.4em 0 1em;font-size:.9em}
 td,th{border:1px solid #ccc;padding:.25em .55em;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
 td.no{color:#b33;text-align:center}td.yes{color:#275;text-align:center}
 .verdict{font-size:1.2em;background:#eef6ef;border-left:.3em solid #2a7;padding:.8em 1em}
-.verdict.no{background:#fbf0ee;border-left-color:#c44}figure{margin:1em 0}figure img{max-width:100%}
+.verdict.no{background:#fbf0ee;border-left-color:#c44}
+.warnings{background:#fff5d6;border:1px solid #e0b000;border-left:.3em solid #e0a000;padding:.5em 1em;margin:.8em 0}
+.warnings ul{margin:.3em 0}td.undecided{color:#a60;text-align:center;font-weight:bold}
+figure{margin:1em 0}figure img{max-width:100%}
 figcaption{font-size:.85em;color:#555}summary{cursor:pointer;margin:.5em 0}
 pre{font-size:.8em;background:#f6f6f6;padding:.6em}
 @media print{nav{display:none}section{break-inside:avoid-page}}"""
@@ -93,6 +108,17 @@ def run_verdict(run: RunFiles) -> str:
     return verdict_sentence(run.plan, run.transfer, run_style(run))
 
 
+@dataclass(frozen=True)
+class Mark:
+    """A table cell shown as ``text`` with the CSS class ``kind`` (``yes``, ``no``, ``undecided``)."""
+
+    text: str
+    kind: str
+
+
+J2_MARKS = {"reusable": "yes", "not reusable": "no", "undecided": "undecided"}
+
+
 def _fmt(v) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
@@ -106,6 +132,8 @@ def _table(header: list[str], rows: list[list], caption: str = "") -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
 
     def cell(v) -> str:
+        if isinstance(v, Mark):
+            return f"<td class='{v.kind}'>{html.escape(v.text)}</td>"
         text = _fmt(v)
         kind = text if isinstance(v, bool) else "n" if NUMBER.match(text) else "t"
         return f"<td class='{kind}'>{html.escape(text)}</td>"
@@ -127,6 +155,26 @@ def _ci(ci, style: MetricStyle, signed: bool = False) -> str:
     return "–" if not ci else f"{style.number(ci[0], signed)} to {style.number(ci[1], signed)}"
 
 
+def _warnings(run: RunFiles) -> str:
+    """The study's caveats (small validation set, a model at chance, ...) in a box that cannot be missed."""
+    warnings = run.results.get("warnings") or []
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
+    return f"<div class='warnings' id='warnings' role='note'><strong>Warnings</strong><ul>{items}</ul></div>"
+
+
+def _strategy_items(run: RunFiles, style: MetricStyle) -> list[str]:
+    """The best strategy a user can run, and the oracle's score beside it."""
+    shots, strategies = run.transfer.get("headline_shots"), run.transfer.get("strategies", {})
+    best = best_strategy(run.transfer, oracles=False)
+    items = [f"Best strategy at {shots} shots: {best[0]} ({style.fmt(best[1])})."] if best else []
+    for name in ORACLES.keys() & strategies.keys():
+        items.append(f"{strategy_label(name)} at {shots} shots: {style.fmt(strategies[name]['mean'])}; it picks "
+                     f"its depth on held-out labelled images, so it is a bound, not a rival strategy.")  # fmt: skip
+    return items
+
+
 def _verdict(run: RunFiles, style: MetricStyle) -> str:
     plan, res = run.plan, run.results
     sentence = run_verdict(run)
@@ -144,15 +192,15 @@ def _verdict(run: RunFiles, style: MetricStyle) -> str:
         items.append(f"T (S fine-tuned on the shots) minus T_scratch on the target test set: "
                      f"{style.fmt(gain['mean'], True)} (95% CI {_ci(gain['ci'], style, True)}, "
                      f"{gain.get('ci_over', 'paired bootstrap')}).")  # fmt: skip
-    against = plan_gain(run.transfer, "finetune-all")
-    if against:
-        items.append(f"The plan against fine-tuning everything: {style.fmt(against['mean'], True)} "
-                     f"(95% CI {_ci(against['ci'], style, True)} over {against['seeds']} seeds).")  # fmt: skip
-    best = best_strategy(run.transfer)
-    if best:
-        items.append(f"Best strategy at {run.transfer.get('headline_shots')} shots: {best[0]} ({style.fmt(best[1])}).")
+    undecided = undecided_units(plan)
+    if undecided:
+        items.append(f"J2 undecided for {', '.join(undecided)}: the 95% CI of the drop straddles the tolerance "
+                     f"{plan['thresholds']['layer_tolerance']}, so the sweep cannot say whether S's values fit there "
+                     f"(see the plan table).")  # fmt: skip
+    items += _strategy_items(run, style)
     bullets = "".join(f"<li>{html.escape(i)}</li>" for i in items)
-    return f"<p class='{kind}' id='verdict-sentence'>{html.escape(sentence)}</p><ul>{bullets}</ul>"
+    verdict = f"<p class='{kind}' id='verdict-sentence'>{html.escape(sentence)}</p>"
+    return f"{verdict}{_warnings(run)}<ul>{bullets}</ul>"
 
 
 def _models(run: RunFiles, style: MetricStyle, out: Path) -> str:
@@ -201,7 +249,8 @@ def _replacement(run: RunFiles, style: MetricStyle, out: Path) -> str:
     caption = (f"Drop of T's validation {style.name} (baseline {style.fmt(sweep['baseline'])}) when S's values of "
                f"one parameter group replace T's, unit by unit; red: worse, blue: better, grey: the unit has no "
                f"such group.")  # fmt: skip
-    figure = _figure(out, "replacement", plots.replacement_heatmap(sweep, style, tolerance), caption)
+    j2 = {layer["name"]: j2_status(layer) for layer in run.plan["layers"]}
+    figure = _figure(out, "replacement", plots.replacement_heatmap(sweep, style, tolerance, j2), caption)
     findings = sweep.get("findings", [])
     rows = [[f["finding"], f["holds"]] for f in findings]
     drops = findings[0].get("mean_drops", {}) if findings else {}
@@ -227,21 +276,57 @@ def _cumulative(run: RunFiles, style: MetricStyle, out: Path) -> str:
     return figure + _table(["depth k", "last unit", style.name, "drop", "95% CI of drop"], rows)
 
 
+def _plan(run: RunFiles, style: MetricStyle) -> str:
+    """Each unit's J2 and J3 verdicts, the plan's decision, its learning-rate multiplier and the reason."""
+    tolerance = run.plan["thresholds"]["layer_tolerance"]
+    rows = [[layer["name"], layer.get("kind"), style.number(layer.get("drop"), True),
+             _ci(style.clip(layer.get("ci"), difference=True), style, True),
+             Mark(j2_status(layer), J2_MARKS.get(j2_status(layer), "t")), layer.get("reusable_by_rmse"),
+             layer["decision"], layer.get("rate"), layer.get("reason")]
+            for layer in run.plan["layers"]]  # fmt: skip
+    legend = (f"J2 judges the drop of T's {style.name} when S's unit replaces T's against the tolerance "
+              f"{tolerance:g}: reusable when its whole 95% CI lies at or below it, not reusable when the CI lies "
+              f"above it, undecided when the CI straddles it. J3: the aligned kernel RMSE within "
+              f"{run.plan['thresholds']['rmse_position']:g} x the null. Rate: the learning-rate multiplier "
+              f"while transferring (0: frozen).")  # fmt: skip
+    header = ["unit", "kind", "J2 drop", "95% CI of drop", "J2", "J3", "decision", "rate x", "reason"]
+    return f"<p>{html.escape(legend)}</p>" + _table(header, rows)
+
+
 def _per_shots(entry: dict, shots: list[int]) -> list[dict]:
     return [entry["by_shots"][str(n)] for n in shots]
+
+
+def _seeds(entry: dict, doc: dict) -> int:
+    return len(entry["runs"]) if "runs" in entry else doc["seeds"]
+
+
+def _mean_ci(entry: dict, doc: dict, style: MetricStyle) -> str:
+    """``0.812 [0.790 to 0.830]``, or ``0.812 [not enough seeds (2 < 3)]`` below three seeds."""
+    n = _seeds(entry, doc)
+    interval = _ci(style.clip(entry.get("ci")), style) if n >= MIN_SEEDS else not_enough_seeds(n)
+    return f"{style.number(entry['mean'])} [{interval}]"
+
+
+def _significance_row(key: str, n: int, entry: dict, doc: dict, style: MetricStyle) -> list:
+    """One paired comparison; its p only from three seeds on, whatever an older file holds."""
+    enough = entry.get("enough_seeds", doc["seeds"] >= MIN_SEEDS)
+    p = "n/a" if entry["p"] is None or not enough else f"{entry['p']:.3g}"
+    test = entry["test"] if enough else not_enough_seeds(doc["seeds"])
+    return [comparison_label(key), n, style.number(entry.get("mean_diff"), True), p, test]
 
 
 def _transfer(run: RunFiles, style: MetricStyle, out: Path) -> str:
     doc = run.transfer
     shots = doc["shots"]
-    rows = [[name, *(f"{style.number(b['mean'])} [{_ci(b['ci'], style)}]" for b in _per_shots(entry, shots))]
+    rows = [[strategy_label(name), *(_mean_ci(b, doc, style) for b in _per_shots(entry, shots))]
             for name, entry in doc["strategies"].items()]  # fmt: skip
-    caption = f"Target test {style.name}: mean [95% CI over {doc['seeds']} seeds]"
+    caption = f"Target test {style.name}: mean [95% CI over {doc['seeds']} seeds; none below {MIN_SEEDS} seeds]"
     table = _table(["strategy", *(f"{n} shots" for n in shots)], rows, caption)
-    sig_rows = [[key, n, style.number(b.get("mean_diff"), True), "n/a" if b["p"] is None else f"{b['p']:.3g}",
-                 b["test"]]
+    sig_rows = [_significance_row(key, n, b, doc, style)
                 for key, sig in doc["significance"].items() for n, b in zip(shots, _per_shots(sig, shots))]  # fmt: skip
-    caption = "Every strategy trained on the same shots per seed; the plan's unit decisions come from plan.json."
+    caption = ("Every strategy trained on the same shots per seed; the plan's unit decisions come from plan.json; "
+               "best-depth is an oracle: it picks its depth on held-out labelled images.")  # fmt: skip
     figure = _figure(out, "transfer", plots.transfer_strategies(doc, style), caption)
     return figure + table + _table(["comparison", "shots", "mean difference", "p", "test"], sig_rows)
 
@@ -305,6 +390,7 @@ def _render(run: RunFiles, run_dir: Path, out: Path) -> Path:
         "rmse": _rmse(run, out),
         "replacement": _replacement(run, style, out),
         "cumulative": _cumulative(run, style, out),
+        "plan": _plan(run, style),
         "transfer": _transfer(run, style, out),
         "thresholds": _thresholds(run),
         "environment": _environment(run),

@@ -8,7 +8,8 @@ import math
 import matplotlib
 import numpy as np
 
-from paramreuse.report.verdict import MetricStyle
+from paramreuse.report.verdict import MetricStyle, strategy_label
+from paramreuse.stats import MIN_SEEDS
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -99,9 +100,13 @@ def _drop_matrix(sweep: dict) -> tuple[list[str], list[str], np.ndarray]:
     return units, params, matrix
 
 
-def replacement_heatmap(sweep: dict, style: MetricStyle, tolerance: float) -> bytes:
-    """Drop of T's metric when S's values replace T's, per unit (rows) and parameter group (columns)."""
+def replacement_heatmap(sweep: dict, style: MetricStyle, tolerance: float, j2: dict[str, str] | None = None) -> bytes:
+    """Drop of T's metric when S's values replace T's, per unit (rows) and parameter group (columns).
+
+    ``j2`` (unit -> "reusable", "not reusable" or "undecided") labels each row with the unit's J2 verdict.
+    """
     units, params, matrix = _drop_matrix(sweep)
+    j2 = j2 or {}
     fig, ax = plt.subplots(figsize=(1.2 * len(params) + 3, 0.42 * len(units) + 1.6), dpi=DPI)
     finite = matrix[np.isfinite(matrix)]
     vmax = float(np.abs(finite).max()) if finite.size else 1.0
@@ -124,7 +129,7 @@ def replacement_heatmap(sweep: dict, style: MetricStyle, tolerance: float) -> by
             weight="bold" if over else "normal",
         )
     ax.set_xticks(range(len(params)), params, fontsize=8)
-    ax.set_yticks(range(len(units)), units, fontsize=8)
+    ax.set_yticks(range(len(units)), [f"{u} · J2 {j2[u]}" if u in j2 else u for u in units], fontsize=8)
     ax.xaxis.tick_top()
     ax.set_title(f"Drop of T's {style.name} (bold: above tolerance {tolerance:g})", fontsize=10, pad=22)
     fig.colorbar(image, ax=ax, label=f"drop ({style.units or style.name})", shrink=0.8)
@@ -158,29 +163,41 @@ def cumulative_depth(sweep: dict, reusable_depth: int, style: MetricStyle, toler
     return _png(fig)
 
 
+def _ci(entry: dict, style: MetricStyle, seeds: int) -> list[float]:
+    """The entry's CI inside the metric's range; the mean alone below three seeds or without a CI."""
+    ci = style.clip(entry.get("ci")) if seeds >= MIN_SEEDS else None
+    return ci or [entry["mean"], entry["mean"]]
+
+
+def _bars(entries: list[dict], style: MetricStyle, seeds: int) -> list[list[float]] | None:
+    """Error bars from each entry's CI kept inside the metric's range; none below three seeds (no CI then)."""
+    if seeds < MIN_SEEDS:
+        return None
+    cis = [_ci(e, style, seeds) for e in entries]
+    return [[e["mean"] - ci[0] for e, ci in zip(entries, cis)], [ci[1] - e["mean"] for e, ci in zip(entries, cis)]]
+
+
 def transfer_strategies(doc: dict, style: MetricStyle) -> bytes:
-    """Mean target metric per strategy and shots, with 95% CI error bars over seeds."""
+    """Mean target metric per strategy and shots, with 95% CI error bars over seeds (from three seeds on)."""
     fig, ax = plt.subplots(figsize=(8, 3.6), dpi=DPI)
-    shots, names = doc["shots"], list(doc["strategies"])
+    shots, names, seeds = doc["shots"], list(doc["strategies"]), doc["seeds"]
     entries = {n: [doc["strategies"][n]["by_shots"][str(s)] for s in shots] for n in names}
-    # Axis from the CIs, but no wider than the means' spread allows: a 2-seed t-interval would flatten the plot.
+    # Axis from the CIs, but no wider than the means' spread allows: a wide t-interval would flatten the plot.
     means = [e["mean"] for es in entries.values() for e in es]
     margin = 2 * (max(means) - min(means)) or (0.05 if style.bounded else 1.0)
-    lows = [max(e["ci"][0], min(means) - margin) for es in entries.values() for e in es]
-    highs = [min(e["ci"][1], max(means) + margin) for es in entries.values() for e in es]
+    cis = [_ci(e, style, seeds) for es in entries.values() for e in es]
+    lows = [max(ci[0], min(means) - margin) for ci in cis]
+    highs = [min(ci[1], max(means) + margin) for ci in cis]
     xs = list(shots) if len(shots) > 1 else list(range(len(names)))
     for name in names:
         means = [e["mean"] for e in entries[name]]
-        err = [
-            [m - e["ci"][0] for m, e in zip(means, entries[name])],
-            [e["ci"][1] - m for m, e in zip(means, entries[name])],
-        ]
+        err, label = _bars(entries[name], style, seeds), strategy_label(name)
         emphasis = {"lw": 2.5, "ms": 8} if name == "plan" else {"lw": 1.2, "ms": 5}
         if len(shots) > 1:
-            ax.errorbar(xs, means, yerr=err, marker="o", capsize=3, label=name, **emphasis)
+            ax.errorbar(xs, means, yerr=err, marker="o", capsize=3, label=label, **emphasis)
         else:
             i = names.index(name)
-            ax.errorbar([i], means, yerr=err, marker="o", capsize=4, label=name, **emphasis)
+            ax.errorbar([i], means, yerr=err, marker="o", capsize=4, label=label, **emphasis)
             ax.annotate(style.number(means[0]), (i, means[0]), fontsize=7, xytext=(6, 0), textcoords="offset points")
     if len(shots) > 1:
         ax.set_xscale("log")
@@ -188,12 +205,13 @@ def transfer_strategies(doc: dict, style: MetricStyle) -> bytes:
         ax.minorticks_off()
         ax.set_xlabel("shots per class")
     else:
-        ax.set_xticks(xs, names, fontsize=8)
+        ax.set_xticks(xs, [strategy_label(n) for n in names], fontsize=8)
         ax.set_xlim(-0.5, len(names) - 0.5)
         ax.set_xlabel(f"strategy, {shots[0]} shots per class")
     ax.set_ylim(*style.limits(lows, highs))
     ax.set_ylabel(f"target test {style.name}")
-    ax.set_title(f"Strategies on the target (mean, 95% CI over {doc['seeds']} seeds)", fontsize=10)
+    spread = f"95% CI over {seeds} seeds" if seeds >= MIN_SEEDS else f"{seeds} seeds: too few for a CI"
+    ax.set_title(f"Strategies on the target (mean, {spread})", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     if len(shots) > 1:  # a single shots value names each strategy on the x axis already
         ax.legend(fontsize=7, ncol=3, loc="lower right")

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from paramreuse.stats import t_interval
+from paramreuse.stats import Bounds, clip, difference_bounds, not_enough_seeds, seed_interval
 
 REUSE_DECISIONS = ("reuse-frozen", "reuse-finetuned")
 CONTRACT_UNITS = {"accuracy": "fraction", "dice": "fraction", "iou": "fraction", "psnr": "dB"}  # DESIGN.md
+# Strategies that choose with labels a user does not have, shown with their label wherever they appear.
+ORACLES = {"best-depth": "best-depth (oracle)"}
+GAINS_AGAINST = ("scratch", "finetune-all")  # what the verdict sentence weighs the plan against
+AGAINST = {"scratch": "training from scratch", "finetune-all": "fine-tuning everything"}
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,22 @@ class MetricStyle:
     @property
     def bounded(self) -> bool:
         return self.units == "fraction"
+
+    @property
+    def bounds(self) -> Bounds | None:
+        """The metric's range: [0, 1] for fractions, else unbounded."""
+        return (0.0, 1.0) if self.bounded else None
+
+    @property
+    def difference_bounds(self) -> Bounds | None:
+        """The range of a difference of two values: [-1, 1] for fractions."""
+        return difference_bounds(self.bounds)
+
+    def clip(self, ci, difference: bool = False) -> list[float] | None:
+        """``ci`` kept inside the metric's range (or a difference's), for files written before CIs were clipped."""
+        if not ci:
+            return None
+        return list(clip(tuple(ci), self.difference_bounds if difference else self.bounds))
 
     def number(self, value: float | None, signed: bool = False) -> str:
         """The value without units: three decimals for fractions, two otherwise; ``n/a`` when missing."""
@@ -92,48 +112,89 @@ def units_clause(plan: dict) -> str:
     return text
 
 
-def plan_gain(transfer: dict, against: str = "scratch") -> dict | None:
-    """The plan's gain over ``against`` at the headline shots: mean, 95% t-interval over paired seeds, p."""
+def j2_status(layer: dict) -> str:
+    """A unit's J2 verdict: plan.json's ``j2`` ("reusable", "not reusable", "undecided"), else from its boolean."""
+    if layer.get("j2"):
+        return layer["j2"]
+    return "reusable" if layer.get("reusable_by_replacement") else "not reusable"
+
+
+def undecided_units(plan: dict) -> list[str]:
+    """Units whose J2 drop has a CI straddling the tolerance."""
+    return [layer["name"] for layer in plan["layers"] if j2_status(layer) == "undecided"]
+
+
+def strategy_label(name: str) -> str:
+    """A strategy's name as shown: best-depth picks its depth on held-out labels, so it is labelled an oracle."""
+    return ORACLES.get(name, name)
+
+
+def comparison_label(key: str) -> str:
+    """``plan_vs_best-depth`` -> ``plan vs best-depth (oracle)``."""
+    return " vs ".join(strategy_label(part) for part in key.split("_vs_"))
+
+
+def plan_gain(transfer: dict, against: str = "scratch", style: MetricStyle | None = None) -> dict | None:
+    """The plan's gain over ``against`` at the headline shots, over paired seeds.
+
+    Returns ``mean``, ``ci`` (95% t-interval, inside [-1, 1] for fractions) and ``p``, both None below
+    :data:`~paramreuse.stats.MIN_SEEDS` seeds, ``seeds``, ``enough_seeds``, ``shots`` and ``against``;
+    None when the transfer runs lack the plan or ``against``.
+    """
     strategies = transfer.get("strategies", {})
     if "plan" not in strategies or against not in strategies:
         return None
-    a, b = strategies["plan"]["runs"], strategies[against]["runs"]
-    diffs = [x - y for x, y in zip(a, b)]
+    diffs = [x - y for x, y in zip(strategies["plan"]["runs"], strategies[against]["runs"])]
     if not diffs:
         return None
-    lo, hi = t_interval(diffs)
+    interval = seed_interval(diffs, style.difference_bounds if style else None)
     sig = transfer.get("significance", {}).get(f"plan_vs_{against}", {})
-    return {"mean": sum(diffs) / len(diffs), "ci": [lo, hi], "p": sig.get("p"), "seeds": len(diffs),
-            "shots": transfer.get("headline_shots"), "against": against}  # fmt: skip
+    enough = interval["enough_seeds"] and sig.get("enough_seeds", True)
+    return {"mean": interval["mean"], "ci": interval["ci"], "p": sig.get("p") if enough else None,
+            "seeds": len(diffs), "enough_seeds": enough, "shots": transfer.get("headline_shots"),
+            "against": against}  # fmt: skip
 
 
-def gain_clause(gain: dict | None, style: MetricStyle) -> str:
+def gain_clause(gain: dict | None, style: MetricStyle, against: str = "scratch") -> str:
+    """``over training from scratch +0.100 accuracy (95% CI ... over 3 seeds, p = 0.01: a clear gain)``."""
+    name = AGAINST.get(against, strategy_label(against))
     if gain is None:
-        return "the transfer runs did not include the plan and scratch, so no gain is estimated"
+        return f"over {name}: not run"
+    value = f"over {name} {style.fmt(gain['mean'], True)} {style.name}"
+    if not gain["enough_seeds"] or gain["ci"] is None:
+        return f"{value} ({gain['seeds']} seeds: {not_enough_seeds(gain['seeds'])} for a CI or p-value)"
     p = "" if gain["p"] is None else f", p = {gain['p']:.2g}"
     lo, hi = gain["ci"]
     reading = "a clear gain" if lo > 0 else "a clear loss" if hi < 0 else "no clear difference"
-    shots = f" with {gain['shots']} shots per class" if gain["shots"] is not None else ""
     return (
-        f"expected gain of the plan over training from {gain['against']}{shots}: {style.fmt(gain['mean'], True)} "
-        f"{style.name} (95% CI {style.fmt(lo, True)} to {style.fmt(hi, True)} over {gain['seeds']} seeds{p}: {reading})"
+        f"{value} (95% CI {style.fmt(lo, True)} to {style.fmt(hi, True)} over {gain['seeds']} seeds{p}: {reading})"
     )
 
 
+def gains_clause(transfer: dict, style: MetricStyle) -> str:
+    """The plan's expected gain over each of :data:`GAINS_AGAINST`, at the headline shots."""
+    if "plan" not in transfer.get("strategies", {}):
+        return "the transfer runs did not include the plan, so no gain is estimated"
+    shots = transfer.get("headline_shots")
+    head = "expected gain of the plan" + (f" with {shots} shots per class" if shots is not None else "")
+    parts = [gain_clause(plan_gain(transfer, against, style), style, against) for against in GAINS_AGAINST]
+    return f"{head}: " + ", ".join(parts)
+
+
 def verdict_sentence(plan: dict, transfer: dict, style: MetricStyle) -> str:
-    """One sentence: network reusable or not (J1), which units to reuse, and the expected gain with its CI."""
+    """One sentence: network reusable or not (J1), which units to reuse, and the expected gains with their CIs."""
     th = plan["thresholds"]
     status = "reusable" if plan["network_reusable"] else "not reusable"
     network = (
         f"The network is {status} as a whole (S's conv kernels in T: {style.name} drop "
         f"{style.fmt(plan['network_drop'], True)}, tolerance {th['network_tolerance']})"
     )
-    return f"{network}; {units_clause(plan)}; {gain_clause(plan_gain(transfer), style)}."
+    return f"{network}; {units_clause(plan)}; {gains_clause(transfer, style)}."
 
 
-def best_strategy(transfer: dict) -> tuple[str, float] | None:
-    """The strategy with the highest mean at the headline shots."""
-    strategies = transfer.get("strategies", {})
+def best_strategy(transfer: dict, oracles: bool = True) -> tuple[str, float] | None:
+    """The strategy with the highest mean at the headline shots (the oracles left out unless ``oracles``)."""
+    strategies = {n: s for n, s in transfer.get("strategies", {}).items() if oracles or n not in ORACLES}
     if not strategies:
         return None
     name = max(strategies, key=lambda n: strategies[n]["mean"])
