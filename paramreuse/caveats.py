@@ -74,7 +74,7 @@ def validation_caveat(
     unit = "" if units == "fraction" else f" {units}"
     per_image = f" (one image is worth {1 / n_images:.3f})" if metric == "accuracy" else ""
     return (
-        f"the {what} has {n_images} images{per_image}: a 95% CI over them cannot resolve a {metric} drop "
+        f"the {what} has {n_images} images{per_image}: a 95% CI over them cannot resolve a drop of {metric} "
         f"below {smallest:.3g}{unit}, so the tolerance {tolerance:g}{unit} cannot be told from no drop; "
         f"judging it needs at least {images_needed(tolerance, spread=spread)} images"
     )

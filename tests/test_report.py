@@ -438,10 +438,10 @@ def with_three_seeds(study_dir: Path, folder: Path) -> Path:
     (folder / "results.json").write_text(json.dumps(results))
     plan_path = folder / results["plan"]["file"]
     plan = json.loads(plan_path.read_text())
-    for i, layer in enumerate(plan["layers"]):  # the first unit undecided; the others as older files have them
+    for i, layer in enumerate(plan["layers"]):  # first undecided, last not judged, the others as in older files
         layer.pop("j2", None)
-        if i == 0:
-            layer["j2"] = "undecided"
+        if i in (0, len(plan["layers"]) - 1):
+            layer["j2"] = "undecided" if i == 0 else None
     plan_path.write_text(json.dumps(plan))
     return folder
 
@@ -462,12 +462,14 @@ def test_report_with_three_seeds_new_strategies_warnings_and_undecided_units(stu
     assert "best-depth (oracle) at 5 shots: 0.973" in html
     assert ("<div class='warnings' id='warnings' role='note'><strong>Warnings</strong><ul><li>the validation set "
             "has 20 images: a 95% CI over them cannot resolve &lt;0.02&gt;</li></ul></div>") in html  # fmt: skip
-    first, *others = run.plan["layers"]
+    first, *others, last = run.plan["layers"]
     assert f"<td class='t'>{first['name']}</td>" in html and "<td class='undecided'>undecided</td>" in html
     assert f"J2 undecided for {first['name']}: the 95% CI of the drop straddles the tolerance" in html
     for layer in others:  # no j2 field: the verdict comes from reusable_by_replacement
         mark = "yes'>reusable" if layer["reusable_by_replacement"] else "no'>not reusable"
         assert f"<td class='t'>{layer['name']}</td>" in html and f"<td class='{mark}</td>" in html
+    assert f"<td class='t'>{last['name']}</td><td class='t'>{last['kind']}</td>" in html
+    assert "<td class='t'>–</td><td class='" + ("yes" if last["reusable_by_rmse"] else "no") in html  # J2 not judged
     assert "over fine-tuning everything +0.023 accuracy (95% CI" in run_verdict(run)
 
 

@@ -112,9 +112,12 @@ def units_clause(plan: dict) -> str:
     return text
 
 
-def j2_status(layer: dict) -> str:
-    """A unit's J2 verdict: plan.json's ``j2`` ("reusable", "not reusable", "undecided"), else from its boolean."""
-    if layer.get("j2"):
+def j2_status(layer: dict) -> str | None:
+    """A unit's J2 verdict: plan.json's ``j2`` ("reusable", "not reusable", "undecided"; None: not judged).
+
+    Files written before ``j2`` existed give it from ``reusable_by_replacement``.
+    """
+    if "j2" in layer:
         return layer["j2"]
     return "reusable" if layer.get("reusable_by_replacement") else "not reusable"
 
