@@ -497,3 +497,14 @@ def test_report_renders_transfer_files_without_cis_below_three_seeds(study_dir, 
     plan = doc["strategies"]["plan"]["by_shots"]["3"]["mean"]
     assert f"<td class='t'>plan</td><td class='n'>{plan:.3f} [not enough seeds (2 &lt; 3)]</td>" in html
     assert Image.open(folder / "transfer.png").size[0] > 100
+
+
+def test_oracles_come_from_the_file_flag_or_the_name():
+    from paramreuse.report.verdict import best_strategy, comparison_label
+
+    assert strategy_label("best-depth") == "best-depth (oracle)" and strategy_label("lp-ft") == "lp-ft"
+    assert strategy_label("best-lr", {"oracle": True}) == "best-lr (oracle)"
+    transfer = transfer_of({"plan": [0.8], "best-lr": [0.9], "lp-ft": [0.85]}, {})
+    transfer["strategies"]["best-lr"]["oracle"] = True
+    assert best_strategy(transfer) == ("best-lr", 0.9) and best_strategy(transfer, oracles=False) == ("lp-ft", 0.85)
+    assert comparison_label("plan_vs_best-lr", transfer["strategies"]) == "plan vs best-lr (oracle)"

@@ -15,10 +15,10 @@ from pathlib import Path
 from paramreuse.errors import ParamreuseError
 from paramreuse.report import plots
 from paramreuse.report.verdict import (
-    ORACLES,
     MetricStyle,
     best_strategy,
     comparison_label,
+    is_oracle,
     j2_status,
     metric_style,
     strategy_label,
@@ -169,9 +169,10 @@ def _strategy_items(run: RunFiles, style: MetricStyle) -> list[str]:
     shots, strategies = run.transfer.get("headline_shots"), run.transfer.get("strategies", {})
     best = best_strategy(run.transfer, oracles=False)
     items = [f"Best strategy at {shots} shots: {best[0]} ({style.fmt(best[1])})."] if best else []
-    for name in ORACLES.keys() & strategies.keys():
-        items.append(f"{strategy_label(name)} at {shots} shots: {style.fmt(strategies[name]['mean'])}; it picks "
-                     f"its depth on held-out labelled images, so it is a bound, not a rival strategy.")  # fmt: skip
+    for name, entry in strategies.items():
+        if is_oracle(name, entry):
+            items.append(f"{strategy_label(name, entry)} at {shots} shots: {style.fmt(entry['mean'])}; it picks "
+                         f"with held-out labelled images, so it is a bound, not a rival strategy.")  # fmt: skip
     return items
 
 
@@ -313,13 +314,13 @@ def _significance_row(key: str, n: int, entry: dict, doc: dict, style: MetricSty
     enough = entry.get("enough_seeds", doc["seeds"] >= MIN_SEEDS)
     p = "n/a" if entry["p"] is None or not enough else f"{entry['p']:.3g}"
     test = entry["test"] if enough else not_enough_seeds(doc["seeds"])
-    return [comparison_label(key), n, style.number(entry.get("mean_diff"), True), p, test]
+    return [comparison_label(key, doc["strategies"]), n, style.number(entry.get("mean_diff"), True), p, test]
 
 
 def _transfer(run: RunFiles, style: MetricStyle, out: Path) -> str:
     doc = run.transfer
     shots = doc["shots"]
-    rows = [[strategy_label(name), *(_mean_ci(b, doc, style) for b in _per_shots(entry, shots))]
+    rows = [[strategy_label(name, entry), *(_mean_ci(b, doc, style) for b in _per_shots(entry, shots))]
             for name, entry in doc["strategies"].items()]  # fmt: skip
     caption = f"Target test {style.name}: mean [95% CI over {doc['seeds']} seeds; none below {MIN_SEEDS} seeds]"
     table = _table(["strategy", *(f"{n} shots" for n in shots)], rows, caption)

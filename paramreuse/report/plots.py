@@ -191,7 +191,7 @@ def transfer_strategies(doc: dict, style: MetricStyle) -> bytes:
     xs = list(shots) if len(shots) > 1 else list(range(len(names)))
     for name in names:
         means = [e["mean"] for e in entries[name]]
-        err, label = _bars(entries[name], style, seeds), strategy_label(name)
+        err, label = _bars(entries[name], style, seeds), strategy_label(name, doc["strategies"][name])
         emphasis = {"lw": 2.5, "ms": 8} if name == "plan" else {"lw": 1.2, "ms": 5}
         if len(shots) > 1:
             ax.errorbar(xs, means, yerr=err, marker="o", capsize=3, label=label, **emphasis)
@@ -205,7 +205,7 @@ def transfer_strategies(doc: dict, style: MetricStyle) -> bytes:
         ax.minorticks_off()
         ax.set_xlabel("shots per class")
     else:
-        ax.set_xticks(xs, [strategy_label(n) for n in names], fontsize=8)
+        ax.set_xticks(xs, [strategy_label(n, doc["strategies"][n]) for n in names], fontsize=8)
         ax.set_xlim(-0.5, len(names) - 0.5)
         ax.set_xlabel(f"strategy, {shots[0]} shots per class")
     ax.set_ylim(*style.limits(lows, highs))

@@ -8,8 +8,9 @@ from paramreuse.stats import Bounds, clip, difference_bounds, not_enough_seeds, 
 
 REUSE_DECISIONS = ("reuse-frozen", "reuse-finetuned")
 CONTRACT_UNITS = {"accuracy": "fraction", "dice": "fraction", "iou": "fraction", "psnr": "dB"}  # DESIGN.md
-# Strategies that choose with labels a user does not have, shown with their label wherever they appear.
-ORACLES = {"best-depth": "best-depth (oracle)"}
+# Strategies that choose with labels a user does not have: transfer.json flags them ("oracle": true);
+# files written before the flag name them here. Shown as "name (oracle)" wherever they appear.
+ORACLES = ("best-depth",)
 GAINS_AGAINST = ("scratch", "finetune-all")  # what the verdict sentence weighs the plan against
 AGAINST = {"scratch": "training from scratch", "finetune-all": "fine-tuning everything"}
 
@@ -127,14 +128,19 @@ def undecided_units(plan: dict) -> list[str]:
     return [layer["name"] for layer in plan["layers"] if j2_status(layer) == "undecided"]
 
 
-def strategy_label(name: str) -> str:
-    """A strategy's name as shown: best-depth picks its depth on held-out labels, so it is labelled an oracle."""
-    return ORACLES.get(name, name)
+def is_oracle(name: str, entry: dict | None = None) -> bool:
+    """Whether a strategy picks with held-out labels (best-depth its depth): the file's flag, else its name."""
+    return bool((entry or {}).get("oracle", name in ORACLES))
 
 
-def comparison_label(key: str) -> str:
+def strategy_label(name: str, entry: dict | None = None) -> str:
+    """A strategy's name as shown: ``best-depth (oracle)`` for an oracle, else the name."""
+    return f"{name} (oracle)" if is_oracle(name, entry) else name
+
+
+def comparison_label(key: str, strategies: dict | None = None) -> str:
     """``plan_vs_best-depth`` -> ``plan vs best-depth (oracle)``."""
-    return " vs ".join(strategy_label(part) for part in key.split("_vs_"))
+    return " vs ".join(strategy_label(part, (strategies or {}).get(part)) for part in key.split("_vs_"))
 
 
 def plan_gain(transfer: dict, against: str = "scratch", style: MetricStyle | None = None) -> dict | None:
@@ -197,7 +203,7 @@ def verdict_sentence(plan: dict, transfer: dict, style: MetricStyle) -> str:
 
 def best_strategy(transfer: dict, oracles: bool = True) -> tuple[str, float] | None:
     """The strategy with the highest mean at the headline shots (the oracles left out unless ``oracles``)."""
-    strategies = {n: s for n, s in transfer.get("strategies", {}).items() if oracles or n not in ORACLES}
+    strategies = {n: s for n, s in transfer.get("strategies", {}).items() if oracles or not is_oracle(n, s)}
     if not strategies:
         return None
     name = max(strategies, key=lambda n: strategies[n]["mean"])
