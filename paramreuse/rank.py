@@ -30,7 +30,7 @@ from paramreuse.executor import LOCAL, Checkpoint, DataSpec, Executor
 from paramreuse.features import Features, extract_features
 from paramreuse.judge import Thresholds
 from paramreuse.layers import inventory
-from paramreuse.models import load_checkpoint
+from paramreuse.models.sources import fit_to, load_source
 from paramreuse.replace import SweepConfig, SweepInputs, image_digest
 from paramreuse.results import prepare_out_dir
 from paramreuse.runs import MODEL_FILE, TRAIN_FILE, RunSpec, run_training, source_for_target
@@ -105,8 +105,10 @@ class Ours:
 
 
 def file_digest(path: str | Path) -> str:
-    """Hash of a checkpoint's bytes: a T fine-tuned from other contents is never reused."""
+    """Hash of a checkpoint's bytes (of a pretrained spec's text): a T fine-tuned from other contents is never reused."""
     h = hashlib.sha256()
+    if not Path(path).is_file():
+        return hashlib.sha256(str(path).encode()).hexdigest()[:16]
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -125,6 +127,7 @@ def our_signal(
     recalibrate_bn: bool = True,
     executor: Executor = LOCAL,
     data_spec: DataSpec | None = None,
+    arch: str | None = None,
 ) -> Ours:
     """Fine-tune S into T on ``data.train`` (cached in ``out/target``), then assess (S, T) on ``data.val``.
 
@@ -134,13 +137,14 @@ def our_signal(
     (bench/README_predict.md measures both variants).
 
     A remote ``executor`` runs the sweep's rows; its workers load T from ``out/target`` and the
-    target from ``data_spec`` (which must describe ``data``).
+    target from ``data_spec`` (which must describe ``data``). ``arch`` is the architecture of a
+    plain state-dict ``source``.
     """
     out = prepare_out_dir(out)
-    _, info = load_checkpoint(source)
+    _, info = load_source(source, arch)
     spec = RunSpec(info.arch, _fewshot(), seed, init=str(source))
     t_model, record = run_training(spec, data, out / "target", device, progress, "target", file_digest(source))
-    s_model = source_for_target(source, data, seed)
+    s_model = source_for_target(source, data, seed, arch=arch)
     start = time.perf_counter()
     config = SweepConfig(
         params=sweep_params, recalibrate_bn=recalibrate_bn, seed=seed, tolerance=thresholds.layer_tolerance
@@ -253,8 +257,11 @@ def sort_rows(rows: list, by: str) -> tuple:
 
 
 def source_label(path: Path, taken: set[str]) -> str:
-    """A short unique name: the run folder for ``model.safetensors``, else the file stem."""
+    """A short unique name: the run folder for ``model.safetensors``, else the file stem (a
+    pretrained spec's text, made fit for a folder name)."""
     base = path.parent.name if path.name == MODEL_FILE and path.parent.name else path.stem
+    if not path.is_file():
+        base = "".join(c if c.isalnum() or c in "._" else "-" for c in str(path)).strip("-")
     name, i = base, 2
     while name in taken:
         name, i = f"{base}-{i}", i + 1
@@ -272,6 +279,16 @@ def _source_metric(path: Path) -> float | None:
         return None
 
 
+def source_on(path: str | Path, arch: str | None, data: TaskData):
+    """A source with its own head, taking the target's images: a pretrained spec's input layer is
+    adapted to their channels; a checkpoint for other channels is a one-line error."""
+    model, info = load_source(path, arch)
+    if info.in_channels != data.channels:
+        model, _ = fit_to(model, info, channels=data.channels, num_outputs=info.num_classes, keep_head=True,
+                          where=f"source {path}")  # fmt: skip
+    return model, info
+
+
 @dataclass(frozen=True, eq=False)
 class SourceJob:
     """One candidate source to score: its checkpoint, and the target (in memory, or a spec workers load)."""
@@ -285,6 +302,7 @@ class SourceJob:
     device: str | torch.device
     progress: Progress | None = None  # in-process jobs only
     digest: str = ""  # what a worker's labelled target images must hash to
+    arch: str | None = None  # of a plain state-dict source
 
 
 def score_source_job(job: SourceJob) -> SourceRow:
@@ -294,11 +312,11 @@ def score_source_job(job: SourceJob) -> SourceRow:
     if job.digest and image_digest(pool) != job.digest:
         raise DataError(f"a worker loaded other target images for {job.data.name!r} than the driver holds; "
                         "make the same data visible to every worker at the same path")  # fmt: skip
-    model, info = load_checkpoint(path)
+    model, info = source_on(path, job.arch, data)
     start = time.perf_counter()
     feats = extract_features(model, pool.x, device=job.device)
     feature_seconds = time.perf_counter() - start
-    ours = our_signal(path, data, job.out, job.seed, job.device, job.progress) if job.with_ours else None
+    ours = our_signal(path, data, job.out, job.seed, job.device, job.progress, arch=job.arch) if job.with_ours else None
     params = sum(p.numel() for p in model.parameters())
     return SourceRow(job.name, str(path), info.arch, params, _source_metric(path),
                      score_source(feats, pool.y.numpy()), ours, feature_seconds)  # fmt: skip
@@ -315,6 +333,7 @@ def rank_sources(
     progress: Progress | None = None,
     executor: Executor = LOCAL,
     data_spec: DataSpec | None = None,
+    arch: str | None = None,
 ) -> Ranking:
     """Score every source on the target and rank them (by ours' J1 value unless ``by``).
 
@@ -329,7 +348,7 @@ def rank_sources(
     jobs = []
     for path in map(Path, sources):
         name = source_label(path, taken)
-        job = SourceJob(name, str(path), target, str(out / name), with_ours, seed, device, job_progress, digest)
+        job = SourceJob(name, str(path), target, str(out / name), with_ours, seed, device, job_progress, digest, arch)
         jobs.append((name, job))
     scored = {}
     with closing(executor.map_unordered(score_source_job, jobs)) as results:  # closed early: no job keeps running
@@ -353,15 +372,16 @@ def rank_layers(
     progress: Progress | None = None,
     executor: Executor = LOCAL,
     data_spec: DataSpec | None = None,
+    arch: str | None = None,
 ) -> Ranking:
     """Score every unit of one source (its pooled output on the target) and rank the depths 1..k.
 
     A remote ``executor`` runs the rows of our sweep (see :func:`our_signal`).
     """
     out, pool = prepare_out_dir(out), labelled_pool(data)
-    model, _ = load_checkpoint(source)
+    model, _ = source_on(source, arch, data)
     feats = extract_features(model, pool.x, device=device)
-    ours = our_signal(source, data, out, seed, device, progress, executor=executor, data_spec=data_spec) if with_ours else None  # fmt: skip
+    ours = our_signal(source, data, out, seed, device, progress, executor=executor, data_spec=data_spec, arch=arch) if with_ours else None  # fmt: skip
     by_name = {layer["name"]: layer for layer in ours.layers} if ours else {}
     kinds = {u.name: u.kind for u in inventory(model)}
     rows = [

@@ -17,15 +17,8 @@ from torch import nn
 
 from paramreuse.data import TaskData
 from paramreuse.errors import CheckpointError, SpecError
-from paramreuse.models import (
-    ModelInfo,
-    build_model,
-    head_names,
-    load_checkpoint,
-    load_state_dict_checked,
-    save_checkpoint,
-)
-from paramreuse.models.checkpoint import infer_io
+from paramreuse.models import Fit, ModelInfo, architecture_of, build_model, fit_state, is_pretrained, load_checkpoint, save_checkpoint
+from paramreuse.models.sources import check_takes, fit_to, load_source
 from paramreuse.tasks import task_key
 from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
 from paramreuse.train import Progress, TrainConfig, evaluate_all, train
@@ -50,33 +43,28 @@ def environment(device: torch.device | str) -> dict:
     }
 
 
-def init_from_checkpoint(model: nn.Module, path: str | Path, keep_head: bool = False) -> None:
-    """Copy every tensor of checkpoint ``path`` into ``model``; the head stays fresh unless ``keep_head``."""
-    source, info = load_checkpoint(path)
-    channels = infer_io(model.state_dict())[0]
-    if info.in_channels != channels:
-        raise CheckpointError(
-            f"--init {path} takes {info.in_channels}-channel images but the data has {channels} channels; "
-            f"use a checkpoint trained on {channels}-channel images"
-        )
-    state = source.state_dict()
-    if not keep_head:
-        own = model.state_dict()
-        for key in head_names(source):
-            state.pop(key, None)
-        for key in head_names(model):
-            state[key] = own[key]
-    load_state_dict_checked(model, state, f"--init {path}")
+def init_from_checkpoint(model: nn.Module, path: str | Path, keep_head: bool = False, *, arch: str | None = None) -> Fit:
+    """Copy every tensor of ``path`` (a checkpoint, a plain state dict of ``arch``, or a pretrained
+    spec) into ``model`` of architecture ``arch``; the head stays fresh unless ``keep_head`` and it fits.
+
+    Returns:
+        The heads made fresh and the input layers adapted (pretrained weights only).
+    """
+    source, info = load_source(path, arch)
+    return fit_state(source.state_dict(), model, arch or info.arch, where=f"--init {path}", keep_head=keep_head,
+                     adapt_input=is_pretrained(info))  # fmt: skip
 
 
-def source_for_target(path: str | Path, data: TaskData, seed: int = 0) -> nn.Module:
-    """S rebuilt for the target's classes: every tensor from the checkpoint, a fresh head (the
-    head is never reused), so that S pairs with T unit by unit."""
-    _, info = load_checkpoint(path)
-    torch.manual_seed(seed)
-    model = build_model(info.arch, data.channels, data.num_outputs)
-    init_from_checkpoint(model, path)
-    return model.eval()
+def fit_source(path: str | Path, data: TaskData, seed: int = 0, *, arch: str | None = None) -> tuple[nn.Module, Fit]:
+    """S rebuilt for the target's channels and classes: every tensor from ``path``, a fresh head
+    (the head is never reused), so that S pairs with T unit by unit; and what was changed."""
+    source, info = load_source(path, arch)
+    return fit_to(source, info, channels=data.channels, num_outputs=data.num_outputs, seed=seed, where=f"source {path}")
+
+
+def source_for_target(path: str | Path, data: TaskData, seed: int = 0, *, arch: str | None = None) -> nn.Module:
+    """S rebuilt for the target (see :func:`fit_source`)."""
+    return fit_source(path, data, seed, arch=arch)[0]
 
 
 def check_outputs(model: nn.Module, data: TaskData, arch: str) -> None:
@@ -84,19 +72,8 @@ def check_outputs(model: nn.Module, data: TaskData, arch: str) -> None:
     example = data.train.x[:2]
     per_pixel = () if data.kind.name == "classification" else data.size  # masks and images have the images' size
     expected = (len(example), data.num_outputs, *per_pixel)
-    modes = {m: m.training for m in model.modules()}
-    try:
-        with torch.no_grad():
-            shape = tuple(model.eval()(example).shape)
-    except Exception as exc:  # noqa: BLE001 - any failure here means the input does not fit the architecture
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SpecError(
-            f"{arch} cannot take {data.channels}x{data.size[0]}x{data.size[1]} images ({first}); "
-            "resize the images: size = 32 in the study's [source] and [target] tables, or --size 32"
-        ) from None
-    finally:
-        for m, mode in modes.items():
-            m.train(mode)
+    fix = "resize the images: size = 32 in the study's [source] and [target] tables, or --size 32"
+    shape = tuple(check_takes(model, example, what=arch, fix=fix, noun="images"))
     if shape != expected:
         hint = ("use a segmentation architecture such as builtin:unet or smp:Unet/resnet18"
                 if data.kind.name != "classification" else "use a classification architecture such as builtin:cnn")  # fmt: skip
@@ -135,21 +112,21 @@ def run_training(
     key = spec.key(data, upstream)
     done = load_if_current(out / TRAIN_FILE, key)
     if done is not None and (out / MODEL_FILE).is_file():
-        model, _ = load_checkpoint(out / MODEL_FILE)
+        model, _ = load_checkpoint(out / MODEL_FILE, trust_code=True)  # the fingerprint says: spec.arch built it
         return model, done | {"resumed": True}
     torch.manual_seed(spec.seed if spec.init_seed is None else spec.init_seed)
     model = build_model(spec.arch, data.channels, data.num_outputs)
     check_outputs(model, data, spec.arch)
     if spec.init:
-        init_from_checkpoint(model, spec.init, spec.keep_head)
+        init_from_checkpoint(model, spec.init, spec.keep_head, arch=spec.arch)
     result = train(model, data.train, spec.config, spec.seed, data.val, data.kind, device, progress, stage)
     model.cpu()
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise CheckpointError(f"{stage}: training diverged (NaN weights); lower the learning rate")
     test_metrics = evaluate_all(model, data.test, data.kind, device)
     test_metric = test_metrics[data.kind.metric_name]
-    info = ModelInfo(
-        arch=spec.arch, in_channels=data.channels, num_classes=data.num_outputs, task=task_key(data.kind),
+    info = ModelInfo(  # the architecture only: pretrained weights are in the tensors now
+        arch=architecture_of(spec.arch), in_channels=data.channels, num_classes=data.num_outputs, task=task_key(data.kind),
         input_size=data.size, data=data.name, classes=data.classes,
     )  # fmt: skip
     save_checkpoint(out / MODEL_FILE, model, info)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Callable
@@ -14,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from paramreuse.errors import ParamreuseError
+from paramreuse.errors import ParamreuseError, SpecError
 from paramreuse.results import json_safe  # the same rules as the result files: NaN -> null
 from paramreuse.train import ProgressEvent
 
@@ -110,8 +111,10 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
 
 
 ArchOpt = Annotated[
-    str | None, typer.Option("--arch", help="Architecture of plain state-dict checkpoints (paramreuse files record it).")
-]
+    str | None,
+    typer.Option("--arch", help="Architecture of plain state dicts (.safetensors/.pt/.pth, any key order; paramreuse "
+                 "files record it), e.g. torchvision:resnet18 or py:net.py:build."),
+]  # fmt: skip
 AlignOpt = Annotated[
     str, typer.Option("--align", help="auto: align independent pairs by weight matching; none|weights|activations.")
 ]
@@ -120,17 +123,73 @@ LineageOpt = Annotated[
 ]
 ClassesOpt = Annotated[str | None, typer.Option("--classes", help="Target classes, e.g. 5-9 or 5,6,7 (default: all).")]
 ShotsOpt = Annotated[int | None, typer.Option("--shots", help="Target training images per class (BN recalibration data).")]
+InputSizeOpt = Annotated[
+    str | None,
+    typer.Option("--input-size", help="Image size a plain state dict's network takes, N or H,W (default: recorded, "
+                 "else 28); with --data the data's size is used."),
+]  # fmt: skip
+SOURCE_HELP = ("a paramreuse checkpoint, a plain state dict with --arch, or pretrained weights from the local cache: "
+               "torchvision:NAME?weights=DEFAULT or timm:NAME?pretrained=true")  # fmt: skip
 
 
-def load_models(source: Path, target: Path, arch: str | None):
-    """Load S and T; ``--arch`` applies to plain state dicts (and confirms a recorded py: spec)."""
-    from paramreuse.models import load_checkpoint, read_info
+def parse_input_size(text: str | None) -> tuple[int, int] | None:
+    """``N`` or ``H,W`` as (H, W)."""
+    if text is None:
+        return None
+    try:
+        sides = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        sides = ()
+    if len(sides) not in (1, 2) or min(sides) < 1:
+        raise SpecError(f"--input-size takes N or H,W in pixels, e.g. 32 or 24,40, got {text!r}")
+    return (sides[0], sides[-1])
 
-    models = []
-    for path in (source, target):
-        recorded = read_info(path) if path.suffix == ".safetensors" and path.is_file() else None
-        models.append(load_checkpoint(path, arch=None if recorded and arch is None else arch)[0].eval())
-    return models[0], models[1]
+
+@dataclass(frozen=True, eq=False)
+class Pair:
+    """S and T as the pair verbs compare them, and what was changed to pair them."""
+
+    source: Any
+    target: Any
+    notes: tuple[str, ...]
+    input_size: tuple[int, int]
+    channels: int  # T's
+    source_channels: int
+
+
+def load_models(source: Path, target: Path, arch: str | None, *, seed: int = 0, input_size: str | None = None) -> Pair:
+    """Load S and T (``--arch`` for plain state dicts; it confirms a recorded py: spec).
+
+    When T has another number of classes, S gets a fresh head for them (as the study pairs
+    them); S from pretrained weights gets its input layer adapted to T's channels.
+    """
+    from paramreuse.models import is_pretrained
+    from paramreuse.models.sources import fit_to, load_source
+
+    size = parse_input_size(input_size)
+    s, s_info = load_source(source, arch, input_size=size)
+    t, t_info = load_source(target, arch, input_size=size)
+    notes: tuple[str, ...] = ()
+    channels = t_info.in_channels if is_pretrained(s_info) else s_info.in_channels
+    if s_info.num_classes != t_info.num_classes or channels != s_info.in_channels:
+        s, fit = fit_to(s, s_info, channels=channels, num_outputs=t_info.num_classes, seed=seed, keep_head=True,
+                        where=f"source {source}")  # fmt: skip
+        notes = tuple(fit.notes(f"S ({s_info.num_classes} classes; T has {t_info.num_classes})"))
+    return Pair(s.eval(), t.eval(), notes, t_info.input_size, t_info.in_channels, channels)
+
+
+def print_notes(console, notes) -> None:
+    for note in notes:
+        console.print(f"note: {note}", highlight=False)
+
+
+def check_pair_takes(pair: Pair, example, *, fix: str) -> None:
+    """Run S and T once on ``example``: an input they cannot take is one line, not a torch traceback."""
+    from paramreuse.models.sources import check_takes
+
+    check_takes(pair.target, example, what="T", fix=fix)
+    if pair.source_channels == example.shape[1]:  # else the pairing names the difference
+        check_takes(pair.source, example, what="S", fix=fix)
 
 
 def layer_table(comparison: dict) -> Table:

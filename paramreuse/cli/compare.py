@@ -5,20 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
 from paramreuse.assess import COMPARISON_FILE, compare_pair
 from paramreuse.cli.common import (
-    AlignOpt, ArchOpt, ClassesOpt, DataDirOpt, Format, FormatOpt, LineageOpt, OutOpt, QuietOpt, SeedOpt,
-    SizeOpt, TaskOpt, clean_errors, emit, layer_table, load_models, target_data,
+    SOURCE_HELP, AlignOpt, ArchOpt, ClassesOpt, DataDirOpt, Format, FormatOpt, InputSizeOpt, LineageOpt, OutOpt,
+    QuietOpt, SeedOpt, SizeOpt, TaskOpt, check_pair_takes, clean_errors, emit, layer_table, load_models, print_notes,
+    target_data,
 )  # fmt: skip
-from paramreuse.results import read_json
+from paramreuse.compare import compare_models
+from paramreuse.results import prepare_out_dir, read_json, write_json
 
 
 @clean_errors
 def compare_command(
-    source: Annotated[Path, typer.Argument(help="Checkpoint of S (the source network).")],
-    target: Annotated[Path, typer.Argument(help="Checkpoint of T (same architecture).")],
+    source: Annotated[Path, typer.Argument(help=f"S (the source network): {SOURCE_HELP}.")],
+    target: Annotated[Path, typer.Argument(help="T (same architecture; other classes get S a fresh head).")],
     align: AlignOpt = "auto",
     lineage: LineageOpt = None,
     data: Annotated[str | None, typer.Option("--data", help="Target data for activation matching.")] = None,
@@ -26,6 +29,7 @@ def compare_command(
     task: TaskOpt = None,
     size: SizeOpt = None,
     arch: ArchOpt = None,
+    input_size: InputSizeOpt = None,
     out: OutOpt = Path("runs/compare"),
     fmt: FormatOpt = Format.human,
     seed: SeedOpt = 0,
@@ -37,12 +41,22 @@ def compare_command(
     Independent pairs are permutation-aligned first (--align auto); the lineage rule is printed.
     Writes comparison.json to --out.
     """
-    s, t = load_models(source, target, arch)
+    pair = load_models(source, target, arch, seed=seed, input_size=input_size)
     task = target_data(data, classes, None, seed, data_dir, task, size, target) if data else None
-    compare_pair(s, t, task, out, align, lineage, seed)
+    if task is not None:
+        check_pair_takes(pair, task.val.x[:2], fix="resize the images with --size N")
+        compare_pair(pair.source, pair.target, task, out, align, lineage, seed)
+    else:
+        example = torch.zeros(2, pair.channels, *pair.input_size)
+        check_pair_takes(pair, example, fix="pass --input-size H,W (the size the network was trained on)")
+        # without data, the example input is what tells alignment the image size (activation matching needs data)
+        probe = example if align != "activations" else None
+        comparison = compare_models(pair.source, pair.target, align=align, data=probe, lineage=lineage, seed=seed)
+        write_json(prepare_out_dir(out) / COMPARISON_FILE, comparison.to_dict() | {"fingerprint": ""})
     result = read_json(out / COMPARISON_FILE)  # printed as written
 
     def human(console) -> None:
+        print_notes(console, pair.notes)
         console.print(layer_table(result))
         console.print(f"lineage rule: {result['lineage_rule']}")
         console.print(f"written: {out / COMPARISON_FILE}")

@@ -10,8 +10,9 @@ import typer
 from paramreuse.assess import PLAN_FILE, assess
 from paramreuse.cli.common import (
     AddressOpt, Backend, BackendOpt, CpusPerJobOpt, GpusPerJobOpt, open_executor, target_spec,
-    AlignOpt, ArchOpt, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, LineageOpt, OutOpt,
-    ProgressBar, QuietOpt, SeedOpt, ShotsOpt, SizeOpt, TaskOpt, clean_errors, emit, load_models, table,
+    SOURCE_HELP, AlignOpt, ArchOpt, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, LineageOpt, OutOpt,
+    ProgressBar, QuietOpt, SeedOpt, ShotsOpt, SizeOpt, TaskOpt, check_pair_takes, clean_errors, emit, load_models,
+    print_notes, table,
 )  # fmt: skip
 from paramreuse.cli.replace import ParamsOpt, sweep_config
 from paramreuse.judge import Thresholds
@@ -25,8 +26,8 @@ DEFAULTS = Thresholds()
 
 @clean_errors
 def plan_command(
-    source: Annotated[Path, typer.Argument(help="Checkpoint of S.")],
-    target: Annotated[Path, typer.Argument(help="Checkpoint of T (same architecture).")],
+    source: Annotated[Path, typer.Argument(help=f"S: {SOURCE_HELP}.")],
+    target: Annotated[Path, typer.Argument(help="T (same architecture; other classes get S a fresh head).")],
     data: Annotated[str, typer.Option("--data", help="Target data: its validation split is the evaluation set.")],
     classes: ClassesOpt = None,
     shots: ShotsOpt = None,
@@ -58,15 +59,17 @@ def plan_command(
     """
     thresholds = Thresholds(network_tolerance, layer_tolerance, rmse_position)
     config = sweep_config(params, False, no_cache, False, layer_tolerance, seed)
-    s, t = load_models(source, target, arch)
+    pair = load_models(source, target, arch, seed=seed)
     spec = target_spec(data, classes, shots, seed, data_dir, task, size, target)
     task, dev = spec.load(), resolve_device(device.value)
+    check_pair_takes(pair, task.val.x[:2], fix="resize the images with --size N")
+    s, t = pair.source, pair.target
     executor = open_executor(backend, address, cpus_per_job, gpus_per_job, dev)
     inputs = SweepInputs(Checkpoint(str(target), arch), spec) if executor.remote else None
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         assess(s, t, task, out, align, lineage, config, thresholds, dev, bar, executor=executor, inputs=inputs)
     plan = read_json(out / PLAN_FILE)  # printed as written
-    emit(plan, fmt, lambda console: print_plan(console, plan, out), quiet)
+    emit(plan, fmt, lambda console: (print_notes(console, pair.notes), print_plan(console, plan, out)), quiet)
 
 
 def print_plan(console, plan: dict, out: Path | None = None) -> None:

@@ -11,10 +11,11 @@ from rich import box
 from paramreuse.cli.common import (
     AddressOpt, Backend, BackendOpt, CpusPerJobOpt, GpusPerJobOpt, open_executor,
     ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar, QuietOpt, SeedOpt,
-    clean_errors, emit, table,
+    clean_errors, emit, table, ArchOpt, SOURCE_HELP,
 )  # fmt: skip
 from paramreuse.errors import ParamreuseError
 from paramreuse.executor import DataSpec
+from paramreuse.models.checkpoint import pretrained_spec
 from paramreuse.rank import OURS_LAYER, OURS_SOURCE, RANK_FILE, Ranking, columns, rank_layers, rank_sources
 from paramreuse.results import write_json
 from paramreuse.scores import SCORES
@@ -23,7 +24,7 @@ from paramreuse.train import resolve_device
 
 @clean_errors
 def rank_command(
-    sources: Annotated[list[Path], typer.Argument(help="Checkpoints of the candidate sources (paramreuse files).")],
+    sources: Annotated[list[Path], typer.Argument(help=f"The candidate sources, each {SOURCE_HELP}.")],
     target: Annotated[str, typer.Option("--target", help="Target data: fashion-mnist, digits or folder:PATH.")],
     classes: ClassesOpt = None,
     shots: Annotated[int | None, typer.Option("--shots", help="Target training images per class (T is fine-tuned on them).")] = None,
@@ -31,6 +32,7 @@ def rank_command(
     layers: Annotated[bool, typer.Option("--layers", help="Rank the layers of one SOURCE (reuse units 1..k) instead of sources.")] = False,
     by: Annotated[str | None, typer.Option("--by", help="Column to rank by (default: ours, j1_value or cumulative_value).")] = None,
     no_ours: Annotated[bool, typer.Option("--no-ours", help="Baselines only: no fine-tuning, no replacement sweep.")] = False,
+    arch: ArchOpt = None,
     out: OutOpt = Path("runs/rank"),
     fmt: FormatOpt = Format.human,
     seed: SeedOpt = 0,
@@ -52,8 +54,8 @@ def rank_command(
     if layers and len(sources) != 1:
         raise ParamreuseError(f"--layers ranks the layers of one source, got {len(sources)}; pass a single SOURCE")
     for path in sources:
-        if not path.is_file():
-            raise ParamreuseError(f"checkpoint {path} does not exist; pass paramreuse model files")
+        if not path.is_file() and pretrained_spec(path) is None:
+            raise ParamreuseError(f"checkpoint {path} does not exist; pass model files or pretrained specs")
     possible = (*SCORES, *(() if no_ours else OURS_LAYER if layers else OURS_SOURCE))
     if by is not None and by not in possible:  # checked before any work
         raise ParamreuseError(f"cannot rank by {by!r}; choose one of {', '.join(possible)}")
@@ -66,9 +68,9 @@ def rank_command(
     executor = open_executor(backend, address, cpus_per_job, gpus_per_job, dev)
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         if layers:
-            ranking = rank_layers(sources[0], data, out, not no_ours, by, seed, dev, bar, executor, spec)
+            ranking = rank_layers(sources[0], data, out, not no_ours, by, seed, dev, bar, executor, spec, arch=arch)
         else:
-            ranking = rank_sources(sources, data, out, not no_ours, by, seed, dev, bar, executor, spec)
+            ranking = rank_sources(sources, data, out, not no_ours, by, seed, dev, bar, executor, spec, arch=arch)
     result = ranking.to_dict()
     write_json(out / RANK_FILE, result)
     emit(result, fmt, lambda console: print_ranking(console, ranking, out), quiet)

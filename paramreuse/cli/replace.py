@@ -10,8 +10,9 @@ import typer
 from paramreuse.assess import REPLACEMENT_FILE, assess
 from paramreuse.cli.common import (
     AddressOpt, Backend, BackendOpt, CpusPerJobOpt, GpusPerJobOpt, open_executor, target_spec,
-    AlignOpt, ArchOpt, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, LineageOpt, OutOpt,
-    ProgressBar, QuietOpt, SeedOpt, ShotsOpt, SizeOpt, TaskOpt, clean_errors, emit, load_models, table,
+    SOURCE_HELP, AlignOpt, ArchOpt, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, LineageOpt, OutOpt,
+    ProgressBar, QuietOpt, SeedOpt, ShotsOpt, SizeOpt, TaskOpt, check_pair_takes, clean_errors, emit, load_models,
+    print_notes, table,
 )  # fmt: skip
 from paramreuse.errors import ParamreuseError
 from paramreuse.executor import Checkpoint
@@ -35,8 +36,8 @@ def sweep_config(params: str, recalibrate_bn: bool, no_cache: bool, no_adaptive:
 
 @clean_errors
 def replace_command(
-    source: Annotated[Path, typer.Argument(help="Checkpoint of S.")],
-    target: Annotated[Path, typer.Argument(help="Checkpoint of T (same architecture).")],
+    source: Annotated[Path, typer.Argument(help=f"S: {SOURCE_HELP}.")],
+    target: Annotated[Path, typer.Argument(help="T (same architecture; other classes get S a fresh head).")],
     data: Annotated[str, typer.Option("--data", help="Target data: its validation split is the evaluation set.")],
     classes: ClassesOpt = None,
     shots: ShotsOpt = None,
@@ -68,16 +69,18 @@ def replace_command(
     interrupted sweep resumes from --out.
     """
     config = sweep_config(params, recalibrate_bn, no_cache, no_adaptive, tolerance, seed)
-    s, t = load_models(source, target, arch)
+    pair = load_models(source, target, arch, seed=seed)
     spec = target_spec(data, classes, shots, seed, data_dir, task, size, target)
     task, dev = spec.load(), resolve_device(device.value)
+    check_pair_takes(pair, task.val.x[:2], fix="resize the images with --size N")
+    s, t = pair.source, pair.target
     executor = open_executor(backend, address, cpus_per_job, gpus_per_job, dev)
     inputs = SweepInputs(Checkpoint(str(target), arch), spec) if executor.remote else None
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         assess(s, t, task, out, align, lineage, config, device=dev, progress=bar, with_plan=False,
                executor=executor, inputs=inputs)  # fmt: skip
     sweep = read_json(out / REPLACEMENT_FILE)  # printed as written: findings and lineage included
-    emit(sweep, fmt, lambda console: print_sweep(console, sweep, out), quiet)
+    emit(sweep, fmt, lambda console: (print_notes(console, pair.notes), print_sweep(console, sweep, out)), quiet)
 
 
 def print_sweep(console, sweep: dict, out: Path) -> None:

@@ -18,7 +18,7 @@ from paramreuse.train import TrainConfig, resolve_device
 
 @clean_errors
 def train_command(
-    arch: Annotated[str, typer.Option(help="Architecture spec: builtin:cnn, torchvision:resnet18, timm:NAME, smp:Unet/resnet18, py:FILE.py:FACTORY.")] = "builtin:cnn",
+    arch: Annotated[str, typer.Option(help="Architecture spec: builtin:cnn, torchvision:resnet18, timm:NAME, smp:Unet/resnet18, py:FILE.py:FACTORY; torchvision:NAME?weights=DEFAULT and timm:NAME?pretrained=true start from the weights in the local cache.")] = "builtin:cnn",
     data: Annotated[str, typer.Option(help="Data set: fashion-mnist, digits, folder:PATH; for segmentation fashion-mnist-seg, fashion-mnist-seg-multi or segfolder:PATH (images/ + masks/).")] = "fashion-mnist",
     task: TaskOpt = None,
     size: SizeOpt = None,
@@ -28,7 +28,7 @@ def train_command(
     min_steps: Annotated[int, typer.Option(help="At least this many optimiser steps: tiny few-shot sets get more epochs.")] = 150,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 128,
     lr: Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule).")] = 1e-3,
-    init: Annotated[Path | None, typer.Option(help="Start from this checkpoint; its head is replaced by a fresh one.")] = None,
+    init: Annotated[Path | None, typer.Option(help="Start from this checkpoint (a plain state dict of --arch, or a pretrained spec); its head is replaced by a fresh one.")] = None,
     keep_head: Annotated[bool, typer.Option(help="With --init, keep the checkpoint's head too.")] = False,
     limit_per_class: Annotated[int | None, typer.Option(help="Use at most this many training images per class.")] = None,
     out: OutOpt = Path("runs/train"),

@@ -1,8 +1,10 @@
 """Checkpoints: safetensors with the architecture and task recorded in the metadata.
 
 A paramreuse checkpoint can be rebuilt from the file alone. Plain state dicts
-(``.safetensors`` or ``.pt``) need the architecture from the caller; ``.pt`` files are read
-with ``weights_only=True`` so that a pickle can never run code.
+(``.safetensors``, ``.pt`` or ``.pth``) need the architecture from the caller, and their sizes
+are read from the tensors by name; ``.pt`` files are read with ``weights_only=True`` so that a
+pickle can never run code. A pretrained spec (``torchvision:NAME?weights=DEFAULT``) stands for
+the weights in the local cache.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from safetensors.torch import load_file, safe_open, save
 from torch import nn
 
 from paramreuse.errors import CheckpointError
-from paramreuse.models.registry import build_model
+from paramreuse.models.fit import sizes_from_state
+from paramreuse.models.registry import architecture_of, build_model, wants_pretrained
 from paramreuse.results import write_atomic
 
 METADATA_KEY = "paramreuse"
@@ -169,42 +172,74 @@ def _short(items: list[str], n: int = 6) -> str:
     return ", ".join(items[:n]) + more
 
 
-def infer_io(state: dict[str, torch.Tensor]) -> tuple[int, int]:
-    """Guess (in_channels, num_outputs) of a plain state dict from its first and last weights."""
-    weights = [v for k, v in state.items() if k.endswith("weight") and v.ndim >= 2]
-    if not weights:
-        raise CheckpointError("cannot infer the model's input and output sizes: no weight matrices found")
-    first = next(v for v in weights if v.ndim == 4) if any(v.ndim == 4 for v in weights) else weights[0]
-    return int(first.shape[1]), int(weights[-1].shape[0])
+def pretrained_spec(source: str | Path) -> str | None:
+    """``source`` when it is a spec naming pretrained weights rather than a file, else None."""
+    text = str(source)
+    if Path(text).exists() or not text.startswith(("torchvision:", "timm:")):
+        return None
+    if not wants_pretrained(text):
+        raise CheckpointError(
+            f"{text} names an architecture but no weights; add ?weights=DEFAULT (torchvision) or "
+            "?pretrained=true (timm), or pass a checkpoint file"
+        )
+    return text
 
 
 def load_checkpoint(
-    path: str | Path, arch: str | None = None, trust_code: bool = False
+    path: str | Path,
+    arch: str | None = None,
+    trust_code: bool = False,
+    *,
+    input_size: tuple[int, int] | None = None,
 ) -> tuple[nn.Module, ModelInfo]:
-    """Rebuild a model from a checkpoint.
+    """Rebuild a model from a checkpoint, or from the pretrained weights a spec names.
 
     Args:
-        path: a paramreuse checkpoint, or a plain ``.safetensors``/``.pt`` state dict.
-        arch: the architecture spec; required for plain state dicts, optional otherwise.
+        path: a paramreuse checkpoint, a plain ``.safetensors``/``.pt``/``.pth`` state dict (any
+            key order), or a pretrained spec such as ``torchvision:resnet18?weights=DEFAULT``.
+        arch: the architecture spec; required for plain state dicts, whose sizes are read from the
+            tensors by name; for a paramreuse checkpoint it replaces the recorded one.
         trust_code: allow a recorded ``py:`` architecture to run its factory file. Passing
             ``arch`` explicitly counts as consent for that spec.
+        input_size: the image size the model takes, where no data tell it (recorded in the info).
     """
+    spec = pretrained_spec(path)
+    if spec is not None:
+        return _load_pretrained(spec, input_size)
     path = Path(path)
     state = read_state_dict(path)
     info = read_info(path)
     if info is None:
         if arch is None:
             raise CheckpointError(f"{path} is a plain state dict; say which architecture it is with --arch SPEC")
-        in_channels, num_classes = infer_io(state)
-        info = ModelInfo(arch=arch, in_channels=in_channels, num_classes=num_classes)
+        in_channels, num_classes = sizes_from_state(state, arch)
+        info = ModelInfo(arch=architecture_of(arch), in_channels=in_channels, num_classes=num_classes)
     elif arch is not None:
-        info = dataclasses.replace(info, arch=arch)
+        info = dataclasses.replace(info, arch=architecture_of(arch))
     elif info.arch.startswith("py:") and not trust_code:
         raise CheckpointError(
             f"{path} records architecture {info.arch!r}, which runs that Python file; "
             f"pass --arch {info.arch} to confirm you trust it"
         )
+    if input_size is not None:
+        info = dataclasses.replace(info, input_size=tuple(input_size))
     check_finite(state, str(path))
     model = build_model(info.arch, info.in_channels, info.num_classes)
     load_state_dict_checked(model, state, str(path))
     return model, info
+
+
+def _load_pretrained(spec: str, input_size: tuple[int, int] | None) -> tuple[nn.Module, ModelInfo]:
+    from paramreuse.models.pretrained import pretrained
+
+    weights = pretrained(spec)
+    info = ModelInfo(
+        arch=architecture_of(spec), in_channels=weights.in_channels, num_classes=weights.num_classes,
+        input_size=tuple(input_size or (28, 28)), extra={"weights": spec},
+    )  # fmt: skip
+    return weights.model, info
+
+
+def is_pretrained(info: ModelInfo) -> bool:
+    """Whether the model came from a pretrained spec (its input layer may then be adapted)."""
+    return "weights" in info.extra

@@ -1,14 +1,16 @@
 """One registry for architecture specs: ``KIND:NAME`` -> ``nn.Module``.
 
-Kinds: ``builtin:NAME[?key=value&...]``, ``torchvision:NAME``, ``timm:NAME``,
-``smp:ARCH/ENCODER`` and ``py:FILE.py:FACTORY``. Input channels and the number of outputs
-are always adapted explicitly; no pretrained weights are ever downloaded here.
+Kinds: ``builtin:NAME[?key=value&...]``, ``torchvision:NAME[?weights=DEFAULT|ENUM]``,
+``timm:NAME[.TAG][?pretrained=true|false]``, ``smp:ARCH/ENCODER`` and ``py:FILE.py:FACTORY``.
+Input channels and the number of outputs are always adapted explicitly. Pretrained weights
+are read from the local caches (see :mod:`paramreuse.models.pretrained`), never downloaded.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import inspect
+import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -51,12 +53,61 @@ def split_spec(spec: str) -> tuple[str, str]:
     return kind, name
 
 
-def build_model(spec: str, in_channels: int, num_classes: int) -> nn.Module:
-    """Build the architecture named by ``spec`` with fresh (untrained) parameters."""
+def build_model(spec: str, in_channels: int, num_classes: int, *, strict: bool = True) -> nn.Module:
+    """Build the architecture named by ``spec``: fresh parameters, or the pretrained ones it names
+    (input layer adapted to ``in_channels``, a fresh head when ``num_classes`` differs).
+
+    ``strict=False`` skips the check that a ``py:`` factory honoured ``in_channels`` (used to
+    find which tensors follow the sizes).
+    """
     if in_channels < 1 or num_classes < 1:
         raise SpecError(f"in_channels and num_classes must be positive, got {in_channels}, {num_classes}")
     kind, name = split_spec(spec)
-    return _BUILDERS[kind](name, in_channels, num_classes)
+    if not wants_pretrained(spec):
+        model = _BUILDERS[kind](name, in_channels, num_classes)
+        if strict and kind == "py":
+            _check_factory_channels(model, name, in_channels)
+        return model
+    from paramreuse.models.pretrained import pretrained_into  # reads the caches; imports this module
+
+    base = architecture_of(spec)
+    return pretrained_into(build_model(base, in_channels, num_classes), spec, base)
+
+
+def spec_options(spec: str) -> tuple[str, str, dict]:
+    """``(kind, name, options)`` of ``KIND:NAME?key=value&...``."""
+    kind, rest = split_spec(spec)
+    name, _, query = rest.partition("?") if kind != "py" else (rest, "", "")
+    return kind, name, _parse_options(query, spec)
+
+
+_OFF = ("none", "false", "0", "no")
+
+
+def wants_pretrained(spec: str) -> bool:
+    """Whether ``spec`` names pretrained weights: ``weights=`` (torchvision), ``pretrained=true`` or a
+    timm tag such as ``resnet18.a1_in1k`` (a tag names weights; ``pretrained=false`` opts out)."""
+    kind, name, options = spec_options(spec)
+    if kind == "torchvision":
+        return str(options.get("weights", "none")).lower() not in _OFF
+    if kind == "timm":
+        default = "true" if "." in name else "false"
+        return str(options.get("pretrained", default)).lower() not in _OFF
+    return False
+
+
+def architecture_of(spec: str) -> str:
+    """``spec`` without its weights: what a checkpoint records once the weights are in its tensors."""
+    kind, name, options = spec_options(spec)
+    if kind == "torchvision":
+        options.pop("weights", None)
+    elif kind == "timm":
+        options.pop("pretrained", None)
+        name = name.split(".")[0]
+    else:
+        return spec
+    query = "&".join(f"{k}={v}" for k, v in options.items())
+    return f"{kind}:{name}" + (f"?{query}" if query else "")
 
 
 def _parse_options(text: str, spec: str) -> dict[str, int | float | str]:
@@ -113,10 +164,20 @@ def _conv_like(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     )
 
 
+def _no_options(name: str, spec: str) -> str:
+    """The model name of a spec whose only option (weights) was handled by :func:`build_model`."""
+    base, _, query = name.partition("?")
+    unknown = [k for k in _parse_options(query, spec) if k not in ("weights", "pretrained")]
+    if unknown:
+        raise SpecError(f"unknown option {unknown[0]!r} in {spec!r}; torchvision takes weights=, timm pretrained=")
+    return base
+
+
 @register_kind("torchvision")
 def _build_torchvision(name: str, in_channels: int, num_classes: int) -> nn.Module:
     import torchvision
 
+    name = _no_options(name, f"torchvision:{name}")
     if name not in torchvision.models.list_models():
         raise SpecError(f"unknown torchvision model {name!r}; see torchvision.models.list_models()")
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
@@ -127,6 +188,7 @@ def _build_torchvision(name: str, in_channels: int, num_classes: int) -> nn.Modu
 def _build_timm(name: str, in_channels: int, num_classes: int) -> nn.Module:
     import timm
 
+    name = _no_options(name, f"timm:{name}")
     if not timm.is_model(name):
         raise SpecError(f"unknown timm model {name!r}; see timm.list_models()")
     return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
@@ -155,15 +217,51 @@ def _build_py(name: str, in_channels: int, num_classes: int) -> nn.Module:
     path = Path(file)
     if not path.is_file():
         raise SpecError(f"py spec: file {file} does not exist")
-    module_spec = importlib.util.spec_from_file_location(f"paramreuse_user_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    factory = getattr(module, factory_name, None)
+    factory = getattr(_import_file(path), factory_name, None)
     if not callable(factory):
         raise SpecError(f"py spec: {file} has no callable {factory_name!r}")
     accepted = inspect.signature(factory).parameters
     kwargs = {k: v for k, v in (("in_channels", in_channels), ("num_classes", num_classes)) if k in accepted}
-    model = factory(**kwargs)
+    call = f"{factory_name}({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
+    try:
+        model = factory(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - the user's code may fail in any way; say where and what
+        raise SpecError(f"py spec: {call} in {file} raised {_where(exc, path)}; fix the factory") from None
     if not isinstance(model, nn.Module):
-        raise SpecError(f"py spec: {factory_name}() returned {type(model).__name__}, not an nn.Module")
+        raise SpecError(f"py spec: {factory_name}() in {file} returned {type(model).__name__}, not an nn.Module")
     return model
+
+
+def _import_file(path: Path):
+    module_spec = importlib.util.spec_from_file_location(f"paramreuse_user_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - a syntax error, a missing import, anything the file runs
+        raise SpecError(f"py spec: {path} does not import ({_where(exc, path)}); fix the file") from None
+    return module
+
+
+def _where(exc: Exception, path: Path) -> str:
+    """``Type: message (line N)``, the line being the deepest one of the user's file."""
+    message = (str(exc).strip().splitlines() or [""])[0]
+    line = exc.lineno if isinstance(exc, SyntaxError) else None
+    if isinstance(exc, SyntaxError):
+        message = exc.msg
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename).resolve() == path.resolve():
+            line = frame.lineno
+    return f"{type(exc).__name__}: {message}" + (f", line {line}" if line else "")
+
+
+def _check_factory_channels(model: nn.Module, name: str, in_channels: int) -> None:
+    """A factory whose convolutions never take ``in_channels`` inputs ignored it (or has no such parameter)."""
+    convs = [m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    if not convs or any(m.in_channels == in_channels for m in convs):
+        return
+    file, _, factory = name.rpartition(":")
+    first = convs[0].in_channels
+    raise SpecError(
+        f"py spec: {factory}() in {file} ignores in_channels={in_channels}: its first convolution takes {first} "
+        f"channels; build the first layer with in_channels (def {factory}(in_channels, num_classes))"
+    )

@@ -1,0 +1,60 @@
+"""A model as the verbs read it, and S fitted to a target's channels and classes.
+
+Every verb that reads a model (``compare``, ``replace``, ``plan``, ``train --init``,
+``transfer``, ``rank``) goes through :func:`load_source`, so a paramreuse checkpoint, a plain
+state dict with ``--arch`` and a pretrained spec work the same everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from paramreuse.errors import SpecError
+from paramreuse.models.checkpoint import ModelInfo, is_pretrained, load_checkpoint, read_info
+from paramreuse.models.fit import Fit, fit_state
+from paramreuse.models.registry import architecture_of, build_model
+
+
+def load_source(
+    source: str | Path, arch: str | None = None, *, input_size: tuple[int, int] | None = None
+) -> tuple[nn.Module, ModelInfo]:
+    """Load a paramreuse checkpoint (its recorded architecture; ``arch`` naming the same one confirms a
+    ``py:`` spec), a plain state dict of architecture ``arch``, or a pretrained spec."""
+    path = Path(str(source))
+    recorded = read_info(path) if path.suffix == ".safetensors" and path.is_file() else None
+    if recorded is None:
+        return load_checkpoint(source, arch, input_size=input_size)
+    trusted = arch is not None and architecture_of(arch) == recorded.arch
+    return load_checkpoint(path, trust_code=trusted, input_size=input_size)
+
+
+def fit_to(
+    source: nn.Module, info: ModelInfo, *, channels: int, num_outputs: int, seed: int = 0, where: str,
+    keep_head: bool = False,
+) -> tuple[nn.Module, Fit]:  # fmt: skip
+    """S rebuilt for ``channels`` and ``num_outputs`` with every tensor of ``source``: a fresh head
+    (seeded) unless ``keep_head`` and it fits, the input layer adapted only for pretrained weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(info.arch, channels, num_outputs)
+    fit = fit_state(source.state_dict(), model, info.arch, where=where, keep_head=keep_head,
+                    adapt_input=is_pretrained(info))  # fmt: skip
+    return model.eval(), fit
+
+
+def check_takes(model: nn.Module, example: torch.Tensor, *, what: str, fix: str, noun: str = "inputs") -> torch.Size:
+    """Run ``example`` through ``model`` once (eval, no grad); a failure is one line with ``fix``."""
+    modes = {m: m.training for m in model.modules()}
+    try:
+        with torch.no_grad():
+            return model.eval()(example).shape
+    except Exception as exc:  # noqa: BLE001 - any failure here means the input does not fit the architecture
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        size = "x".join(map(str, example.shape[1:]))
+        raise SpecError(f"{what} cannot take {size} {noun} ({first}); {fix}") from None
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
