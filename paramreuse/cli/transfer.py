@@ -10,10 +10,11 @@ import typer
 from paramreuse.cli.common import (
     AddressOpt, Backend, BackendOpt, CpusPerJobOpt, GpusPerJobOpt, open_executor,
     ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar, QuietOpt, clean_errors,
-    SizeOpt, TaskOpt, emit, table,
+    SizeOpt, TaskOpt, emit, table, ArchOpt, SOURCE_HELP, target_spec,
 )  # fmt: skip
 from paramreuse.errors import ParamreuseError
-from paramreuse.models import load_checkpoint
+from paramreuse.models import is_pretrained
+from paramreuse.models.sources import fit_to, load_source
 from paramreuse.results import read_json
 from paramreuse.train import resolve_device
 from paramreuse.transfer import STRATEGIES, plan_decisions
@@ -32,7 +33,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 @clean_errors
 def transfer_command(
-    source: Annotated[Path, typer.Argument(help="Checkpoint of S.")],
+    source: Annotated[Path, typer.Argument(help=f"S: {SOURCE_HELP}.")],
     plan: Annotated[Path, typer.Option("--plan", help="plan.json written by `paramreuse plan` or a study.")],
     data: Annotated[str, typer.Option("--data", help="Target data set.")],
     classes: ClassesOpt = None,
@@ -42,6 +43,7 @@ def transfer_command(
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per shots value (each draws its own shots).")] = 5,
     strategies: Annotated[str, typer.Option("--strategies", help=f"Comma-separated subset of {', '.join(STRATEGIES)}.")] = ",".join(STRATEGIES),
     finetuned_scale: Annotated[float, typer.Option(help="Learning-rate scale of reuse-finetuned units.")] = 0.1,
+    arch: ArchOpt = None,
     out: OutOpt = Path("runs/transfer"),
     fmt: FormatOpt = Format.human,
     device: DeviceOpt = Device.auto,
@@ -63,7 +65,10 @@ def transfer_command(
         raise ParamreuseError(f"unknown strategy {', '.join(unknown) or '(none)'}; use {', '.join(STRATEGIES)}")
     if seeds < 1:
         raise ParamreuseError(f"--seeds must be at least 1, got {seeds}")
-    model, info = load_checkpoint(source)
+    model, info = load_source(source, arch)
+    if is_pretrained(info):  # its input layer is adapted to the target's channels, as timm adapts pretrained weights
+        channels = target_spec(data, classes, None, 0, data_dir, task, size).load().channels
+        model, _ = fit_to(model, info, channels=channels, num_outputs=info.num_classes, keep_head=True, where=str(source))
     decisions = plan_decisions(read_json(plan))
     config = TransferConfig(strategies=names, shots=_ints(shots, "shots"), seeds=seeds, finetuned_scale=finetuned_scale)
     src = Source(info.arch, {k: v.detach() for k, v in model.state_dict().items()})
