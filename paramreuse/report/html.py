@@ -19,14 +19,14 @@ from paramreuse.report.verdict import (
     best_strategy,
     comparison_label,
     is_oracle,
-    j2_status,
     metric_style,
     strategy_label,
     undecided_units,
+    unit_j2,
     verdict_sentence,
 )
-from paramreuse.stats import MIN_SEEDS, not_enough_seeds
 from paramreuse.results import read_json, write_atomic
+from paramreuse.stats import MIN_SEEDS, not_enough_seeds
 
 REPORT_FILE = "report.html"
 RESULTS_FILE = "results.json"
@@ -250,7 +250,7 @@ def _replacement(run: RunFiles, style: MetricStyle, out: Path) -> str:
     caption = (f"Drop of T's validation {style.name} (baseline {style.fmt(sweep['baseline'])}) when S's values of "
                f"one parameter group replace T's, unit by unit; red: worse, blue: better, grey: the unit has no "
                f"such group.")  # fmt: skip
-    j2 = {layer["name"]: j2_status(layer) for layer in run.plan["layers"] if j2_status(layer)}
+    j2 = {layer["name"]: unit_j2(layer) for layer in run.plan["layers"] if unit_j2(layer)}
     figure = _figure(out, "replacement", plots.replacement_heatmap(sweep, style, tolerance, j2), caption)
     findings = sweep.get("findings", [])
     rows = [[f["finding"], f["holds"]] for f in findings]
@@ -282,7 +282,7 @@ def _plan(run: RunFiles, style: MetricStyle) -> str:
     tolerance = run.plan["thresholds"]["layer_tolerance"]
     rows = [[layer["name"], layer.get("kind"), style.number(layer.get("drop"), True),
              _ci(style.clip(layer.get("ci"), difference=True), style, True),
-             Mark(j2_status(layer) or "–", J2_MARKS.get(j2_status(layer), "t")), layer.get("reusable_by_rmse"),
+             Mark(unit_j2(layer) or "–", J2_MARKS.get(unit_j2(layer), "t")), layer.get("reusable_by_rmse"),
              layer["decision"], layer.get("rate"), layer.get("reason")]
             for layer in run.plan["layers"]]  # fmt: skip
     legend = (f"J2 judges the drop of T's {style.name} when S's unit replaces T's against the tolerance "

@@ -113,7 +113,7 @@ def units_clause(plan: dict) -> str:
     return text
 
 
-def j2_status(layer: dict) -> str | None:
+def unit_j2(layer: dict) -> str | None:
     """A unit's J2 verdict: plan.json's ``j2`` ("reusable", "not reusable", "undecided"; None: not judged).
 
     Files written before ``j2`` existed give it from ``reusable_by_replacement``.
@@ -125,7 +125,7 @@ def j2_status(layer: dict) -> str | None:
 
 def undecided_units(plan: dict) -> list[str]:
     """Units whose J2 drop has a CI straddling the tolerance."""
-    return [layer["name"] for layer in plan["layers"] if j2_status(layer) == "undecided"]
+    return [layer["name"] for layer in plan["layers"] if unit_j2(layer) == "undecided"]
 
 
 def is_oracle(name: str, entry: dict | None = None) -> bool:
