@@ -219,8 +219,11 @@ def test_unknown_and_constrained_ops_are_handled_safely():
     assert stem is not None and spec.group_of("se.weight") == stem  # the gate multiplies the stem's channels
     mix_in = [(r.group, r.offset, r.size) for g in spec.groups for r in g.refs if (r.key, r.axis) == ("mix.weight", 1)]
     assert sorted(mix_in, key=lambda r: r[1]) == [(stem, 0, 8), (spec.group_of("branch.weight"), 8, 6)]  # concat
-    assert spec.group_of("mix.weight") is None  # a grouped conv keeps its input channels in place
-    assert spec.group_of("grouped.weight") is None and spec.group_of("head.weight", 1) is None
+    # The grouped conv's input is cut into its two groups; its channels move within their group only.
+    assert {g.name for g in spec.groups} >= {"mix[0:5]", "mix[5:10]", "grouped[0:5]", "grouped[5:10]"}
+    grouped_in = {(r.group, r.within) for g in spec.groups for r in g.refs if (r.key, r.axis) == ("grouped.weight", 1)}
+    assert grouped_in == {("mix[0:5]", (0, 0, 5)), ("mix[5:10]", (0, 5, 5))}
+    assert spec.group_of("scale", 1) == spec.group_of("grouped.weight") == spec.group_of("head.weight", 1)
     x = torch.randn(2, 3, 12, 12)
     for seed in range(3):
         permuted = apply_permutation(model, spec, random_permutation(spec, seed))
