@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from paramreuse.align import METHODS, AlignmentError, AlignResult, align_models
+from paramreuse.align import METHODS, AlignmentError, AlignResult, UnitAlignment, align_models, not_aligned
 from paramreuse.errors import ParamreuseError
 from paramreuse.layers import Unit, group_values, pair_units
 
@@ -117,9 +117,16 @@ class LayerDistance:
     null_position: float
     cosine: float
     groups: tuple[GroupDistance, ...]
+    aligned: bool = False
+    reason: str | None = "not aligned"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Lead columns ``name, kind, shape, aligned`` (+ ``reason`` when not aligned), then the distances."""
+        data = asdict(self)
+        lead = {k: data.pop(k) for k in ("name", "kind", "shape", "aligned", "reason")}
+        if lead["aligned"]:
+            del lead["reason"]
+        return {**lead, **data}
 
 
 def group_distance(name: str, shape: tuple, source: torch.Tensor, aligned: torch.Tensor, target: torch.Tensor,
@@ -138,14 +145,21 @@ def group_distance(name: str, shape: tuple, source: torch.Tensor, aligned: torch
     )
 
 
-def layer_distances(source: dict, aligned: dict, target: dict, units: tuple[Unit, ...], nulls: dict) -> tuple:
+def layer_distances(
+    source: dict, aligned: dict, target: dict, units: tuple[Unit, ...], nulls: dict, coverage: tuple = ()
+) -> tuple:
     """Per-unit distances from the state dicts of S, S' and T and the null references.
+
+    Args:
+        coverage: one :class:`UnitAlignment` per unit (whether S' was aligned there); default: none was.
 
     Returns:
         A tuple of :class:`LayerDistance`, one per unit, in the order of ``units``.
     """
     layers = []
+    status = {u.name: u for u in coverage}
     for unit in units:
+        unit_status = status.get(unit.name, UnitAlignment(unit.name, False, "not aligned"))
         groups = tuple(
             group_distance(
                 g.name,
@@ -159,7 +173,10 @@ def layer_distances(source: dict, aligned: dict, target: dict, units: tuple[Unit
         )
         head = groups[0]  # the kernel for conv/linear units; a lone norm layer leads with its weight
         fields = {k: getattr(head, k) for k in ("rmse_raw", "rmse", "rmse_normalized", "rmse_null", "null_position")}
-        layers.append(LayerDistance(unit.name, unit.kind, unit.shape, **fields, cosine=head.cosine, groups=groups))
+        layers.append(
+            LayerDistance(unit.name, unit.kind, unit.shape, **fields, cosine=head.cosine, groups=groups,
+                          aligned=unit_status.aligned, reason=unit_status.reason)  # fmt: skip
+        )
     return tuple(layers)
 
 
@@ -238,8 +255,7 @@ def compare_models(
     units = pair_units(source, target)
     nulls = null_references(target, units, draws, seed)
     s_state, t_state = source.state_dict(), target.state_dict()
-    raw = layer_distances(s_state, s_state, t_state, units, nulls)
-    detected = detect_lineage(raw)
+    detected = detect_lineage(layer_distances(s_state, s_state, t_state, units, nulls))
     chosen = lineage or detected
     method = align if align != "auto" else ("weights" if chosen == "independent" else "none")
     note = None
@@ -249,6 +265,33 @@ def compare_models(
         if align != "auto":
             raise
         result, note = AlignResult(source, "none", 0.0, 0), f"alignment skipped: {exc}"
-    layers = raw if result.method == "none" else layer_distances(s_state, result.model.state_dict(), t_state, units, nulls)
+    result, note = _honest(result, units, note or _why_none(align, chosen))
+    coverage = result.units
+    layers = layer_distances(s_state, result.model.state_dict(), t_state, units, nulls, coverage)
     alignment = {**result.to_dict(), "requested": align, "note": note}
     return Comparison(chosen, detected, LINEAGE_RULE, alignment, layers, result.model)
+
+
+def _why_none(align: str, lineage: str) -> str | None:
+    if align == "none":
+        return "alignment not requested (align='none'): distances are raw"
+    if align == "auto" and lineage == "finetuned":
+        return "fine-tuned pair: S and T share their channel order, so S is compared as it is"
+    return None
+
+
+def _honest(result: AlignResult, units: tuple[Unit, ...], note: str | None) -> tuple[AlignResult, str | None]:
+    """Never call a pair aligned when nothing was permuted; say how many units were left as they are."""
+    if result.method == "none":
+        units_status = not_aligned(units, note or "not aligned")
+        return AlignResult(result.model, "none", result.seconds, 0, units=units_status), note
+    if not result.spec.groups:
+        reasons = [u.reason for u in result.units if u.reason]
+        why = f" ({reasons[0]})" if reasons else ""
+        note = f"{result.method} matching found no channels it can permute{why}: distances are raw"
+        return AlignResult(result.model, "none", result.seconds, 0, spec=result.spec,
+                           units=not_aligned(units, note)), note  # fmt: skip
+    missed = [u for u in result.units if not u.aligned]
+    if missed:
+        note = f"{len(missed)} of {len(units)} units could not be fully aligned (layers[].reason says why)"
+    return result, note
