@@ -123,6 +123,81 @@ def _attr(model: nn.Module, path: str) -> object:
     return obj
 
 
+class FrontierCache:
+    """The frontier of every batch at the current cut, shared by all variants cut there.
+
+    Each variant's suffix reads the same cached tensors, so an in-place op after the cut
+    (``x += f(x)`` on a skip, ``nn.ReLU(inplace=True)`` on a tensor computed before the cut)
+    would change them for every later variant. Guard: the tensors' version counters are recorded
+    when cached and checked after each suffix run. The variant that wrote computed what T's own
+    forward computes, so its output stands; the written frontier is recomputed from the input
+    (the nodes before the cut read no replaced value), and from then on each suffix gets copies,
+    unless frontier tensors share memory (copies would lose that), where every write is followed
+    by a recomputation. Copying from the start would cost time on the models (most) that never
+    write in place (bench/README.md).
+    """
+
+    def __init__(self, cutter: GraphCutter, inputs: list[torch.Tensor]):
+        self.cutter, self.inputs = cutter, inputs
+        self.envs: list[Env] = [{cutter.nodes[0]: x} for x in inputs]
+        self.position = 1
+        self.versions = [_versions(env) for env in self.envs]
+        self.aliased = False
+        self.written = False  # a suffix has written into a cached tensor
+
+    @torch.no_grad()
+    def advance(self, cut: int) -> None:
+        """Run every batch's prefix on to ``cut`` and keep only the values read from there on."""
+        if cut == self.position:
+            return
+        keep = set(self.cutter.frontier(cut))
+        for b, env in enumerate(self.envs):
+            self.cutter.run(env, self.position, cut)
+            self.envs[b] = {n: v for n, v in env.items() if n in keep}
+        self.position = cut
+        self.versions = [_versions(env) for env in self.envs]
+        self.aliased = any(_aliased(env) for env in self.envs)
+
+    def suffix(self, b: int) -> torch.Tensor:
+        """The model's output on batch ``b``, running only the nodes from the cut on."""
+        copy = self.written and not self.aliased
+        env = {n: _copied(v) for n, v in self.envs[b].items()} if copy else dict(self.envs[b])
+        out = self.cutter.output(self.cutter.run(env, self.position, len(self.cutter.nodes)))
+        if _versions(self.envs[b]) != self.versions[b]:
+            self.written = True
+            self.envs[b] = self._recomputed(self.inputs[b])
+            self.versions[b] = _versions(self.envs[b])
+        return out
+
+    @torch.no_grad()
+    def _recomputed(self, x: torch.Tensor) -> Env:
+        keep = set(self.cutter.frontier(self.position))
+        env = self.cutter.run({self.cutter.nodes[0]: x}, 1, self.position)
+        return {n: v for n, v in env.items() if n in keep}
+
+
+def _tensors(value: object) -> list[torch.Tensor]:
+    found: list[torch.Tensor] = []
+    fx.node.map_aggregate(value, lambda v: found.append(v) if isinstance(v, torch.Tensor) else None)
+    return found
+
+
+def _versions(env: Env) -> tuple[int, ...]:
+    # Inference tensors have no version counter, and torch refuses in-place ops on them anyway.
+    return tuple(t._version for v in env.values() for t in _tensors(v) if not t.is_inference())
+
+
+def _aliased(env: Env) -> bool:
+    storages = [t.untyped_storage().data_ptr() for v in env.values() for t in _tensors(v)]
+    return len(set(storages)) < len(storages)
+
+
+def _copied(value: object) -> object:
+    if not _tensors(value):  # leave sizes, ints and the like as they are (map_aggregate rebuilds tuples)
+        return value
+    return fx.node.map_aggregate(value, lambda v: v.clone() if isinstance(v, torch.Tensor) else v)
+
+
 @dataclass(frozen=True)
 class StopRule:
     """Stop a variant early once the z-interval of its mean drop excludes ``tolerance``.
@@ -194,17 +269,10 @@ class Evaluator:
                 yield i, self._run(v, rule, lambda x, _b: self.model(x))
             return
         cuts = [self.cutter.cut(v.values, v.recalibrate) for v in variants]
-        envs = [{self.cutter.nodes[0]: x} for x, _ in self.batches]
-        position = 1
+        cache = FrontierCache(self.cutter, [x for x, _ in self.batches])
         for i in sorted(range(len(variants)), key=cuts.__getitem__):
-            cut = max(cuts[i], 1)
-            with torch.no_grad():
-                for env in envs:
-                    self.cutter.run(env, position, cut)
-            position = cut
-            keep = set(self.cutter.frontier(cut))
-            envs = [{n: v for n, v in env.items() if n in keep} for env in envs]
-            yield i, self._run(variants[i], rule, lambda _x, b: self.cutter.output(self.cutter.run(dict(envs[b]), cut, len(self.cutter.nodes))))
+            cache.advance(max(cuts[i], 1))
+            yield i, self._run(variants[i], rule, lambda _x, b: cache.suffix(b))
 
     @torch.no_grad()
     def _run(self, variant: Variant, rule: StopRule | None, forward: Callable) -> Evaluated:
