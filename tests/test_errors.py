@@ -21,6 +21,8 @@ from typer.testing import CliRunner
 from paramreuse.cli import app
 from paramreuse.models import ModelInfo, build_model, save_checkpoint
 from tests.conftest import TINY_ARCH
+from tests.test_byo_models import hf_cache, torch_home  # noqa: F401 - fixtures: empty weight caches
+from tests.test_folders import class_folder, grey_images, train_test_folder
 from tests.test_segmentation import write_segfolder
 
 runner = CliRunner()
@@ -115,6 +117,13 @@ def bad(tmp_path_factory) -> SimpleNamespace:
     f.seg_labels = write_segfolder(d / "seg_labels", labels=(0, 100, 200))
     f.seg_nomasks = d / "seg_nomasks"
     (f.seg_nomasks / "images").mkdir(parents=True)
+    f.split_mismatch = train_test_folder(d / "split_mismatch", train=("cat", "dog", "fox"), test=("cat", "dog", "owl"))
+    f.empty_class = class_folder(d / "empty_class")
+    (f.empty_class / "owl").mkdir()
+    (f.empty_class / "owl" / "notes.txt").write_text("no images yet")
+    f.tiny = class_folder(d / "tiny")
+    grey_images(f.tiny / "owl", 2)  # one held out for test, one left: no room for validation
+    f.numbered = class_folder(d / "numbered", ("1", "2", "10"))
     return f
 
 
@@ -187,6 +196,16 @@ CASES = [
     ("classification network on segmentation data", _seg("--data", "fashion-mnist-seg", "--shots", "2", arch=TINY_ARCH), "gives outputs of shape (2, 2) but segmentation on fashion-mnist-seg needs (2, 2, 28, 28); use a segmentation architecture such as builtin:unet"),
     ("images the network cannot take", _seg("--data", "fashion-mnist-seg", "--shots", "2", arch="smp:PSPNet/resnet18"), "smp:PSPNet/resnet18 cannot take 1x28x28 images (Wrong input shape height=28, width=28. Expected image height and width divisible by 8"),
     ("CUDA asked for on a machine without it", _train("--device", "cuda"), "no CUDA device is available; use --device auto or cpu"),
+    ("train/ and test/ with different classes", _train("--data", "folder:{split_mismatch}"), "split_mismatch: train/ and test/ hold different classes (only in train/: fox; only in test/: owl); give both the same class folders"),
+    ("class folder without images", _train("--data", "folder:{empty_class}"), "empty_class/owl: class folder holds no images (hidden and non-image files are skipped); add images to it or remove the folder"),
+    ("class too small for validation and training", _train("--data", "folder:{tiny}"), "class 'owl' has 1 training image(s) but needs at least 2 (1 for validation + 1 to train on); add images to that class or leave it out of --classes"),
+    ("unknown class name", _train("--data", "fashion-mnist", "--classes", "Sandle,Shirt"), "no class named 'Sandle' in fashion-mnist; did you mean 'Sandal'? its classes are T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot (or numbers 0-9)"),
+    ("torchvision weights not in the cache", _train("--arch", "torchvision:mobilenet_v3_small?weights=DEFAULT"), "no cached weights at {torch_home}/mobilenet_v3_small-047dcff4.pth; nothing is downloaded. Put the file there (download https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth), or set TORCH_HOME"),
+    ("timm tag whose weights are not cached", _train("--arch", "timm:resnet18.a1_in1k"), "timm:resnet18.a1_in1k: no cached weights (looked for {hf_cache}/models--timm--resnet18.a1_in1k/snapshots/*/model.safetensors"),
+    ("unknown weights name", _train("--arch", "torchvision:resnet18?weights=IMAGENET9"), "'torchvision:resnet18?weights=IMAGENET9': no weights 'IMAGENET9'; use DEFAULT or one of IMAGENET1K_V1, DEFAULT"),
+    ("architecture without weights given as a model", lambda f: ["compare", "torchvision:resnet18", str(f.good)], "torchvision:resnet18 names an architecture but no weights; add ?weights=DEFAULT (torchvision) or ?pretrained=true (timm), or pass a checkpoint file"),
+    ("bad --input-size", _compare("plain", "plain", "--arch", TINY_ARCH, "--input-size", "big"), "--input-size takes N or H,W in pixels, e.g. 32 or 24,40, got 'big'"),
+    ("number that names no numbered folder", _train("--data", "folder:{numbered}", "--classes", "1-3"), "(it has classes 1,2,10); choose --classes among those"),
 ]
 
 
@@ -195,8 +214,9 @@ PARAMS = [pytest.param(*c, id=c[0], marks=NO_CUDA if c[0].startswith("CUDA") els
 
 
 @pytest.mark.parametrize("case,argv,message", PARAMS)
-def test_bad_input_exits_2_with_one_clear_line(bad, fake_fmnist, tmp_path, case, argv, message):
+def test_bad_input_exits_2_with_one_clear_line(bad, fake_fmnist, torch_home, hf_cache, tmp_path, case, argv, message):  # noqa: F811
     args = argv(bad)
+    message = message.replace("{torch_home}", str(torch_home)).replace("{hf_cache}", str(hf_cache))  # this test's empty caches
     if "--out" not in args and args[0] != "report":
         args = [*args, "--out", str(tmp_path / "out")]
     result = runner.invoke(app, args)

@@ -121,7 +121,7 @@ AlignOpt = Annotated[
 LineageOpt = Annotated[
     str | None, typer.Option("--lineage", help="State the pair's lineage (finetuned|independent) instead of detecting it.")
 ]
-ClassesOpt = Annotated[str | None, typer.Option("--classes", help="Target classes, e.g. 5-9 or 5,6,7 (default: all).")]
+ClassesOpt = Annotated[str | None, typer.Option("--classes", help="Target classes, e.g. 5-9, 5,6,7 or class names such as Sandal,Shirt or cat,dog (default: all).")]
 ShotsOpt = Annotated[int | None, typer.Option("--shots", help="Target training images per class (BN recalibration data).")]
 InputSizeOpt = Annotated[
     str | None,

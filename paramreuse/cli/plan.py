@@ -18,6 +18,7 @@ from paramreuse.cli.replace import ParamsOpt, sweep_config
 from paramreuse.judge import Thresholds
 from paramreuse.executor import Checkpoint
 from paramreuse.replace import PARAM_GROUPS, SweepInputs
+from paramreuse.report.verdict import unit_j2
 from paramreuse.results import read_json
 from paramreuse.train import resolve_device
 
@@ -80,13 +81,21 @@ def print_plan(console, plan: dict, out: Path | None = None) -> None:
         f"(drop {plan['network_drop']:+.4f}, {plan['network_variant']}) vs baseline {plan['baseline']:.4f}; "
         f"threshold drop <= {th['network_tolerance']}"
     )
+    rated = any("rate" in layer for layer in plan["layers"])  # plan files before the rate lack it
     rows = [
         [l["name"], "-" if l["drop"] is None else l["drop"], "-" if l["null_position"] is None else l["null_position"],
-         "yes" if l["reusable_by_replacement"] else "no", "yes" if l["reusable_by_rmse"] else "no", l["decision"]]
+         unit_j2(l) or "–", "yes" if l["reusable_by_rmse"] else "no", l["decision"]]
+        + ([_rate(l.get("rate"))] if rated else [])
         for l in plan["layers"]
     ]  # fmt: skip
     title = (f"Reuse plan (lineage {plan['lineage']}, reusable depth {plan['reusable_depth']}; "
-             f"J2 drop <= {th['layer_tolerance']}, J3 rmse/null <= {th['rmse_position']})")  # fmt: skip
-    console.print(table(title, ["unit", "drop", "rmse/null", "J2", "J3", "decision"], rows))
+             f"J2 drop <= {th['layer_tolerance']}, J3 rmse/null <= {th['rmse_position']}"
+             + ("; rate: learning-rate multiplier while transferring, 0x frozen)" if rated else ")"))  # fmt: skip
+    columns = ["unit", "drop", "rmse/null", "J2", "J3", "decision"] + (["rate"] if rated else [])
+    console.print(table(title, columns, rows))
     if out is not None:
         console.print(f"written: {out / PLAN_FILE}")
+
+
+def _rate(rate: float | None) -> str:
+    return "–" if rate is None else f"{rate:g}x"

@@ -22,7 +22,7 @@ def train_command(
     data: Annotated[str, typer.Option(help="Data set: fashion-mnist, digits, folder:PATH; for segmentation fashion-mnist-seg, fashion-mnist-seg-multi or segfolder:PATH (images/ + masks/).")] = "fashion-mnist",
     task: TaskOpt = None,
     size: SizeOpt = None,
-    classes: Annotated[str | None, typer.Option(help="Classes to use, e.g. 0-4 or 5,6,7 (default: all); relabelled 0..C-1.")] = None,
+    classes: Annotated[str | None, typer.Option(help="Classes to use, e.g. 5-9, 5,6,7 or class names such as Sandal,Shirt or cat,dog (default: all); relabelled 0..C-1.")] = None,
     shots: Annotated[int | None, typer.Option(help="Training images per class (few-shot); default: all.")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 5,
     min_steps: Annotated[int, typer.Option(help="At least this many optimiser steps: tiny few-shot sets get more epochs.")] = 150,
@@ -58,6 +58,8 @@ def train_command(
         rows = [["val " + record["metric"], record["val_metric"]], ["test " + record["metric"], record["test_metric"]],
                 ["seconds", record["training"]["seconds"]]]  # fmt: skip
         console.print(table(f"{arch} on {data} classes {record['data']['classes']}", ["", "value"], rows))
+        if "images" in record["data"]:  # the image rule of data read from files (folder:, segfolder:)
+            console.print(f"images: {record['data']['images']}")
         console.print(f"model {status} {record['model']}")
 
     emit(record, fmt, human, quiet)
