@@ -26,15 +26,34 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+STALE_TMP_SECONDS = 60  # an atomic write lasts milliseconds; an older temporary file was left by a killed run
+
+
 def prepare_out_dir(path: str | Path) -> Path:
-    """Create the output folder and prove it is writable before any work starts."""
+    """Create the output folder, prove it is writable before any work starts, and remove stale temporary files."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
     except OSError as exc:
         raise ParamreuseError(f"cannot write to {path} ({exc.strerror}); choose a writable --out folder") from None
+    remove_stale_temporaries(path)
     return path
+
+
+def remove_stale_temporaries(folder: Path, older_than: float = STALE_TMP_SECONDS) -> list[Path]:
+    """Delete the ``.NAME.*.tmp`` files of :func:`write_atomic` that a killed run left behind."""
+    import time
+
+    removed = []
+    for tmp in folder.glob(".*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime > older_than:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:  # another process finished or removed it meanwhile
+            continue
+    return removed
 
 
 def write_atomic(path: str | Path, data: bytes) -> Path:
@@ -76,8 +95,19 @@ def fingerprint(obj: Any) -> str:
 
 
 def state_digest(state: dict) -> str:
-    """A cheap content hash of a state dict's tensors, so stored work from other weights is never reused."""
-    return fingerprint([[k, float(v.double().sum()), float(v.double().abs().sum())] for k, v in state.items()])
+    """A content hash of a state dict: every key, dtype, shape and byte of every tensor, in the dict's order.
+
+    Two states hash alike only when they hold the same tensors (a reordered or permuted tensor
+    differs), so stored work from other weights is never reused.
+    """
+    import torch
+
+    h = hashlib.sha256()
+    for key, value in state.items():
+        tensor = torch.as_tensor(value).detach().cpu().contiguous()
+        h.update(json.dumps([key, str(tensor.dtype), list(tensor.shape)]).encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def load_if_current(path: str | Path, key: str) -> dict | None:

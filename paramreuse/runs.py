@@ -17,10 +17,10 @@ from torch import nn
 
 from paramreuse.data import TaskData
 from paramreuse.errors import CheckpointError, SpecError
-from paramreuse.models import Fit, ModelInfo, architecture_of, build_model, fit_state, is_pretrained, load_checkpoint, save_checkpoint
+from paramreuse.models import Fit, ModelInfo, architecture_of, build_model, fit_state, is_pretrained, load_checkpoint, read_state_dict, save_checkpoint
 from paramreuse.models.sources import check_takes, fit_to, load_source
 from paramreuse.tasks import task_key
-from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
+from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
 from paramreuse.train import Progress, TrainConfig, evaluate_all, train
 
 MODEL_FILE = "model.safetensors"
@@ -92,10 +92,19 @@ class RunSpec:
     init_seed: int | None = None  # seeds the fresh parameters; default: ``seed``
 
     def key(self, data: TaskData, upstream: str = "") -> str:
+        """What the run's result depends on: the initial checkpoint by content, never by path (a moved
+        run folder resumes)."""
+        init = None if self.init is None else _content_digest(self.init)
         return fingerprint(
-            {"arch": self.arch, "config": self.config.to_dict(), "seed": self.seed, "init": self.init,
+            {"arch": self.arch, "config": self.config.to_dict(), "seed": self.seed, "init": init,
              "keep_head": self.keep_head, "init_seed": self.init_seed, "data": data.describe(), "upstream": upstream}
         )  # fmt: skip
+
+
+def _content_digest(source: str) -> str:
+    """The tensors of a checkpoint file, hashed; a pretrained spec or missing file stands for itself."""
+    path = Path(source)
+    return state_digest(read_state_dict(path)) if path.is_file() else source
 
 
 def run_training(

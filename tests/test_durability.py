@@ -34,7 +34,7 @@ SLOW_LOGS = (
     "from paramreuse.cli import main; sys.argv[0] = 'paramreuse'; main()"
 )
 # Differ between equal runs: timings, resume flags, paths, and fingerprints (they hash the path of S).
-VOLATILE = {"seconds", "train_seconds", "resumed", "timing", "environment", "path", "model", "file", "training", "fingerprint"}
+VOLATILE = {"seconds", "plan_seconds", "candidate_seconds", "train_seconds", "resumed", "timing", "environment", "path", "model", "file", "training", "fingerprint"}
 
 
 def _env(data_dir: Path) -> dict:
@@ -156,3 +156,14 @@ def test_study_killed_mid_training_and_mid_sweep_resumes_to_the_same_results(ref
     # Only debris a kill can leave: temporary files, never a half-written result.
     for path in run.rglob("*.json"):
         json.loads(path.read_text())
+
+
+def test_a_moved_run_folder_resumes_every_stage(reference_run, study_config, fake_fmnist_dir, tmp_path):
+    import shutil
+
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(reference_run, moved)
+    _study(study_config, moved, fake_fmnist_dir)
+    results = json.loads((moved / "results.json").read_text())
+    assert all(m["resumed"] for m in results["models"].values())  # nothing retrained: keys hold no paths
+    assert _outcome(moved) == _outcome(reference_run)
