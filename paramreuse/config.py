@@ -18,6 +18,18 @@ class ConfigError(ParamreuseError):
     """A configuration file or key that cannot be used."""
 
 
+def check_choice(where: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise ConfigError naming the closest valid choice when ``value`` is not one of ``choices``.
+
+    >>> check_choice("train.optimizer", "sgd", ("adam", "sgd"))
+    """
+    if value in choices:
+        return
+    close = difflib.get_close_matches(str(value), list(choices), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"{where}: unknown value {value!r}; {hint}use one of {', '.join(choices)}")
+
+
 def from_mapping(cls: type[T], mapping: dict[str, Any], where: str = "config", base: T | None = None) -> T:
     """Build dataclass ``cls`` from ``mapping``, recursing into nested dataclasses.
 
@@ -42,7 +54,10 @@ def from_mapping(cls: type[T], mapping: dict[str, Any], where: str = "config", b
             values[key] = _checked_list(value, kind, f"{where}.{key}")
         else:
             values[key] = _checked(value, kind, f"{where}.{key}")
-    return dataclasses.replace(base, **values)
+    try:  # a dataclass checks its own choices and ranges when built; say where in the file
+        return dataclasses.replace(base, **values)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _checked_list(value: Any, kind: Any, where: str) -> tuple:

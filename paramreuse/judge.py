@@ -1,36 +1,98 @@
 """Judgements J1 (network), J2 (layers by replacement), J3 (layers by kernel RMSE) and the plan.
 
 Every verdict is made against a threshold that is printed with it and can be overridden.
-Decision per unit: ``reuse-frozen`` when it lies within the reusable depth and passes both J2
-and J3; ``reuse-finetuned`` when it passes at least one of them; ``reinit`` otherwise. The
-task head is always re-initialised (its outputs are the target's classes).
+
+The plan rule (measured in bench/README.md, "The plan rule"):
+
+- **Frozen prefix.** Units 1..k stay frozen at S's values for the largest k such that putting
+  S's units 1..j back into T (BN statistics re-estimated on the shots) costs at most
+  ``layer_tolerance`` *decisively* (the upper end of the drop's 95% CI) for every j <= k. This
+  curve ranks frozen depths (Spearman +0.83 over 20 pairs); an undecided depth (CI straddling
+  the tolerance) is not frozen.
+- **Fine-tuned.** Every other unit starts from S and trains at ``finetuned_rate`` x the rate
+  (1.0: a fixed 0.1x lost to fine-tuning everything on every pair measured).
+- **Re-initialised.** A unit of an *independent* pair whose kernel is no closer to T than a
+  random draw (``rmse/rmse_null >= reinit_position``) starts fresh; for a fine-tuned pair J3
+  passes every unit and decides nothing.
+- **Head.** Always fresh for the target's outputs; with ``warm_head`` it is first trained alone
+  on the frozen body (LP-FT).
+- **J1** is the paper's verdict on the whole network; it is reported and never vetoes reuse as
+  initialisation.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import enum
+from dataclasses import asdict, dataclass, fields, replace
 
 from paramreuse.compare import Comparison
-from paramreuse.replace import Sweep
+from paramreuse.config import ConfigError, check_choice
+from paramreuse.replace import Row, Sweep
 from paramreuse.tasks import CLASSIFICATION, Task
 
-DECISIONS = ("reuse-frozen", "reuse-finetuned", "reinit")
+
+class Decision(str, enum.Enum):
+    """What the plan does with one unit (its value is the name used in plan.json)."""
+
+    FROZEN = "reuse-frozen"
+    FINETUNED = "reuse-finetuned"
+    REINIT = "reinit"
+
+
+DECISIONS = tuple(d.value for d in Decision)
+FREEZE_ON = ("ci", "mean")
+
+
+class J2(str, enum.Enum):
+    """A replacement drop judged against the tolerance, with its CI."""
+
+    REUSABLE = "reusable"  # the whole CI at or below the tolerance
+    NOT_REUSABLE = "not reusable"  # the whole CI above it
+    UNDECIDED = "undecided"  # the CI straddles the tolerance
+
+
+RULE = (
+    "reuse-frozen: units 1..k, k the largest depth whose cumulative replacement (S's units 1..j in T, "
+    "BN re-estimated) drops at most layer_tolerance for every j <= k, judged on the upper end of the 95% CI "
+    "(undecided depths are not frozen); reinit: independent pairs only, where rmse/rmse_null >= reinit_position; "
+    "reuse-finetuned: every other unit, at finetuned_rate x the learning rate; the head is always fresh; "
+    "J1 is reported and never vetoes reuse"
+)
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Defaults calibrated on the study's default pair (see bench/README.md).
+    """Every threshold of the verdicts and the plan rule; calibrated in bench/README.md.
 
     network_tolerance, layer_tolerance: the largest drop of the target metric (metric units,
     e.g. 0.02 = 2 accuracy points) at which a replacement still counts as reusable; None means
     the task's default (0.02 for accuracy and Dice, 0.5 dB for PSNR), see :meth:`for_task`.
     rmse_position: the largest ``rmse / rmse_null`` (0 = T's own values, 1 = no closer to T
-    than a random initialisation) at which a unit's kernel counts as reusable.
+    than a random initialisation) at which a unit's kernel counts as reusable (J3).
+    reinit_position: from this ``rmse / rmse_null`` on, an independent pair's unit is re-initialised.
+    finetuned_rate: learning-rate multiplier of reuse-finetuned units.
+    freeze_on: which end of a cumulative drop must be within layer_tolerance to freeze: ``ci``
+    (the upper end of its 95% CI: undecided depths are not frozen) or ``mean`` (the estimate).
+    warm_head: train the fresh head alone on the frozen body before the plan's training (LP-FT).
     """
 
     network_tolerance: float | None = None
     layer_tolerance: float | None = None
     rmse_position: float = 0.5
+    reinit_position: float = 1.0
+    finetuned_rate: float = 1.0
+    freeze_on: str = "ci"
+    warm_head: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("network_tolerance", "layer_tolerance"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ConfigError(f"{name} must be >= 0 (a drop in metric units), got {value}")
+        for name in ("rmse_position", "reinit_position", "finetuned_rate"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_choice("freeze_on", self.freeze_on, FREEZE_ON)
 
     def for_task(self, task: Task) -> "Thresholds":
         """These thresholds with every tolerance left at None set to the task's default."""
@@ -39,6 +101,16 @@ class Thresholds:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def j2_status(drop: float, ci: tuple[float, float] | None, tolerance: float) -> J2:
+    """Reusable when the CI lies at or below ``tolerance``, not reusable above it, else undecided."""
+    low, high = ci if ci is not None else (drop, drop)
+    if high <= tolerance:
+        return J2.REUSABLE
+    if low > tolerance:
+        return J2.NOT_REUSABLE
+    return J2.UNDECIDED
 
 
 @dataclass(frozen=True)
@@ -53,6 +125,8 @@ class LayerVerdict:
     within_depth: bool
     decision: str
     reason: str
+    j2: str | None = None
+    rate: float | None = None  # learning-rate multiplier while transferring (0 = frozen)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,9 +144,22 @@ class Plan:
     lineage: str
     thresholds: Thresholds
     layers: tuple[LayerVerdict, ...]
+    evidence: str = "replacement sweep"
 
     def decisions(self) -> dict[str, str]:
         return {layer.name: layer.decision for layer in self.layers}
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "Plan":
+        """The plan back from its plan.json document (extra keys such as ``rule`` are ignored)."""
+        layers = tuple(
+            LayerVerdict(**{k: v for k, v in layer.items() if k in LAYER_FIELDS}
+                         | {"ci": tuple(layer["ci"]) if layer.get("ci") is not None else None,
+                            "decision": Decision(layer["decision"]).value})
+            for layer in doc["layers"]
+        )  # fmt: skip
+        fields = {k: doc[k] for k in PLAN_FIELDS if k in doc}
+        return cls(**fields, thresholds=Thresholds(**doc["thresholds"]), layers=layers)
 
     def to_dict(self) -> dict:
         return {
@@ -80,62 +167,94 @@ class Plan:
             "network_value": self.network_value,
             "network_drop": self.network_drop,
             "network_variant": self.network_variant,
+            "network_verdict": "reported only: J1 never vetoes reuse as initialisation",
             "baseline": self.baseline,
             "metric": self.metric,
             "reusable_depth": self.reusable_depth,
             "lineage": self.lineage,
+            "evidence": self.evidence,
             "thresholds": self.thresholds.to_dict(),
-            "rule": (
-                "reuse-frozen: within the reusable depth and passes J2 (drop <= layer_tolerance) and J3 "
-                "(rmse/rmse_null <= rmse_position); reuse-finetuned: passes one of them; reinit: neither"
-            ),
+            "rule": RULE,
             "layers": [layer.to_dict() for layer in self.layers],
         }
 
 
-def reusable_depth(sweep: Sweep, tolerance: float) -> int:
-    """The largest k such that units 1..k replaced together drop at most ``tolerance``."""
+LAYER_FIELDS = {f.name for f in fields(LayerVerdict)}
+PLAN_FIELDS = {f.name for f in fields(Plan)} - {"thresholds", "layers"}
+
+
+def plan_decisions(plan: dict) -> dict[str, str]:
+    """Decisions per unit from a plan.json document (its ``layers``), checked against :class:`Decision`."""
+    return {layer["name"]: Decision(layer["decision"]).value for layer in plan["layers"]}
+
+
+def reusable_depth(sweep: Sweep, tolerance: float, freeze_on: str = "ci") -> int:
+    """The largest k such that S's units 1..j in T drop at most ``tolerance`` for every j <= k."""
+    return frozen_depth(sweep.by_kind("cumulative"), tolerance, freeze_on)
+
+
+def frozen_depth(cumulative: list[Row], tolerance: float, freeze_on: str = "ci") -> int:
+    """The frozen prefix of the plan rule from cumulative rows (any order), judged on ``freeze_on``."""
     depth = 0
-    for row in sweep.by_kind("cumulative"):
-        if row.drop > tolerance:
+    for row in sorted(cumulative, key=lambda r: r.depth):
+        if j2_status(row.drop, row.ci if freeze_on == "ci" else None, tolerance) is not J2.REUSABLE:
             break
         depth = row.depth
     return depth
 
 
+def decide(
+    *, name: str, position: int, depth: int, lineage: str, null_position: float | None, thresholds: Thresholds
+) -> tuple[Decision, str]:
+    """The plan rule for one (non-head) unit at 0-based ``position``; returns the decision and why."""
+    if position < depth:
+        return Decision.FROZEN, f"within the frozen prefix of {depth} unit(s)"
+    if lineage == "independent" and null_position is not None and null_position >= thresholds.reinit_position:
+        return Decision.REINIT, (
+            f"independent pair and rmse/null {null_position:.3f} >= {thresholds.reinit_position}: "
+            "S's kernel is no closer to T than a random draw"
+        )
+    return Decision.FINETUNED, (
+        f"beyond the frozen prefix of {depth}; starts from S, trains at {thresholds.finetuned_rate}x the rate"
+    )
+
+
 def judge(sweep: Sweep, comparison: Comparison, head: str, thresholds: Thresholds = Thresholds()) -> Plan:
     """Turn a replacement sweep and a kernel comparison into verdicts and a reuse plan.
 
-    Tolerances left at None take the classification default; :func:`paramreuse.assess.assess`
-    passes thresholds already set for the target's task.
+    Tolerances left at None take the sweep's own tolerance, which is the target task's default
+    unless the sweep was given one (PSNR is never judged at 0.02 dB).
     """
-    thresholds = thresholds.for_task(CLASSIFICATION)
+    task_default = sweep.config.tolerance if sweep.config.tolerance is not None else CLASSIFICATION.tolerance
+    pick = lambda v: task_default if v is None else v  # noqa: E731
+    thresholds = replace(thresholds, network_tolerance=pick(thresholds.network_tolerance),
+                         layer_tolerance=pick(thresholds.layer_tolerance))  # fmt: skip
     network = min(sweep.by_kind("network"), key=lambda r: r.drop)
-    depth = reusable_depth(sweep, thresholds.layer_tolerance)
+    depth = reusable_depth(sweep, thresholds.layer_tolerance, thresholds.freeze_on)
     unit_rows = {r.layer: r for r in sweep.by_kind("unit") if r.params == "unit"}
-    swept = [r.layer for r in sweep.by_kind("cumulative")]
+    swept = [r.layer for r in sorted(sweep.by_kind("cumulative"), key=lambda r: r.depth)]
     layers = []
     for distance in comparison.layers:
         name = distance.name
         if name == head:
             layers.append(LayerVerdict(name, distance.kind, None, None, distance.null_position, False, False, False,
-                                       "reinit", "task head: its outputs are the target's classes"))  # fmt: skip
+                                       Decision.REINIT.value, "task head: its outputs are the target's classes",
+                                       rate=1.0))  # fmt: skip
             continue
         row = unit_rows.get(name)
-        by_rep = row is not None and row.drop <= thresholds.layer_tolerance
+        status = j2_status(row.drop, row.ci, thresholds.layer_tolerance) if row is not None else None
         by_rmse = distance.null_position <= thresholds.rmse_position
-        within = name in swept and swept.index(name) < depth
-        decision = "reuse-frozen" if within and by_rep and by_rmse else "reuse-finetuned" if by_rep or by_rmse else "reinit"
-        reason = (
-            f"replacement drop {row.drop:+.4f} {'<=' if by_rep else '>'} {thresholds.layer_tolerance}; "
-            if row is not None
-            else "not swept; "
-        ) + (
-            f"rmse/null {distance.null_position:.3f} {'<=' if by_rmse else '>'} {thresholds.rmse_position}; "
-            f"{'within' if within else 'beyond'} reusable depth {depth}"
-        )
+        position = swept.index(name) if name in swept else len(swept)
+        decision, why = decide(name=name, position=position, depth=depth, lineage=comparison.lineage,
+                               null_position=distance.null_position, thresholds=thresholds)  # fmt: skip
+        evidence = (
+            f"J2 drop {row.drop:+.4f} [{row.ci[0]:+.4f}, {row.ci[1]:+.4f}] vs tolerance {thresholds.layer_tolerance}: "
+            f"{status.value}; " if row is not None else "J2 not swept; "
+        ) + f"J3 rmse/null {distance.null_position:.3f} {'<=' if by_rmse else '>'} {thresholds.rmse_position}"
+        rate = {Decision.FROZEN: 0.0, Decision.FINETUNED: thresholds.finetuned_rate, Decision.REINIT: 1.0}[decision]
         layers.append(LayerVerdict(name, distance.kind, row.drop if row else None, row.ci if row else None,
-                                   distance.null_position, by_rep, by_rmse, within, decision, reason))  # fmt: skip
+                                   distance.null_position, status is J2.REUSABLE, by_rmse, position < depth,
+                                   decision.value, f"{why} ({evidence})", status.value if status else None, rate))  # fmt: skip
     return Plan(
         network_reusable=network.drop <= thresholds.network_tolerance,
         network_value=network.value,
@@ -147,6 +266,7 @@ def judge(sweep: Sweep, comparison: Comparison, head: str, thresholds: Threshold
         lineage=comparison.lineage,
         thresholds=thresholds,
         layers=tuple(layers),
+        evidence=sweep.extra.get("evidence", "replacement sweep"),
     )
 
 

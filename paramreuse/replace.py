@@ -27,7 +27,7 @@ from paramreuse.layers import Unit, pair_units
 from paramreuse.models import load_state_dict_checked, read_state_dict
 from paramreuse.models.heads import head_module_name
 from paramreuse.results import JsonlLog, fingerprint, state_digest
-from paramreuse.stats import mean_ci
+from paramreuse.stats import difference_bounds, mean_ci
 from paramreuse.tasks import CLASSIFICATION, Task
 from paramreuse.train import Progress, ProgressEvent
 
@@ -39,10 +39,15 @@ SOURCE_FILE = "replacement.source.safetensors"  # S as swept, for the workers of
 @dataclass(frozen=True)
 class SweepConfig:
     """What to sweep and how. ``tolerance`` (metric units; None: the task's default) is the
-    early-stopping boundary."""
+    early-stopping boundary. ``recalibrate_bn`` applies to the per-unit rows; the cumulative
+    rows (S's units 1..k in T) re-estimate BN statistics unless ``cumulative_recalibrate`` is
+    off, because that variant ranks frozen depths (bench/README.md). ``keep_diffs`` keeps the
+    per-sample differences on every row (for pooling folds)."""
 
     params: tuple[str, ...] = PARAM_GROUPS
     recalibrate_bn: bool = False
+    cumulative_recalibrate: bool = True
+    keep_diffs: bool = False
     cached: bool = True
     adaptive: bool = True
     tolerance: float | None = None
@@ -50,6 +55,17 @@ class SweepConfig:
     bootstrap: int = 1000
     seed: int = 0
     max_calibration: int = 1000
+
+    def __post_init__(self) -> None:
+        from paramreuse.config import ConfigError, check_choice
+
+        for group in self.params:
+            check_choice("params", group, PARAM_GROUPS)
+        if self.tolerance is not None and self.tolerance < 0:
+            raise ConfigError(f"tolerance must be >= 0 (a drop in metric units), got {self.tolerance}")
+        for name in ("batch_size", "bootstrap", "max_calibration"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +95,7 @@ class Row:
     stopped_early: bool
     recalibrated: bool
     depth: int | None = None
+    diffs: tuple[float, ...] | None = None  # per-sample drops, when the sweep keeps them
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,7 +118,7 @@ class Sweep:
         return [r for r in self.rows if r.kind == kind]
 
     def to_dict(self) -> dict:
-        row = lambda r: {k: v for k, v in r.to_dict().items() if k not in ("kind", "depth")}  # noqa: E731
+        row = lambda r: {k: v for k, v in r.to_dict().items() if k not in ("kind", "depth", "diffs")}  # noqa: E731
         return {
             "metric": self.metric,
             "baseline": self.baseline,
@@ -137,9 +154,10 @@ def row_specs(units: tuple[Unit, ...], config: SweepConfig) -> list[RowSpec]:
             keys = u.keys if p == "unit" else (u.group(p).keys if p in u.group_names else ())
             if keys:
                 rows.append(RowSpec(f"unit:{u.name}:{p}:{rec}", "unit", u.name, p, keys, rec))
+    cum = config.cumulative_recalibrate
     for k in range(1, len(units) + 1):
         keys = tuple(key for u in units[:k] for key in u.keys)
-        rows.append(RowSpec(f"depth:{k}:{rec}", "cumulative", units[k - 1].name, f"units 1..{k}", keys, rec, k))
+        rows.append(RowSpec(f"depth:{k}:{cum}", "cumulative", units[k - 1].name, f"units 1..{k}", keys, cum, k))
     kernels = tuple(k for u in units if u.kind in CONV_KINDS for k in u.group("conv.weight").keys)
     rows.append(RowSpec("network:kept", "network", "all conv", "conv_kernels_bn_kept", kernels, False))
     rows.append(RowSpec("network:recal", "network", "all conv", "conv_kernels_bn_recalibrated", kernels, True))
@@ -198,8 +216,11 @@ def sweep_rows(job: SweepJob) -> Iterator[dict]:
     for i, result in evaluator.evaluate_all(variants, rule):
         spec, n = job.rows[i], len(result.scores)
         diffs = baseline_scores[:n] - result.scores
+        kept = tuple(diffs.tolist()) if config.keep_diffs else None
         yield Row(spec.id, spec.kind, spec.layer, spec.params, float(result.scores.mean()), float(diffs.mean()),
-                  mean_ci(diffs, config.bootstrap, config.seed), n, result.stopped_early, spec.recalibrate, spec.depth).to_dict()  # fmt: skip
+                  mean_ci(diffs, config.bootstrap, config.seed, difference_bounds(job.task.bounds)), n, result.stopped_early,
+                  spec.recalibrate, spec.depth,
+                  kept).to_dict()  # fmt: skip
 
 
 def _job_inputs(job: SweepJob) -> tuple[nn.Module, nn.Module, ImageSet, ImageSet | None]:
@@ -299,7 +320,7 @@ def replacement_sweep(
                 done += 1
                 if progress is not None:
                     progress(ProgressEvent("replace", done, len(todo), {"row": f"{row['layer']} {row['params']}"}))
-    rows = tuple(Row(**(log.done[s.id] | {"ci": tuple(log.done[s.id]["ci"])})) for s in specs)
+    rows = tuple(_row(log.done[s.id]) for s in specs)
     sweep = Sweep(
         task.metric_name, header["baseline"], rows, config, header["mode"], header["fallback"],
         time.perf_counter() - start, len(val), len(specs) - len(todo),
@@ -325,6 +346,12 @@ def _remote_jobs(local: SweepJob, s_state: dict, t_digest: str, executor: Execut
     remote = dataclasses.replace(local, source=s_file, target=inputs.target, val=inputs.data, calibration=None,
                                  device=device, digests=digests)  # fmt: skip
     return [(f"rows {i}/{len(chunks)}", dataclasses.replace(remote, rows=c)) for i, c in enumerate(chunks, start=1)]
+
+
+def _row(record: dict) -> Row:
+    """A row read back from the rows log (JSON lists back to tuples)."""
+    diffs = record.get("diffs")
+    return Row(**(record | {"ci": tuple(record["ci"]), "diffs": tuple(diffs) if diffs is not None else None}))
 
 
 def _first(data: ImageSet, n: int) -> ImageSet:

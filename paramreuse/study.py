@@ -13,20 +13,28 @@ from pathlib import Path
 
 import torch
 
+from paramreuse.caveats import chance_caveat, validation_caveat
+from paramreuse.align import METHODS
 from paramreuse.assess import COMPARISON_FILE, PLAN_FILE, REPLACEMENT_FILE, assess, compare_pair
+from paramreuse.config import ConfigError, check_choice
+from paramreuse.crossfit import crossfit_sweep
 from paramreuse.data import TaskData
 from paramreuse.errors import DataError
 from paramreuse.executor import LOCAL, Checkpoint, DataSpec, Executor
 from paramreuse.judge import Thresholds
 from paramreuse.replace import SweepConfig, SweepInputs
-from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
-from paramreuse.runs import MODEL_FILE, RunSpec, environment, run_training, source_for_target
+from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
+from paramreuse.models import build_model, fit_state, is_pretrained, load_checkpoint, save_checkpoint
+from paramreuse.models.checkpoint import pretrained_spec
+from paramreuse.models.heads import head_names
+from paramreuse.runs import MODEL_FILE, TRAIN_FILE, RunSpec, environment, run_training, source_for_target
+from paramreuse.tasks import task_key
 from paramreuse.stats import mean_ci
 from paramreuse.train import Progress, TrainConfig, predict
-from paramreuse.transfer import plan_decisions
-from paramreuse.transfer_runs import FEWSHOT, TRANSFER_FILE, Source, TransferConfig, run_transfer
+from paramreuse.transfer_runs import BUDGETS, FEWSHOT, TRANSFER_FILE, Source, TransferConfig, run_transfer
 
 RESULTS_FILE = "results.json"
+ALIGNMENTS = ("auto", *METHODS)
 SCRATCH_INIT_OFFSET = 10_000
 PAIR_FILES = {"target": COMPARISON_FILE, "full": "comparison-full.json", "scratch": "comparison-scratch.json"}
 
@@ -40,12 +48,23 @@ class DataConfig:
     ``size`` x ``size`` pixels, e.g. 32 for smp encoders that need sides divisible by 32.
     """
 
-    data: str = "fashion-mnist"
+    data: str | None = "fashion-mnist"
     classes: str = "0-4"
     shots: int | None = None
     limit_per_class: int | None = None
     task: str | None = None
     size: int | None = None
+    checkpoint: str | None = None  # [source] only: an existing S (file or pretrained spec); S is not trained
+
+    def __post_init__(self) -> None:
+        from paramreuse.tasks import TASKS
+
+        if self.task is not None:
+            check_choice("task", self.task, tuple(TASKS))
+        for name in ("shots", "limit_per_class", "size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}")
 
     def spec(self, **options) -> DataSpec:
         """This side's data as :func:`paramreuse.data.load_task` arguments (what remote jobs load)."""
@@ -63,7 +82,13 @@ class StudyTraining:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """The default: Fashion-MNIST classes 0-4 as source, classes 5-9 with 10 shots as target."""
+    """The default: Fashion-MNIST classes 0-4 as source, classes 5-9 with 10 shots as target.
+
+    ``budget``: the labelled target images every judgement may use. ``shots`` (default): only
+    the target shots; T is judged by cross-fitting on them and the transfer grid makes the plan
+    from each run's shots. ``validation-set``: plus a carved validation set (10% of each class,
+    up to 500 images), far more labels than a few-shot user has; a labelled reference.
+    """
 
     arch: str = "builtin:cnn"
     seed: int = 0
@@ -78,6 +103,11 @@ class StudyConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)
     transfer: TransferConfig = field(default_factory=lambda: TransferConfig(shots=(), seeds=5))
+    budget: str = "shots"
+
+    def __post_init__(self) -> None:
+        check_choice("budget", self.budget, BUDGETS)
+        check_choice("align", self.align, ALIGNMENTS)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -102,7 +132,7 @@ def quick(config: StudyConfig) -> StudyConfig:
 
 @dataclass(frozen=True, eq=False)
 class StudyData:
-    source: TaskData
+    source: TaskData | None  # None when S is given (``source.checkpoint``) without source data
     target: TaskData
     target_full: TaskData
 
@@ -113,15 +143,23 @@ def _common(config: StudyConfig) -> dict:
 
 
 def target_spec(config: StudyConfig) -> DataSpec:
-    """The study's few-shot target as a spec that remote jobs load (what ``load_study_data`` loads)."""
-    return config.target.spec(shots=config.target.shots, limit_per_class=config.target.limit_per_class, **_common(config))
+    """The study's few-shot target as a spec that remote jobs load (what ``load_study_data`` loads).
+
+    With the shots budget the target has no validation set: only the shots are labelled.
+    """
+    common = _common(config) | ({"val_per_class": 0} if config.budget == "shots" else {})
+    return config.target.spec(shots=config.target.shots, limit_per_class=config.target.limit_per_class, **common)
 
 
 def load_study_data(config: StudyConfig) -> StudyData:
     src = config.source
-    source = src.spec(shots=src.shots, limit_per_class=src.limit_per_class, **_common(config)).load()
     target = target_spec(config).load()
     full = config.target.spec(shots=None, limit_per_class=config.full_limit_per_class, **_common(config)).load()
+    if src.checkpoint is not None and not src.data:
+        return StudyData(None, target, full)
+    if not src.data:
+        raise ConfigError("[source] needs data (a data set to train S on) or checkpoint (an existing S); give one")
+    source = src.spec(shots=src.shots, limit_per_class=src.limit_per_class, **_common(config)).load()
     if source.channels != target.channels or source.size != target.size:
         raise DataError(
             f"source images are {source.channels}x{source.size[0]}x{source.size[1]} but target images are "
@@ -147,8 +185,12 @@ def run_study(
     start = time.perf_counter()
     data = load_study_data(config)
     tr = config.training
-    source_spec = RunSpec(config.arch, tr.source, config.seed)
-    source_model, source_rec = run_training(source_spec, data.source, out / "source", device, progress, "source")
+    if config.source.checkpoint is not None:
+        source_model, source_rec = given_source(config, data, out / "source", device)
+        config = dataclasses.replace(config, arch=source_rec["arch"])
+    else:
+        source_spec = RunSpec(config.arch, tr.source, config.seed)
+        source_model, source_rec = run_training(source_spec, data.source, out / "source", device, progress, "source")
     s_path, upstream = str(out / "source" / MODEL_FILE), source_rec["fingerprint"]
     stages = {
         "target": (RunSpec(config.arch, tr.fewshot, config.seed, init=s_path), data.target),
@@ -168,8 +210,8 @@ def run_study(
         "config": config.to_dict(),
         "metric": records["target"]["metric"],
         "units": records["target"]["units"],
-        "tasks": {"source": data.source.kind.name, "target": data.target.kind.name},
-        "data": {name: d.describe() for name, d in vars(data).items()},
+        "tasks": {"source": (data.source or data.target).kind.name, "target": data.target.kind.name},
+        "data": {name: d.describe() for name, d in vars(data).items() if d is not None},
         "models": {
             name: {
                 "path": str(out / name / MODEL_FILE),
@@ -177,13 +219,15 @@ def run_study(
                 "test_metric": rec["test_metric"],
                 "test_metrics": rec["test_metrics"],
                 "val_metric": rec["val_metric"],
-                "evaluated_on": "source test" if name == "source" else "target test",
+                "evaluated_on": ("source test" if rec["test_metric"] is not None else "not evaluated (given S, no source data)")
+                if name == "source" else "target test",
                 "train_seconds": rec["training"]["seconds"],
                 "resumed": rec["resumed"],
             }
             for name, rec in records.items()
         },
         "gains": gains,
+        "warnings": caveats(config, data, records),
         **_headlines(files, transfer),
         "environment": environment(device),
         "seconds": time.perf_counter() - start,
@@ -226,6 +270,53 @@ def _headlines(files: dict, transfer: dict) -> dict:
     }
 
 
+def head_size(model: torch.nn.Module) -> int:
+    """The number of outputs of a model's task head (classes, mask labels or channels)."""
+    state = model.state_dict()
+    return int(next(state[k].shape[0] for k in head_names(model) if state[k].ndim >= 1))
+
+
+def given_source(config: StudyConfig, data: StudyData, out: Path, device) -> tuple[torch.nn.Module, dict]:
+    """S from the user's checkpoint or pretrained spec, fitted to the target's image channels and
+    written to ``out`` as a paramreuse checkpoint, so that every later stage reads it like a trained S.
+
+    A plain state dict needs ``config.arch``; a pretrained spec's input layer is adapted as timm does.
+    """
+    src, target = config.source, data.target
+    arch = config.arch if not pretrained_spec(src.checkpoint) else None
+    loaded, info = load_checkpoint(src.checkpoint, arch, input_size=target.size)
+    key = fingerprint({"given": state_digest(loaded.state_dict()), "arch": info.arch, "channels": target.channels})
+    out = prepare_out_dir(out)
+    done = load_if_current(out / TRAIN_FILE, key)
+    if done is not None and (out / MODEL_FILE).is_file():
+        return load_checkpoint(out / MODEL_FILE, info.arch)[0], done | {"resumed": True}
+    torch.manual_seed(config.seed)
+    model = build_model(info.arch, target.channels, info.num_classes)
+    fit = fit_state(loaded.state_dict(), model, info.arch, where=f"--source {src.checkpoint}",
+                    adapt_input=is_pretrained(info))  # fmt: skip
+    fitted = dataclasses.replace(info, in_channels=target.channels, input_size=target.size, task=task_key(target.kind))
+    save_checkpoint(out / MODEL_FILE, model, fitted)
+    record = {"fingerprint": key, "stage": "source", "arch": info.arch, "given": str(src.checkpoint),
+              "notes": fit.notes("S"), "metric": target.kind.metric_name, "test_metric": None, "test_metrics": {},
+              "val_metric": None, "training": {"seconds": 0.0}}  # fmt: skip
+    write_json(out / TRAIN_FILE, record)
+    return model.eval(), record | {"resumed": False}
+
+
+def caveats(config: StudyConfig, data: StudyData, records: dict) -> list[str]:
+    """What limits the study's verdicts: too few images to judge the tolerance, a model at chance."""
+    target = data.target
+    tolerance = config.thresholds.for_task(target.kind).layer_tolerance
+    judged = target.train if config.budget == "shots" else target.val
+    what = "cross-fitted evaluation set (the shots)" if config.budget == "shots" else "validation set"
+    found = [validation_caveat(len(judged), tolerance, metric=target.kind.metric_name, units=target.kind.units, what=what)]
+    if data.source is not None and records["source"]["test_metric"] is not None:
+        found.append(chance_caveat("S (on its own test set)", records["source"]["test_metric"], data.source.kind,
+                                   data.source.num_classes))  # fmt: skip
+    found.append(chance_caveat("T_full", records["full"]["test_metric"], target.kind, target.num_classes))
+    return [w for w in found if w]
+
+
 def paired_gain(a: torch.nn.Module, b: torch.nn.Module, data: TaskData, device, seed: int) -> dict:
     """Metric of ``a`` minus metric of ``b`` on the target test set, with a paired bootstrap CI."""
     targets = data.kind.targets(data.test)
@@ -240,9 +331,11 @@ def _transfer_study(source: torch.nn.Module, plan: dict, config: StudyConfig, ou
     """The plan against the other strategies, on the study's target and shots (transfer/)."""
     tgt = config.target
     shots = config.transfer.shots or (tgt.shots,)
-    transfer_config = dataclasses.replace(config.transfer, shots=shots, test_per_class=config.test_per_class)
+    transfer_config = dataclasses.replace(config.transfer, shots=shots, test_per_class=config.test_per_class,
+                                          budget=config.budget, thresholds=config.thresholds)  # fmt: skip
     source_spec = Source(config.arch, {k: v.detach().cpu() for k, v in source.state_dict().items()})
-    return run_transfer(source_spec, plan_decisions(plan), tgt.data, tgt.classes, out / "transfer", transfer_config,
+    # No fixed plan: each run makes the plan from its own shots, as a user following the tool would.
+    return run_transfer(source_spec, None, tgt.data, tgt.classes, out / "transfer", transfer_config,
                         device, progress, config.data_dir, headline=tgt.shots, task=tgt.task, size=tgt.size,
                         executor=executor)  # fmt: skip
 
@@ -255,14 +348,22 @@ def _assess_study(models: dict, data: StudyData, config: StudyConfig, out: Path,
     stored = {name: load_if_current(out / name, key) for name in names}
     if all(v is not None for v in stored.values()):
         return stored
-    sweep_config = dataclasses.replace(config.sweep, seed=config.seed)
+    thresholds = config.thresholds.for_task(data.target.kind)
+    # One threshold, one place: the sweep's early stopping and findings use the judged tolerance.
+    sweep_config = dataclasses.replace(config.sweep, seed=config.seed, tolerance=thresholds.layer_tolerance)
     source = models["source"]
-    if data.target.num_outputs != data.source.num_outputs:  # S's head cannot pair with T's: give it a fresh one
+    if data.target.num_outputs != head_size(source):  # S's head cannot pair with T's: give it a fresh one
         source = source_for_target(out / "source" / MODEL_FILE, data.target, config.seed)
     t_file = Checkpoint(str(out / "target" / MODEL_FILE), config.arch)
     inputs = SweepInputs(t_file, target_spec(config)) if executor.remote else None
-    assess(source, models["target"], data.target, out, config.align, None, sweep_config,
-           config.thresholds, device, progress, key=key, executor=executor, inputs=inputs)  # fmt: skip
+    sweep = None
+    if config.budget == "shots":
+        state = {k: v.detach().cpu() for k, v in models["source"].state_dict().items()}
+        sweep = crossfit_sweep(arch=config.arch, state=state, data=data.target, config=sweep_config,
+                               training=config.training.fewshot, seed=config.seed, device=device, progress=progress)  # fmt: skip
+    assess(source, models["target"], data.target, out, align=config.align, sweep_config=sweep_config,
+           thresholds=thresholds, device=device, progress=progress, key=key, executor=executor, inputs=inputs,
+           sweep=sweep)  # fmt: skip
     for name in ("full", "scratch"):
         compare_pair(source, models[name], data.target, out, config.align, None, config.seed, PAIR_FILES[name], key)
     return {name: load_if_current(out / name, key) for name in names}

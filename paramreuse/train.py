@@ -27,13 +27,19 @@ class ProgressEvent:
 Progress = Callable[[ProgressEvent], None]
 
 
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train.
 
     ``lr_scale`` maps a parameter-name prefix to a multiplier of ``lr``; 0 freezes those
     parameters (and keeps their batch-norm statistics fixed). The longest matching prefix wins.
-    ``min_steps`` raises the epoch count for tiny (few-shot) training sets.
+    ``min_steps`` raises the epoch count for tiny (few-shot) training sets. ``auto_rgn``
+    rescales every tensor's rate at the start of each epoch by its relative gradient norm
+    |grad| / |theta|, normalised by the largest (Auto-RGN, Lee et al., ICLR 2023).
     """
 
     epochs: int = 5
@@ -44,6 +50,18 @@ class TrainConfig:
     schedule: str = "cosine"
     min_steps: int = 0
     lr_scale: tuple[tuple[str, float], ...] = ()
+    auto_rgn: bool = False
+
+    def __post_init__(self) -> None:
+        from paramreuse.config import ConfigError, check_choice
+
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        for name, low in (("epochs", 1), ("batch_size", 1), ("min_steps", 0)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise ConfigError(f"lr must be > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,8 +99,8 @@ def _scale_for(name: str, lr_scale: tuple[tuple[str, float], ...]) -> float:
 
 
 def param_groups(model: nn.Module, config: TrainConfig) -> tuple[list[dict], set[str]]:
-    """Optimiser groups by learning-rate scale, and the names of frozen parameters."""
-    groups: dict[float, list[nn.Parameter]] = {}
+    """Optimiser groups by learning-rate scale (one per tensor for Auto-RGN), and the names of frozen parameters."""
+    groups: dict[float | str, list[nn.Parameter]] = {}
     frozen = set()
     for name, p in model.named_parameters():
         scale = _scale_for(name, config.lr_scale)
@@ -91,8 +109,39 @@ def param_groups(model: nn.Module, config: TrainConfig) -> tuple[list[dict], set
             frozen.add(name)
         else:
             p.requires_grad_(True)
-            groups.setdefault(scale, []).append(p)
+            groups.setdefault(name if config.auto_rgn else scale, []).append(p)
+    if config.auto_rgn:
+        return [{"params": ps, "lr": config.lr, "base_lr": config.lr} for ps in groups.values()], frozen
     return [{"params": ps, "lr": config.lr * s} for s, ps in groups.items()], frozen
+
+
+def relative_gradient_norms(
+    model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], task: Task, params: list[nn.Parameter]
+) -> list[float]:
+    """|grad| / |theta| of each of ``params`` over ``batches`` (normalisation statistics left untouched)."""
+    buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    model.zero_grad(set_to_none=True)
+    for x, y in batches:
+        task.loss(model(x), y).backward()
+    model.load_state_dict(buffers, strict=False)
+    norms = []
+    for p in params:
+        grad = p.grad.norm().item() if p.grad is not None else 0.0
+        size = p.detach().norm().item()
+        norms.append(grad / size if size > 0 else math.inf)  # a zero tensor (a fresh bias) has no relative norm
+    model.zero_grad(set_to_none=True)
+    return norms
+
+
+def _auto_rgn_rates(opt: torch.optim.Optimizer, norms: list[float], progress_fraction: float, schedule: str) -> None:
+    """Each group's rate: its base rate x RGN / max RGN x the schedule's factor now.
+
+    A tensor that is all zeros (infinite RGN) trains at the full rate and is left out of the maximum.
+    """
+    top = max((n for n in norms if math.isfinite(n)), default=0.0) or 1.0
+    factor = 0.5 * (1 + math.cos(math.pi * progress_fraction)) if schedule == "cosine" else 1.0
+    for group, norm in zip(opt.param_groups, norms):
+        group["lr"] = group["base_lr"] * min(norm / top, 1.0) * factor
 
 
 def _hold_frozen_norms(model: nn.Module, frozen: set[str]) -> None:
@@ -146,6 +195,10 @@ def train(
         model.train()
         _hold_frozen_norms(model, frozen)
         order = torch.randperm(len(data), generator=g)
+        if config.auto_rgn:  # on the first (up to) two batches of this epoch's order
+            probe = [(data.x[idx].to(device), targets[idx].to(device)) for idx in order[: 2 * config.batch_size].split(config.batch_size)]
+            norms = relative_gradient_norms(model, probe, task, [grp["params"][0] for grp in opt.param_groups])
+            _auto_rgn_rates(opt, norms, step / total, config.schedule)
         loss_sum, seen = 0.0, 0
         for i in range(0, len(data), config.batch_size):
             idx = order[i : i + config.batch_size]

@@ -16,7 +16,8 @@ from paramreuse.errors import CheckpointError
 from paramreuse.layers import Unit, inventory
 from paramreuse.models.heads import head_module_name
 
-STRATEGIES = ("scratch", "finetune-all", "linear-probe", "plan", "best-depth", "l2-sp")
+STRATEGIES = ("scratch", "finetune-all", "linear-probe", "lp-ft", "l2-sp", "auto-rgn", "plan", "best-depth")
+ORACLES = ("best-depth",)  # choose among trained candidates on held-out labels: a ceiling, not a baseline
 REUSE = ("reuse-frozen", "reuse-finetuned")
 
 
@@ -96,6 +97,8 @@ class Strategy:
     lr_scale: tuple[tuple[str, float], ...]
     l2sp: bool = False  # pull the transplanted weights towards S's values while training
     depth: int | None = None
+    warm_head: bool = False  # LP-FT: train the head alone on frozen S first, then everything
+    auto_rgn: bool = False  # per-tensor rates by relative gradient norm (surgical fine-tuning)
 
     def describe(self) -> dict:
         return {"name": self.name, "depth": self.depth, "decisions": dict(self.decisions)}
@@ -134,6 +137,11 @@ def strategy(
 
     ``plan``: decisions per unit for ``plan``; ``depth``: frozen units 1..depth for a
     ``best-depth`` candidate.
+
+    - ``lp-ft``: linear probe on frozen S, then fine-tune everything from that head (Kumar et
+      al., ICLR 2022);
+    - ``auto-rgn``: everything fine-tuned, each tensor's rate scaled by its relative gradient
+      norm, recomputed every epoch (Auto-RGN, Lee et al., ICLR 2023).
     """
     names = unit_names(model)
     head = head_module_name(model)
@@ -153,10 +161,11 @@ def strategy(
         return Strategy(name, frozen, lr_scales(model, frozen, 1.0), depth=depth)
     if name == "l2-sp":
         return Strategy(name, reuse_all, (), l2sp=True)
+    if name == "lp-ft":
+        return Strategy(name, reuse_all, (), warm_head=True)
+    if name == "auto-rgn":
+        return Strategy(name, reuse_all, (), auto_rgn=True)
     raise ValueError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
 
 
-def plan_decisions(plan: dict) -> dict[str, str]:
-    """Decisions per unit from a plan.json document."""
-    return {layer["name"]: layer["decision"] for layer in plan["layers"]}
 

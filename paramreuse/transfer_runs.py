@@ -1,8 +1,14 @@
 """Run transfer strategies over shots and seeds on the same target samples, with statistics.
 
-Every (shots, seed) pair draws its own target shots and validation carve; all strategies of a
-pair train on exactly those images with the one training loop, so comparisons are paired.
-Finished runs are appended to ``transfer.runs.jsonl`` and a rerun resumes from it.
+Every (shots, seed) pair draws its own target shots; all strategies of a pair train on exactly
+those images with the one training loop, so comparisons are paired. Finished runs are
+appended to ``transfer.runs.jsonl`` and a rerun resumes from it.
+
+The labelled budget (``TransferConfig.budget``): with ``shots`` (the default) a run sees only
+its shots: the plan is made from them by cross-fitting (:mod:`paramreuse.crossfit`) and
+best-depth chooses its depth on a fifth of them held out. ``validation-set`` adds the carved
+validation set (10% of each class, up to 500 images) for best-depth's choice: far more labels
+than a few-shot user has, shown only as a labelled reference.
 """
 
 from __future__ import annotations
@@ -15,37 +21,67 @@ from pathlib import Path
 
 import torch
 
+from paramreuse.config import ConfigError, check_choice
+from paramreuse.crossfit import crossfit_sweep, held_out
 from paramreuse.data import TaskData, load_task, task_for
 from paramreuse.errors import CheckpointError
+from paramreuse.judge import Decision, Thresholds, frozen_depth
+from paramreuse.replace import SweepConfig
 from paramreuse.executor import LOCAL, DataSpec, Executor, remove_file, shippable_file
 from paramreuse.models import build_model, read_state_dict
+from paramreuse.models.heads import head_module_name
 from paramreuse.results import JsonlLog, fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
-from paramreuse.stats import paired_test, t_interval
+from paramreuse.stats import paired_test, seed_interval
 from paramreuse.train import Progress, ProgressEvent, TrainConfig, evaluate, train
-from paramreuse.transfer import L2SP, STRATEGIES, strategy, transplant, unit_names
+from paramreuse.transfer import L2SP, ORACLES, STRATEGIES, strategy, transplant, unit_names
 
 TRANSFER_FILE, RUNS_LOG = "transfer.json", "transfer.runs.jsonl"
 SOURCE_FILE = "transfer.source.safetensors"  # S's tensors, for the workers of a remote executor
 FEWSHOT = TrainConfig(epochs=1, batch_size=16, lr=1e-2, optimizer="sgd", min_steps=150)
 INIT_OFFSET = 10_000  # fresh parameters never share S's initialisation (S used the study seed)
-COMPARED = ("scratch", "finetune-all")
+COMPARED = ("scratch", "finetune-all", "lp-ft", "l2-sp", "auto-rgn")
+BUDGETS = ("shots", "validation-set")
+HOLDOUT = 0.2  # best-depth's share of the shots held out to choose its depth (shots budget)
+MAX_CANDIDATES = 9  # best-depth tries at most this many frozen depths, evenly spaced
 
 
 @dataclass(frozen=True)
 class TransferConfig:
-    """Which strategies, shots and seeds; how the target model is trained."""
+    """Which strategies, shots and seeds; how the target model is trained; the labelled budget.
+
+    ``thresholds`` are the plan rule's (the plan is made afresh from each run's shots when no
+    plan is given); ``finetuned_scale`` is the rate of reuse-finetuned units of a given plan.
+    """
 
     strategies: tuple[str, ...] = STRATEGIES
     shots: tuple[int, ...] = (5, 10, 20, 50)
     seeds: int = 5
     training: TrainConfig = field(default_factory=lambda: FEWSHOT)
-    finetuned_scale: float = 0.1
+    finetuned_scale: float = 1.0
     l2sp_alpha: float = 0.01
     l2sp_beta: float = 0.01
     test_per_class: int | None = None
+    budget: str = "shots"
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    depth_candidates: int = MAX_CANDIDATES
+
+    def __post_init__(self) -> None:
+        for name in self.strategies:
+            check_choice("strategies", name, STRATEGIES)
+        check_choice("budget", self.budget, BUDGETS)
+        if self.seeds < 1 or any(n < 1 for n in self.shots):
+            raise ConfigError(f"seeds and shots must be at least 1, got {self.seeds} and {list(self.shots)}")
+        if self.depth_candidates < 2:
+            raise ConfigError(f"depth_candidates must be at least 2, got {self.depth_candidates}")
+        if self.finetuned_scale < 0:
+            raise ConfigError(f"finetuned_scale must be >= 0, got {self.finetuned_scale}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def data_options(self) -> dict:
+        """What the budget means for loading a run's target data."""
+        return {"val_per_class": 0} if self.budget == "shots" else {}
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +100,7 @@ class Prepared:
     training: TrainConfig
     penalty: L2SP | None
     copied: int
+    warm_head: bool = False
 
 
 def prepare(
@@ -80,17 +117,18 @@ def prepare(
         anchor = {k: v for k, v in model.named_parameters() if k in set(report.copied)}
         penalty = L2SP(anchor, config.l2sp_alpha, config.l2sp_beta)
     decay = 0.0 if chosen.l2sp else config.training.weight_decay  # L2-SP replaces plain weight decay
-    training = replace(config.training, lr_scale=chosen.lr_scale, weight_decay=decay)
-    return Prepared(model, training, penalty, len(report.copied))
+    training = replace(config.training, lr_scale=chosen.lr_scale, weight_decay=decay, auto_rgn=chosen.auto_rgn)
+    return Prepared(model, training, penalty, len(report.copied), chosen.warm_head)
 
 
 def run_one(
     source: Source, task: TaskData, name: str, plan: dict | None, seed: int, config: TransferConfig,
-    device, depth: int | None = None,
+    device, depth: int | None = None, warm_head: bool = False,
 ) -> dict:  # fmt: skip
     """Prepare, train on the shots, evaluate on the target test set."""
     p = prepare(source, task, name, plan, seed, config, depth)
-    result = train(p.model, task.train, p.training, seed, task.val, task.kind, device, penalty=p.penalty)
+    p = replace(p, warm_head=p.warm_head or warm_head)
+    result = fit(p, task.train, task, seed, device)
     return {
         "value": evaluate(p.model, task.test, task.kind, device),
         "val": result.val_metric,
@@ -98,6 +136,38 @@ def run_one(
         "copied": p.copied,
         "seconds": result.seconds,
     }
+
+
+def fit(p: Prepared, images, task: TaskData, seed: int, device):
+    """Train a prepared model on ``images``; LP-FT first trains the head alone on the frozen body."""
+    if p.warm_head:
+        head = head_module_name(p.model)
+        train(p.model, images, replace(p.training, lr_scale=(("", 0.0), (head, 1.0))), seed, None, task.kind, device)
+    val = task.val if len(task.val) else None
+    return train(p.model, images, p.training, seed, val, task.kind, device, penalty=p.penalty)
+
+
+def plan_from_shots(source: Source, task: TaskData, seed: int, config: TransferConfig, device) -> tuple[dict, dict]:
+    """The plan rule applied to this run's shots alone: decisions per unit, and the evidence."""
+    thresholds = config.thresholds.for_task(task.kind)
+    sweep_config = SweepConfig(params=(), tolerance=thresholds.layer_tolerance)
+    sweep = crossfit_sweep(arch=source.arch, state=source.state, data=task, config=sweep_config,
+                           training=config.training, seed=seed, device=device)  # fmt: skip
+    depth = frozen_depth(sweep.by_kind("cumulative"), thresholds.layer_tolerance, thresholds.freeze_on)
+    names = unit_names(build_model(source.arch, task.channels, task.num_outputs))
+    decisions = {n: (Decision.FROZEN if i < depth else Decision.FINETUNED).value for i, n in enumerate(names)}
+    curve = [{"depth": r.depth, "drop": r.drop, "ci": list(r.ci)} for r in sweep.by_kind("cumulative")]
+    return decisions, {"depth": depth, "plan_seconds": sweep.seconds, "curve": curve,
+                       "tolerance": thresholds.layer_tolerance}  # fmt: skip
+
+
+def _plan_run(source: Source, task: TaskData, plan: dict | None, seed: int, config: TransferConfig, device) -> dict:
+    """The plan strategy: a given plan applied as it is, or the plan made from this run's shots."""
+    if plan is not None:
+        return run_one(source, task, "plan", plan, seed, config, device)
+    decisions, evidence = plan_from_shots(source, task, seed, config, device)
+    planned = replace(config, finetuned_scale=config.thresholds.finetuned_rate)
+    return run_one(source, task, "plan", decisions, seed, planned, device, warm_head=config.thresholds.warm_head) | evidence
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,6 +191,8 @@ def transfer_job(job: TransferJob) -> dict:
     source = Source(job.arch, job.state if isinstance(job.state, dict) else _read_source(job.state, job.digest))
     if job.strategy == "best-depth":
         return _best_depth(source, task_data, job.plan, job.seed, job.config, job.device)
+    if job.strategy == "plan":
+        return _plan_run(source, task_data, job.plan, job.seed, job.config, job.device)
     return run_one(source, task_data, job.strategy, job.plan, job.seed, job.config, job.device)
 
 
@@ -133,8 +205,9 @@ def _read_source(path: str, digest: str) -> dict:
     return state
 
 
-def summarise(runs: dict[str, dict], config: TransferConfig, headline: int) -> dict:
-    """Means, CIs and paired tests per strategy and shots; top-level keys describe ``headline`` shots."""
+def summarise(runs: dict[str, dict], config: TransferConfig, headline: int, bounds=None) -> dict:
+    """Means, CIs (inside the metric's ``bounds``; none below 3 seeds) and paired tests per strategy
+    and shots; top-level keys describe ``headline`` shots."""
     by = {(r["strategy"], r["shots"], r["seed"]): r for r in runs.values()}
     seeds = list(range(config.seeds))
     strategies = {}
@@ -142,10 +215,13 @@ def summarise(runs: dict[str, dict], config: TransferConfig, headline: int) -> d
         per_shots = {}
         for n in config.shots:
             values = [by[(name, n, s)]["value"] for s in seeds]
-            per_shots[str(n)] = {"mean": statistics.fmean(values), "ci": t_interval(values), "runs": values}
-            if name == "best-depth":
+            per_shots[str(n)] = seed_interval(values, bounds) | {"runs": values}
+            if name in ("best-depth", "plan") and by[(name, n, 0)].get("depth") is not None:
                 per_shots[str(n)]["depths"] = [by[(name, n, s)]["depth"] for s in seeds]
-        strategies[name] = per_shots[str(headline)] | {"by_shots": per_shots}
+            for cost in ("seconds", "plan_seconds", "candidate_seconds"):  # compute, for side-by-side cost ratios
+                if cost in by[(name, n, 0)]:
+                    per_shots[str(n)][cost] = [by[(name, n, s)][cost] for s in seeds]
+        strategies[name] = per_shots[str(headline)] | {"by_shots": per_shots, "oracle": name in ORACLES}
     significance = {}
     if "plan" in config.strategies:
         for other in (o for o in COMPARED if o in config.strategies):
@@ -175,8 +251,6 @@ def run_transfer(
     ``task`` and ``size`` are passed to :func:`paramreuse.data.load_task` (default: the data's own task).
     Each run is a job for ``executor``; the workers of a remote one read S from a file in ``out``.
     """
-    if "plan" in config.strategies and plan is None:
-        raise ValueError("the plan strategy needs a plan; pass one or leave 'plan' out of the strategies")
     out = prepare_out_dir(out)
     digest = state_digest(source.state)
     runs_key = fingerprint({"source": [source.arch, digest], "plan": plan, "data": [data, classes, task, size], "config": config.to_dict()})
@@ -197,7 +271,7 @@ def run_transfer(
     for job_id in todo:
         n, s, name = runs[job_id]
         target = DataSpec.of(data, classes=classes, shots=n, seed=s, data_dir=data_dir,
-                             test_per_class=config.test_per_class, task=task, size=size)  # fmt: skip
+                             test_per_class=config.test_per_class, task=task, size=size, **config.data_options())  # fmt: skip
         jobs.append((job_id, TransferJob(source.arch, state, plan, target, name, s, config, device, sorted_digest)))
     resumed = [(job_id, None) for job_id in runs if job_id in log.done]  # counted, not recomputed
     with closing(executor.map_unordered(transfer_job, jobs)) as results:  # closed early: no job keeps running
@@ -217,33 +291,54 @@ def run_transfer(
         "seeds": config.seeds,
         "plan": plan,
         "config": config.to_dict(),
-        "ci": "95% Student-t interval over seeds",
+        "ci": "95% Student-t interval over seeds, inside the metric's bounds; none below 3 seeds",
         "fingerprint": key,
-    } | summarise(log.done, config, headline)
+    } | summarise(log.done, config, headline, task_for(data, task).bounds)
     write_json(out / TRANSFER_FILE, document)
     log.close()
     remove_file(out / SOURCE_FILE)
     return document
 
 
-def _best_depth(source: Source, task: TaskData, plan, seed: int, config: TransferConfig, device) -> dict:
-    """Oracle: freeze units 1..k for every k, keep the k with the best validation metric.
+def candidate_depths(units: int, most: int = MAX_CANDIDATES) -> list[int]:
+    """Frozen depths best-depth tries: all of 0..units, or ``most`` of them evenly spaced (0 and units included).
 
-    Only the chosen candidate is evaluated on the test set.
+    >>> candidate_depths(4), candidate_depths(20, 5)
+    ([0, 1, 2, 3, 4], [0, 5, 10, 15, 20])
     """
-    depths = range(len(unit_names(build_model(source.arch, task.channels, task.num_outputs))) + 1)
+    if units + 1 <= most:
+        return list(range(units + 1))
+    return sorted({round(i * units / (most - 1)) for i in range(most)})
+
+
+def _best_depth(source: Source, task: TaskData, plan, seed: int, config: TransferConfig, device) -> dict:
+    """Oracle: freeze units 1..k for every candidate k, keep the k with the best validation metric.
+
+    With the shots budget, candidates train on four fifths of the shots and are judged on the
+    rest; the chosen depth is then trained on all shots. Only that model meets the test set.
+    """
+    units = len(unit_names(build_model(source.arch, task.channels, task.num_outputs)))
+    if len(task.val):
+        fit_images, val = task.train, task.val
+    else:
+        fit_images, val = held_out(task.train, HOLDOUT, seed)
     candidates = []
-    for k in depths:
+    for k in candidate_depths(units, config.depth_candidates):
         p = prepare(source, task, "best-depth", plan, seed, config, depth=k)
-        result = train(p.model, task.train, p.training, seed, task.val, task.kind, device)
-        candidates.append((result.val_metric, -k, k, p, result.seconds))
-    val, _, depth, best, _ = max(candidates, key=lambda c: c[:2])
+        result = train(p.model, fit_images, p.training, seed, None, task.kind, device)
+        score = evaluate(p.model, val, task.kind, device)
+        candidates.append((score, -k, k, p, result.seconds))
+    val_score, _, depth, best, _ = max(candidates, key=lambda c: c[:2])
+    seconds = sum(c[4] for c in candidates)
+    if fit_images is not task.train:  # retrain the chosen depth on every shot
+        best = prepare(source, task, "best-depth", plan, seed, config, depth=depth)
+        seconds += train(best.model, task.train, best.training, seed, None, task.kind, device).seconds
     return {
         "value": evaluate(best.model, task.test, task.kind, device),
-        "val": val,
+        "val": val_score,
         "depth": depth,
         "copied": best.copied,
-        "seconds": sum(c[4] for c in candidates),
+        "seconds": seconds,
+        "candidate_seconds": sum(c[4] for c in candidates),
         "candidates": [{"depth": c[2], "val": c[0]} for c in candidates],
     }
-

@@ -24,6 +24,18 @@ def test_toml_fills_nested_dataclasses(tmp_path):
         ("seed = 'zero'", "seed must be int"),
         ("[target]\nshots = 2.5", "shots must be int"),
         ("arch = ", "not valid TOML"),
+        # choices and ranges are checked by the dataclasses themselves, before any work
+        ("[sweep]\nparams = ['conv.weights']", r"config.toml.sweep: params: unknown value 'conv.weights'; did you mean 'conv.weight'\?"),
+        ("[transfer]\nstrategies = ['lpft']", r"config.toml.transfer: strategies: .*did you mean 'lp-ft'\?"),
+        ("[training.fewshot]\noptimizer = 'adamw'", r"config.toml.training.fewshot: optimizer: .*did you mean 'adam'\?"),
+        ("[training.full]\nschedule = 'cosin'", r"schedule: unknown value 'cosin'; did you mean 'cosine'\?"),
+        ("[thresholds]\nlayer_tolerance = -0.02", r"config.toml.thresholds: layer_tolerance must be >= 0"),
+        ("[thresholds]\nfreeze_on = 'median'", r"freeze_on: unknown value 'median'"),
+        ("align = 'weight'", r"config.toml: align: unknown value 'weight'; did you mean 'weights'\?"),
+        ("budget = 'all'", r"budget: unknown value 'all'"),
+        ("[target]\nshots = 0", r"config.toml.target: shots must be at least 1"),
+        ("[target]\ntask = 'segment'", r"task: unknown value 'segment'; did you mean 'segmentation'\?"),
+        ("[sweep]\ntolerance = -1", r"tolerance must be >= 0"),
     ],
 )
 def test_bad_config(tmp_path, text, message):
@@ -44,3 +56,16 @@ def test_nested_table_keeps_the_parent_defaults(tmp_path):
     config = load_toml(StudyConfig, path)
     assert config.transfer.seeds == 2 and config.transfer.shots == StudyConfig().transfer.shots == ()
     assert config.training.fewshot.lr == 0.5 and config.training.fewshot.min_steps == StudyConfig().training.fewshot.min_steps
+
+
+def test_bad_config_is_one_line_and_exit_2_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from paramreuse.cli import app
+
+    path = tmp_path / "config.toml"
+    path.write_text("[transfer]\nstrategies = ['plan', 'magic']\n")
+    result = CliRunner().invoke(app, ["study", "--config", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "strategies: unknown value 'magic'" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()  # refused before any folder or training

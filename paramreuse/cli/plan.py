@@ -68,7 +68,8 @@ def plan_command(
     executor = open_executor(backend, address, cpus_per_job, gpus_per_job, dev)
     inputs = SweepInputs(Checkpoint(str(target), arch), spec) if executor.remote else None
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
-        assess(s, t, task, out, align, lineage, config, thresholds, dev, bar, executor=executor, inputs=inputs)
+        assess(s, t, task, out, align=align, lineage=lineage, sweep_config=config, thresholds=thresholds,
+               device=dev, progress=bar, executor=executor, inputs=inputs)
     plan = read_json(out / PLAN_FILE)  # printed as written
     emit(plan, fmt, lambda console: (print_notes(console, pair.notes), print_plan(console, plan, out)), quiet)
 

@@ -77,7 +77,7 @@ def replace_command(
     executor = open_executor(backend, address, cpus_per_job, gpus_per_job, dev)
     inputs = SweepInputs(Checkpoint(str(target), arch), spec) if executor.remote else None
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
-        assess(s, t, task, out, align, lineage, config, device=dev, progress=bar, with_plan=False,
+        assess(s, t, task, out, align=align, lineage=lineage, sweep_config=config, device=dev, progress=bar, with_plan=False,
                executor=executor, inputs=inputs)  # fmt: skip
     sweep = read_json(out / REPLACEMENT_FILE)  # printed as written: findings and lineage included
     emit(sweep, fmt, lambda console: (print_notes(console, pair.notes), print_sweep(console, sweep, out)), quiet)

@@ -38,13 +38,29 @@ def study_command(
     address: AddressOpt = None,
     cpus_per_job: CpusPerJobOpt = 1.0,
     gpus_per_job: GpusPerJobOpt = None,
+    source: Annotated[str | None, typer.Option("--source", help="An existing S instead of training one: a paramreuse "
+                      "checkpoint, a plain .pt/.pth/.safetensors state dict (with --arch), or a pretrained spec such "
+                      "as torchvision:resnet18?weights=DEFAULT.")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="Architecture spec (e.g. builtin:cnn, torchvision:resnet18, "
+                    "py:net.py:make); needed with a plain state dict.")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="Target data set, e.g. folder:PATH or digits.")] = None,
+    classes: Annotated[str | None, typer.Option("--classes", help="Target classes: 5-9, 5,6,7 or names.")] = None,
+    shots: Annotated[int | None, typer.Option("--shots", help="Labelled target images per class.")] = None,
+    size: Annotated[int | None, typer.Option("--size", help="Resize target images to SIZE x SIZE pixels.")] = None,
+    budget: Annotated[str | None, typer.Option("--budget", help="Labelled target images the judgements may use: "
+                      "'shots' (default: only the shots) or 'validation-set' (a carved validation set too).")] = None,
 ) -> None:
-    """Train S on the source classes, make T (fine-tuned), T_scratch and T_full on the target, compare their kernels.
+    """Train S on the source classes (or take --source), make T (fine-tuned), T_scratch and T_full on the
+    target, judge which units to reuse, and prove the plan against the strategies a practitioner would use.
 
     Default: Fashion-MNIST classes 0-4 as source, classes 5-9 with 10 shots per class as target,
-    builtin CNN. Re-running with the same --out skips finished stages.
+    builtin CNN. With --source, S is not trained and the source data are not needed:
+    `paramreuse study --source s.pt --arch torchvision:resnet18 --target folder:imgs --shots 10`.
+    Re-running with the same --out skips finished stages.
     """
     cfg = load_toml(StudyConfig, config) if config else StudyConfig()
+    cfg = with_overrides(cfg, source=source, arch=arch, target=target, classes=classes, shots=shots, size=size,
+                         budget=budget)  # fmt: skip
     if seed is not None:
         cfg = dataclasses.replace(cfg, seed=seed)
     if data_dir is not None:
@@ -58,9 +74,28 @@ def study_command(
     emit(results, fmt, lambda console: summary(console, results, out), quiet)
 
 
+def with_overrides(cfg: StudyConfig, *, source, arch, target, classes, shots, size, budget) -> StudyConfig:
+    """The config with the command line's choices applied (each one only when given)."""
+    replace, tgt, src = dataclasses.replace, cfg.target, cfg.source
+    if source is not None:  # a given S needs no source data unless the config names some explicitly
+        src = replace(src, checkpoint=source, data=src.data if config_names_source(cfg) else None)
+    if size is not None:
+        src, tgt = replace(src, size=size), replace(tgt, size=size)
+    tgt = replace(tgt, **{k: v for k, v in (("data", target), ("classes", classes), ("shots", shots)) if v is not None})
+    if target is not None and classes is None and target != StudyConfig().target.data:
+        tgt = replace(tgt, classes="all")  # another data set: all its classes unless --classes says otherwise
+    fields = {k: v for k, v in (("arch", arch), ("budget", budget)) if v is not None}
+    return replace(cfg, source=src, target=tgt, **fields)
+
+
+def config_names_source(cfg: StudyConfig) -> bool:
+    return cfg.source != StudyConfig().source
+
+
 def summary(console, results: dict, out: Path) -> None:
     metric = results["metric"]
-    rows = [[MODEL_LABELS.get(n, n), m["evaluated_on"], m["test_metric"]] for n, m in results["models"].items()]
+    rows = [[MODEL_LABELS.get(n, n), m["evaluated_on"], "–" if m["test_metric"] is None else m["test_metric"]]
+            for n, m in results["models"].items()]
     console.print(table("Models", ["model", "evaluated on", f"test {metric}"], rows))
     gain = results["gains"]["target_vs_scratch"]
     console.print(f"T - T_scratch: {gain['mean']:+.4f} {metric} (95% CI {gain['ci'][0]:+.4f} to {gain['ci'][1]:+.4f}, "
@@ -78,5 +113,7 @@ def summary(console, results: dict, out: Path) -> None:
     console.print(table("Companion paper's parameter-type findings on this pair",
                         ["finding", "holds"], [[f["finding"], holds_text(f["holds"])] for f in findings]))  # fmt: skip
     print_transfer(console, read_json(out / results["transfer"]["file"]))
+    for warning in results.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     console.print(f"[bold]Verdict:[/] {escape(run_verdict(load_run(out)))}", highlight=False)
     console.print(f"results: {out / 'results.json'}   report: {out / 'report.html'}")

@@ -17,7 +17,8 @@ from paramreuse.models import is_pretrained
 from paramreuse.models.sources import fit_to, load_source
 from paramreuse.results import read_json
 from paramreuse.train import resolve_device
-from paramreuse.transfer import STRATEGIES, plan_decisions
+from paramreuse.judge import plan_decisions
+from paramreuse.transfer import STRATEGIES
 from paramreuse.transfer_runs import TRANSFER_FILE, Source, TransferConfig, run_transfer
 
 
@@ -34,15 +35,19 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 @clean_errors
 def transfer_command(
     source: Annotated[Path, typer.Argument(help=f"S: {SOURCE_HELP}.")],
-    plan: Annotated[Path, typer.Option("--plan", help="plan.json written by `paramreuse plan` or a study.")],
     data: Annotated[str, typer.Option("--data", help="Target data set.")],
+    plan: Annotated[Path | None, typer.Option("--plan", help="plan.json written by `paramreuse plan` or a study; "
+                                              "without it the plan rule runs on each run's own shots.")] = None,
     classes: ClassesOpt = None,
     task: TaskOpt = None,
     size: SizeOpt = None,
     shots: Annotated[str, typer.Option("--shots", help="Shots per class, comma-separated, e.g. 5,10,20,50.")] = "5,10,20,50",
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per shots value (each draws its own shots).")] = 5,
     strategies: Annotated[str, typer.Option("--strategies", help=f"Comma-separated subset of {', '.join(STRATEGIES)}.")] = ",".join(STRATEGIES),
-    finetuned_scale: Annotated[float, typer.Option(help="Learning-rate scale of reuse-finetuned units.")] = 0.1,
+    finetuned_scale: Annotated[float, typer.Option(help="Learning-rate scale of a given plan's reuse-finetuned units.")] = 1.0,
+    budget: Annotated[str, typer.Option("--budget", help="Labelled images each run may use: 'shots' (only its shots; "
+                                        "best-depth holds out a fifth of them) or 'validation-set' (plus a carved "
+                                        "validation set of up to 500 per class, a labelled reference).")] = "shots",
     arch: ArchOpt = None,
     out: OutOpt = Path("runs/transfer"),
     fmt: FormatOpt = Format.human,
@@ -54,10 +59,13 @@ def transfer_command(
     cpus_per_job: CpusPerJobOpt = 1.0,
     gpus_per_job: GpusPerJobOpt = None,
 ) -> None:
-    """Train the target from S as the plan says, against scratch, fine-tune-all, linear probe, the best fixed depth and L2-SP.
+    """Train the target from S as the plan says, against what a practitioner would do anyway.
 
-    Every strategy trains on the same shots per seed; transfer.json has means, 95% CIs over
-    seeds and paired t-tests of the plan against scratch and fine-tune-all. Resumes from --out.
+    Strategies: scratch, finetune-all, linear-probe, lp-ft (linear probe, then fine-tune),
+    l2-sp, auto-rgn (surgical fine-tuning by relative gradient norms), plan, and best-depth
+    (an oracle: the frozen prefix chosen on held-out labels). Every strategy trains on the same
+    shots per seed; transfer.json has means, 95% CIs over seeds and paired t-tests of the plan
+    against each baseline. Resumes from --out.
     """
     names = tuple(s.strip() for s in strategies.split(",") if s.strip())
     unknown = [n for n in names if n not in STRATEGIES]
@@ -69,8 +77,9 @@ def transfer_command(
     if is_pretrained(info):  # its input layer is adapted to the target's channels, as timm adapts pretrained weights
         channels = target_spec(data, classes, None, 0, data_dir, task, size).load().channels
         model, _ = fit_to(model, info, channels=channels, num_outputs=info.num_classes, keep_head=True, where=str(source))
-    decisions = plan_decisions(read_json(plan))
-    config = TransferConfig(strategies=names, shots=_ints(shots, "shots"), seeds=seeds, finetuned_scale=finetuned_scale)
+    decisions = plan_decisions(read_json(plan)) if plan is not None else None
+    config = TransferConfig(strategies=names, shots=_ints(shots, "shots"), seeds=seeds, finetuned_scale=finetuned_scale,
+                            budget=budget)  # fmt: skip
     src = Source(info.arch, {k: v.detach() for k, v in model.state_dict().items()})
     dev = resolve_device(device.value)
     executor = open_executor(backend, address, cpus_per_job, gpus_per_job, dev)
@@ -84,13 +93,14 @@ def print_transfer(console, doc: dict) -> None:
     shots = doc["shots"]
     rows = []
     for name, entry in doc["strategies"].items():
-        cells = [f"{b['mean']:.3f} [{b['ci'][0]:.3f}, {b['ci'][1]:.3f}]" for b in (entry["by_shots"][str(n)] for n in shots)]
-        rows.append([name, *cells])
+        cells = [f"{b['mean']:.3f} " + (f"[{b['ci'][0]:.3f}, {b['ci'][1]:.3f}]" if b.get("ci") else "(no CI: not enough seeds)")
+                 for b in (entry["by_shots"][str(n)] for n in shots)]  # fmt: skip
+        rows.append([f"{name} (oracle)" if entry.get("oracle") else name, *cells])
     title = f"Target test {doc['metric']} after training on the shots: mean [95% CI over {doc['seeds']} seeds]"
     console.print(table(title, ["strategy", *(f"{n} shots" for n in shots)], rows))
     for key, sig in doc["significance"].items():
         ps = ", ".join(
-            f"{n} shots: diff {b['mean_diff']:+.3f}, p {'n/a' if b['p'] is None else format(b['p'], '.2g')}"
+            f"{n} shots: diff {b['mean_diff']:+.3f}, " + (f"p {b['p']:.2g}" if b["p"] is not None else b["test"])
             for n, b in ((n, sig["by_shots"][str(n)]) for n in shots)
         )
         console.print(f"{key} ({sig['test']}): {ps}")

@@ -1,0 +1,197 @@
+"""The reuse plan against what a practitioner would do anyway, on pairs it was not tuned on.
+
+For each source -> target pair: S is trained on the source (once, resumed from its folder),
+then every strategy of the transfer grid trains on the same target shots per seed, at the
+realistic labelled budget: each run sees only its shots. The plan is made afresh from those
+shots (cross-fitted replacement curve, :mod:`paramreuse.crossfit`); best-depth, the oracle,
+chooses its frozen depth on a fifth of the shots held out, then retrains on all of them.
+
+The pairs were split into calibration and evaluation pairs before the plan rule was tuned
+(bench/README.md, "The plan rule"); the evaluation pairs are reported on their own.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/plan.py --pairs E1,E2 [--seeds 5] [--shots 5,10]
+    .venv/bin/python bench/plan.py --report            # tables from every finished pair
+
+Each pair runs in its own folder under --out and resumes from it, so pairs can run in
+parallel processes (one per core) and an interrupted run picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from paramreuse.config import from_mapping
+from paramreuse.data import load_task
+from paramreuse.judge import Thresholds
+from paramreuse.results import read_json
+from paramreuse.runs import RunSpec, run_training
+from paramreuse.stats import paired_test, t_interval
+from paramreuse.train import TrainConfig, resolve_device
+from paramreuse.transfer import ORACLES, STRATEGIES
+from paramreuse.transfer_runs import TRANSFER_FILE, Source, TransferConfig, run_transfer
+
+BASELINES = ("finetune-all", "lp-ft", "l2-sp", "auto-rgn")  # what a knowledgeable practitioner would pick among
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One source -> target benchmark pair."""
+
+    arch: str
+    source: str  # data name
+    source_classes: str
+    target: str
+    target_classes: str
+    split: str  # "calibration" or "evaluation", fixed before the rule was tuned
+    size: int | None = None
+    source_limit: int = 1000  # source images per class
+    source_epochs: int = 3
+    test_per_class: int = 300
+    depth_candidates: int = 9  # best-depth's frozen depths tried (evenly spaced when the network has more)
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch} {self.source} {self.source_classes} -> {self.target} {self.target_classes}"
+
+
+PAIRS = {
+    "C1": Pair("builtin:cnn", "fashion-mnist", "5-9", "fashion-mnist", "0-4", "calibration"),
+    "C2": Pair("builtin:cnn", "fashion-mnist", "0,2,4,6,8", "fashion-mnist", "1,3,5,7,9", "calibration"),
+    "E1": Pair("builtin:cnn", "fashion-mnist", "0-4", "fashion-mnist", "5-9", "evaluation"),
+    "E2": Pair("builtin:cnn", "fashion-mnist", "0-4", "digits", "0-9", "evaluation"),
+    "E3": Pair("torchvision:resnet18", "fashion-mnist", "0-4", "fashion-mnist", "5-9", "evaluation",
+               source_limit=600, source_epochs=2, test_per_class=200, depth_candidates=6),
+    "E4": Pair("builtin:unet", "fashion-mnist-seg-multi", "0-4", "fashion-mnist-seg-multi", "5-9", "evaluation",
+               size=32, source_limit=600, source_epochs=4, test_per_class=100),
+    "E5": Pair("smp:PSPNet/resnet18", "fashion-mnist-seg-multi", "0-4", "fashion-mnist-seg-multi", "5-9", "evaluation",
+               size=32, source_limit=600, source_epochs=4, test_per_class=100),
+}  # fmt: skip
+
+
+def run_pair(key: str, pair: Pair, out: Path, shots: tuple[int, ...], seeds: int, device, *,
+             strategies: tuple[str, ...] = STRATEGIES, thresholds: Thresholds = Thresholds(),
+             source_only: bool = False) -> dict | None:  # fmt: skip
+    """Train S (or load it), then the transfer grid at the shots budget; returns transfer.json."""
+    source_data = load_task(pair.source, pair.source_classes, limit_per_class=pair.source_limit, size=pair.size,
+                            test_per_class=pair.test_per_class)  # fmt: skip
+    spec = RunSpec(pair.arch, TrainConfig(epochs=pair.source_epochs, batch_size=64, lr=2e-3), seed=0)
+    model, record = run_training(spec, source_data, out / key / "source", device)
+    print(f"{key}: S {record['metric']} {record['test_metric']:.3f} on its own test set", flush=True)
+    if source_only:
+        return None
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    config = TransferConfig(strategies=strategies, shots=shots, seeds=seeds, test_per_class=pair.test_per_class,
+                            thresholds=thresholds, depth_candidates=pair.depth_candidates)  # fmt: skip
+    return run_transfer(Source(pair.arch, state), None, pair.target, pair.target_classes, out / key / "transfer",
+                        config, device, headline=max(shots), size=pair.size)  # fmt: skip
+
+
+def pair_rows(key: str, doc: dict, n: int) -> dict:
+    """Means per strategy at ``n`` shots, the plan's paired differences, depths and costs."""
+    by = {name: entry["by_shots"][str(n)] for name, entry in doc["strategies"].items()}
+    best = max((b for b in BASELINES if b in by), key=lambda b: by[b]["mean"])
+    cost = lambda name, field: sum(by[name].get(field, [0.0]))  # noqa: E731
+    return {
+        "key": key,
+        "means": {name: b["mean"] for name, b in by.items()},
+        "cis": {name: b["ci"] for name, b in by.items()},
+        "best_baseline": best,
+        "plan_minus": {other: paired_test(by["plan"]["runs"], by[other]["runs"]) for other in by if other != "plan"},
+        "plan_depths": by["plan"].get("depths"),
+        "oracle_depths": by["best-depth"].get("depths"),
+        "cost_ratio": cost("plan", "plan_seconds") / max(cost("best-depth", "candidate_seconds"), 1e-9),
+    }
+
+
+def markdown_table(rows: list[dict], n: int) -> str:
+    names = [s for s in STRATEGIES if s != "plan" and s in rows[0]["means"]] + ["plan"]
+    label = lambda s: f"{s} (oracle)" if s in ORACLES else s  # noqa: E731
+    lines = ["| pair | " + " | ".join(label(s) for s in names) + " | plan - best baseline | plan - finetune-all | plan - best-depth |",
+             "|---|" + "---|" * (len(names) + 3)]  # fmt: skip
+    for r in rows:
+        m, d = r["means"], r["plan_minus"]
+        best = r["best_baseline"]
+        cells = [f"{m[s]:.3f}" for s in names]
+        diff = lambda o: f"{d[o]['mean_diff'] * 100:+.1f} pts (p {d[o]['p']:.2g})" if d[o]["p"] is not None else f"{d[o]['mean_diff'] * 100:+.1f} pts"  # noqa: E731
+        lines.append(f"| {r['key']} | " + " | ".join(cells) + f" | {diff(best)} vs {best} | {diff('finetune-all')} | {diff('best-depth')} |")
+    return "\n".join(lines)
+
+
+def verdicts(rows: list[dict]) -> list[str]:
+    """The issue's acceptance, measured on these rows (mean over pairs of per-pair means)."""
+    mean = lambda xs: statistics.fmean(xs)  # noqa: E731
+    plan = mean([r["means"]["plan"] for r in rows])
+    best = mean([r["means"][r["best_baseline"]] for r in rows])
+    ft_gaps = [r["means"]["plan"] - r["means"]["finetune-all"] for r in rows]
+    oracle = mean([r["means"]["best-depth"] for r in rows])
+    per_pair = [r["means"]["plan"] - r["means"][r["best_baseline"]] for r in rows]
+    lo, hi = t_interval(per_pair) if len(per_pair) > 1 else (per_pair[0], per_pair[0])
+    return [
+        f"plan mean over pairs {plan:.4f} vs mean of each pair's best non-oracle baseline {best:.4f}: "
+        f"{(plan - best) * 100:+.2f} pts (95% t-interval over pairs [{lo * 100:+.2f}, {hi * 100:+.2f}]); "
+        f"goal >= -0.5 pts: {'holds' if plan - best >= -0.005 else 'does not hold'}",
+        f"plan - finetune-all per pair: {', '.join(f'{g * 100:+.2f}' for g in ft_gaps)} pts; "
+        f"goal: none below -2 pts: {'holds' if min(ft_gaps) >= -0.02 else 'does not hold'}",
+        f"plan - best-depth (oracle), mean over pairs: {(plan - oracle) * 100:+.2f} pts; goal within 1 pt: "
+        f"{'holds' if abs(plan - oracle) <= 0.01 or plan > oracle else 'does not hold'}",
+        "plan's cost / best-depth's candidates, per pair: "
+        + ", ".join(f"{r['key']} {r['cost_ratio']:.2f}" for r in rows) + "; goal <= 0.33",
+    ]
+
+
+def report(out: Path, shots: tuple[int, ...]) -> None:
+    for split in ("evaluation", "calibration"):
+        for n in shots:
+            rows = []
+            for key, pair in PAIRS.items():
+                path = out / key / "transfer" / TRANSFER_FILE
+                if pair.split != split or not path.is_file():
+                    continue
+                doc = read_json(path)
+                if str(n) not in doc["strategies"]["plan"]["by_shots"]:
+                    continue
+                rows.append(pair_rows(key, doc, n))
+            if not rows:
+                continue
+            seeds = doc["seeds"]
+            print(f"\n### {split} pairs, {n} shots, {seeds} seeds (target test metric, mean over seeds)\n")
+            print(markdown_table(rows, n))
+            print()
+            for line in verdicts(rows):
+                print(f"- {line}")
+            for r in rows:
+                print(f"- {r['key']}: plan depths {r['plan_depths']}, best-depth (oracle) depths {r['oracle_depths']}")
+    print("\nPairs:")
+    for key, pair in PAIRS.items():
+        print(f"- {key} ({pair.split}): {pair.name}" + (f", {pair.size}x{pair.size} px" if pair.size else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", default=",".join(k for k, p in PAIRS.items() if p.split == "evaluation"))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--shots", default="5,10")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-plan"))
+    parser.add_argument("--report", action="store_true", help="only print the tables of finished pairs")
+    parser.add_argument("--source-only", action="store_true", help="only train (or load) the sources S")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES), help="a subset, for calibration runs")
+    parser.add_argument("--thresholds", default="", help="plan-rule settings as TOML, e.g. 'freeze_on = \"mean\"'")
+    args = parser.parse_args()
+    shots = tuple(int(s) for s in args.shots.split(","))
+    thresholds = from_mapping(Thresholds, tomllib.loads(args.thresholds), "--thresholds")
+    if not args.report:
+        device = resolve_device("auto")
+        for key in args.pairs.split(","):
+            run_pair(key, PAIRS[key], args.out, shots, args.seeds, device, strategies=tuple(args.strategies.split(",")),
+                     thresholds=thresholds, source_only=args.source_only)  # fmt: skip
+        if args.source_only:
+            return
+    report(args.out, shots)
+
+
+if __name__ == "__main__":
+    main()

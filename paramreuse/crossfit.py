@@ -1,0 +1,111 @@
+"""Evidence from the shots alone: cross-fitted replacement sweeps.
+
+A few-shot user has only the shots labelled, and a model cannot be judged on images it was
+trained on. So the shots are split into folds (stratified by label, seeded); for each fold,
+T_f is S fine-tuned on the other folds (the head fresh, half the steps on half the images),
+and the replacement sweep of S into T_f runs on the held-out fold, with BN statistics
+re-estimated on T_f's own training images. The per-image differences of all folds are
+pooled, so every shot is evaluated once, by a model that never saw it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+from torch import nn
+
+from paramreuse.data import ImageSet, TaskData
+from paramreuse.errors import DataError
+from paramreuse.models import build_model
+from paramreuse.replace import Row, Sweep, SweepConfig, replacement_sweep
+from paramreuse.stats import difference_bounds, mean_ci
+from paramreuse.train import Progress, TrainConfig, train
+from paramreuse.transfer import transplant, unit_names
+
+FOLDS = 2
+EVIDENCE = f"cross-fitted on the shots ({FOLDS} folds): T_f fine-tuned on the other folds, judged on the held-out one"
+
+
+def fold_indices(labels: torch.Tensor, folds: int, seed: int) -> list[torch.Tensor]:
+    """Held-out indices of each fold: every label's images shuffled with the seed and dealt out in turn.
+
+    >>> [f.tolist() for f in fold_indices(torch.tensor([0, 0, 1, 1]), 2, seed=0)]
+    [[1, 3], [0, 2]]
+    """
+    g = torch.Generator().manual_seed(seed)
+    held: list[list[int]] = [[] for _ in range(folds)]
+    dealt = 0
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
+        for member in members[torch.randperm(len(members), generator=g)].tolist():
+            held[dealt % folds].append(member)
+            dealt += 1
+    if any(not h for h in held):
+        raise DataError(f"cross-fitting needs at least {folds} labelled images; use more --shots")
+    return [torch.tensor(sorted(h)) for h in held]
+
+
+def source_for(arch: str, state: dict[str, torch.Tensor], data: TaskData, seed: int) -> nn.Module:
+    """S in the target's shape: every unit from ``state``, the head fresh for the target's outputs."""
+    torch.manual_seed(seed)
+    model = build_model(arch, data.channels, data.num_outputs)
+    transplant(state, model, dict.fromkeys(unit_names(model), "reuse-finetuned"))
+    return model
+
+
+def crossfit_sweep(
+    *,
+    arch: str,
+    state: dict[str, torch.Tensor],
+    data: TaskData,
+    config: SweepConfig,
+    training: TrainConfig,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> Sweep:
+    """The replacement sweep of S into T, cross-fitted on ``data.train`` (the shots); see the module doc."""
+    start = time.perf_counter()
+    source = source_for(arch, state, data, seed).eval()
+    config = dataclasses.replace(config, adaptive=False, keep_diffs=True, seed=seed)
+    short = dataclasses.replace(training, min_steps=training.min_steps // FOLDS)
+    sweeps = []
+    for f, held in enumerate(fold_indices(data.train.y, FOLDS, seed)):
+        fit = data.train.subset(_complement(held, len(data.train)))
+        target = source_for(arch, state, data, seed + 1 + f)  # its own fresh head
+        train(target, fit, short, seed + f, None, data.kind, device, progress, f"cross-fit {f + 1}/{FOLDS}")
+        sweeps.append(replacement_sweep(source, target, data.train.subset(held), fit, config, data.kind, device))
+    return pooled(sweeps, time.perf_counter() - start, difference_bounds(data.kind.bounds))
+
+
+def _complement(index: torch.Tensor, n: int) -> torch.Tensor:
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[index] = False
+    return torch.nonzero(keep).flatten()
+
+
+def pooled(sweeps: list[Sweep], seconds: float, bounds: tuple[float, float] | None = None) -> Sweep:
+    """One sweep from the sweeps of disjoint folds: rows pooled over all their samples (drops CI'd inside ``bounds``)."""
+    first = sweeps[0]
+    rows = []
+    for i, row in enumerate(first.rows):
+        parts = [s.rows[i] for s in sweeps]
+        diffs = torch.tensor([d for p in parts for d in p.diffs], dtype=torch.float64)
+        n = len(diffs)
+        rows.append(Row(row.id, row.kind, row.layer, row.params, sum(p.value * p.n for p in parts) / n,
+                        float(diffs.mean()), mean_ci(diffs, first.config.bootstrap, first.config.seed, bounds), n, False,
+                        row.recalibrated, row.depth, tuple(diffs.tolist())))  # fmt: skip
+    samples = sum(s.samples for s in sweeps)
+    baseline = sum(s.baseline * s.samples for s in sweeps) / samples
+    extra = {"evidence": EVIDENCE, "folds": [{"baseline": s.baseline, "samples": s.samples} for s in sweeps]}
+    return Sweep(first.metric, baseline, tuple(rows), first.config, first.mode, first.fallback, seconds, samples,
+                 extra=extra)  # fmt: skip
+
+
+def held_out(data: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    """(fit, validation): about ``fraction`` of each label's images held out (at least one each)."""
+    folds = max(2, round(1 / fraction))
+    held = fold_indices(data.y, folds, seed)[0]
+    return data.subset(_complement(held, len(data))), data.subset(held)

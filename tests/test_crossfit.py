@@ -1,0 +1,74 @@
+"""Cross-fitting on the shots: folds, pooling, and the plan made from them."""
+
+import pytest
+import torch
+from scipy import stats
+
+from paramreuse.crossfit import fold_indices, held_out, pooled
+from paramreuse.replace import Row, Sweep, SweepConfig
+from tests.conftest import synthetic_set
+
+
+def test_folds_are_disjoint_cover_everything_and_are_stratified():
+    labels = torch.tensor([0] * 10 + [1] * 10 + [2] * 6)
+    folds = fold_indices(labels, 2, seed=3)
+    assert sorted(torch.cat(folds).tolist()) == list(range(len(labels)))
+    for fold in folds:
+        counts = torch.bincount(labels[fold], minlength=3).tolist()
+        assert counts == [5, 5, 3]
+    assert [f.tolist() for f in fold_indices(labels, 2, seed=3)] == [f.tolist() for f in folds]  # seeded
+    assert [f.tolist() for f in fold_indices(labels, 2, seed=4)] != [f.tolist() for f in folds]
+
+
+def test_held_out_keeps_one_in_five_per_class():
+    data = synthetic_set(50, seed=0, num_classes=5)
+    fit, val = held_out(data, 0.2, seed=0)
+    assert len(fit) + len(val) == 50
+    assert set(fit.x.sum(dim=(1, 2, 3)).tolist()).isdisjoint(val.x.sum(dim=(1, 2, 3)).tolist())
+    per_class = torch.bincount(val.y, minlength=5)
+    expected = torch.bincount(data.y, minlength=5).div(5).round()
+    assert (per_class - expected).abs().max() <= 1
+
+
+def _fold_sweep(diffs_by_row, baseline):
+    rows = tuple(Row(f"r{i}", "cumulative", f"u{i}", "units", baseline - sum(d) / len(d), sum(d) / len(d), (0.0, 0.0),
+                     len(d), False, True, i + 1, tuple(d)) for i, d in enumerate(diffs_by_row))  # fmt: skip
+    return Sweep("accuracy", baseline, rows, SweepConfig(bootstrap=2000), "cached", None, 1.0, len(diffs_by_row[0]))
+
+
+def test_pooled_folds_weigh_every_sample_once():
+    a = _fold_sweep([[0.0, 1.0, 0.0], [1.0, 1.0, 0.0]], baseline=0.8)
+    b = _fold_sweep([[0.0, 0.0, 0.0, 0.0, 1.0], [-1.0, 0.0, 0.0, 0.0, 0.0]], baseline=0.6)
+    merged = pooled([a, b], 2.0, bounds=(-1.0, 1.0))
+    assert merged.samples == 8 and merged.baseline == pytest.approx((0.8 * 3 + 0.6 * 5) / 8)
+    first = merged.rows[0]
+    assert first.n == 8 and first.drop == pytest.approx(2 / 8)
+    assert first.value == pytest.approx(((0.8 - 1 / 3) * 3 + (0.6 - 1 / 5) * 5) / 8)
+    reference = stats.bootstrap(([0, 1, 0, 0, 0, 0, 0, 1],), lambda x, axis: x.mean(axis=axis), n_resamples=2000,
+                                method="percentile", random_state=0).confidence_interval  # fmt: skip
+    assert first.ci[0] == pytest.approx(reference.low, abs=0.07) and first.ci[1] == pytest.approx(reference.high, abs=0.07)
+    assert merged.rows[1].drop == pytest.approx(1 / 8)
+    assert merged.extra["folds"] == [{"baseline": 0.8, "samples": 3}, {"baseline": 0.6, "samples": 5}]
+
+
+def test_plan_from_shots_freezes_the_decisive_prefix(trained_pair, fake_fmnist, monkeypatch):
+    """The plan made inside a transfer run uses the cross-fitted curve and the CI rule."""
+    import paramreuse.transfer_runs as runs
+    from paramreuse.data import load_task
+    from paramreuse.train import TrainConfig
+    from paramreuse.transfer import unit_names
+
+    s, _ = trained_pair
+    task = load_task("fashion-mnist", "5-9", shots=4, seed=0, val_per_class=0)
+    curve = [(0.0, (-0.01, 0.01)), (0.0, (-0.02, 0.02)), (0.0, (-0.05, 0.05)), (0.3, (0.2, 0.4))]
+
+    def fake_sweep(**kwargs):
+        rows = tuple(Row(f"d{k}", "cumulative", f"u{k}", "u", 0.5, d, ci, 20, False, True, k + 1) for k, (d, ci) in enumerate(curve))
+        return Sweep("accuracy", 0.5, rows, kwargs["config"], "cached", None, 3.5, 20)
+
+    monkeypatch.setattr(runs, "crossfit_sweep", fake_sweep)
+    config = runs.TransferConfig(training=TrainConfig(min_steps=4))
+    decisions, evidence = runs.plan_from_shots(runs.Source("builtin:cnn?width=4", s.state_dict()), task, 0, config, "cpu")
+    names = unit_names(s)
+    assert evidence["depth"] == 2 and evidence["plan_seconds"] == 3.5 and evidence["tolerance"] == 0.02
+    assert [decisions[n] for n in names] == ["reuse-frozen"] * 2 + ["reuse-finetuned"] * (len(names) - 2)
