@@ -12,7 +12,9 @@ state dict lives here too.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -129,15 +131,25 @@ def _traced_with_shapes(model: nn.Module, example: torch.Tensor) -> fx.GraphModu
             gm = trace(model)
         except ParamreuseError as exc:
             raise AlignmentError(f"{exc}; permutation alignment needs the graph, use align='none'") from None
-        try:
-            with torch.no_grad():
-                ShapeProp(gm).propagate(example.to(next(model.parameters()).device))
-        except Exception as exc:  # noqa: BLE001 - a wrong example input surfaces as any kind of error
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise AlignmentError(
-                f"cannot run {type(model).__name__} on the example input ({first}); pass example_input"
-            ) from None
+        _propagate_shapes(gm, example.to(next(model.parameters()).device), type(model).__name__)
     return gm
+
+
+def _propagate_shapes(gm: fx.GraphModule, example: torch.Tensor, name: str) -> None:
+    """Record every node's output shape; an input the model cannot take is one line, never a traceback."""
+    try:
+        # ShapeProp prints the traceback of a failing node itself before it re-raises
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+            ShapeProp(gm).propagate(example)
+    except Exception as exc:  # noqa: BLE001 - a wrong example input surfaces as any kind of error
+        cause = exc.__cause__ or exc  # ShapeProp wraps the op's own error in "ShapeProp error for: node=..."
+        text = str(cause).strip()
+        first = text.splitlines()[0] if text else type(cause).__name__
+        size = "x".join(map(str, example.shape[1:]))
+        raise AlignmentError(
+            f"cannot trace {name} on {size} inputs ({first}); give the size it was trained on "
+            f"(--input-size N, or --data with its images; example_input= in Python)"
+        ) from None
 
 
 def _unite_bindings(sp: Spaces) -> dict[tuple, int]:
