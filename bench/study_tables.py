@@ -12,6 +12,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from paramreuse.compare import units_aligned_text
 from paramreuse.judge import holds_text
 
 PAIRS = {"comparison.json": "S vs T (fine-tuned on the shots)", "comparison-full.json": "S vs T_full",
@@ -25,14 +26,25 @@ def markdown(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows])
 
 
+ALIGNED_TEXT = {True: "yes", False: "no", None: "–"}  # None: a run from before units said it
+
+
+def alignment_text(alignment: dict) -> str:
+    """The method, the units it aligned and its note, as far as the file says."""
+    count = units_aligned_text(alignment)
+    text = f"alignment {alignment['method']}" + (f", {count}" if count else "")
+    return text + (f" ({alignment['note']})" if alignment.get("note") else "")
+
+
 def j3_tables(run: Path) -> str:
     out = []
     for file, title in PAIRS.items():
         c = json.loads((run / file).read_text())
-        rows = [[r["name"], r["rmse_raw"], r["rmse"], r["rmse_normalized"], r["rmse_null"], r["null_position"]]
-                for r in c["layers"]]  # fmt: skip
-        out.append(f"**{title}**: lineage {c['lineage']}, alignment {c['alignment']['method']}\n")
-        out.append(markdown(["unit", "rmse_raw", "rmse (aligned)", "rmse_normalized", "rmse_null", "rmse/null"], rows))
+        rows = [[r["name"], ALIGNED_TEXT[r.get("aligned")], r["rmse_raw"], r["rmse"], r["rmse_normalized"],
+                 r["rmse_null"], r["null_position"]] for r in c["layers"]]  # fmt: skip
+        out.append(f"**{title}**: lineage {c['lineage']}, {alignment_text(c['alignment'])}\n")
+        header = ["unit", "aligned", "rmse_raw", "rmse (aligned)", "rmse_normalized", "rmse_null", "rmse/null"]
+        out.append(markdown(header, rows))
     return "\n\n".join(out)
 
 

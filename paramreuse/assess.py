@@ -36,10 +36,15 @@ class Assessment:
 def compare_pair(
     source: nn.Module, target: nn.Module, data: TaskData | None, out: Path, align: str = "auto",
     lineage: str | None = None, seed: int = 0, file: str = COMPARISON_FILE, key: str = "",
+    example: torch.Tensor | None = None,
 ) -> Comparison:  # fmt: skip
-    """J3 for one pair, written to ``out/file`` (with ``key`` as its fingerprint)."""
+    """J3 for one pair, written to ``out/file`` (with ``key`` as its fingerprint).
+
+    ``example``: a batch S and T take, which gives alignment the input size when there are no ``data``.
+    """
     probe = data.val.x[:PROBE_SIZE] if data is not None else None
-    comparison = compare_models(source, target, align=align, data=probe, lineage=lineage, seed=seed)
+    comparison = compare_models(source, target, align=align, data=probe, lineage=lineage, seed=seed,
+                                example_input=example)  # fmt: skip
     write_json(prepare_out_dir(out) / file, comparison.to_dict() | {"fingerprint": key})
     return comparison
 

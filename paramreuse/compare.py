@@ -214,6 +214,14 @@ class Comparison:
         )
 
 
+def units_aligned_text(alignment: dict) -> str | None:
+    """``N of M units aligned`` (and how many not) from ``comparison.json``'s alignment block; None in older files."""
+    if "units_aligned" not in alignment:
+        return None
+    done, missed = alignment["units_aligned"], alignment.get("units_not_aligned", 0)
+    return f"{done} of {done + missed} units aligned" + (f", {missed} not" if missed else "")
+
+
 def _json_safe(obj):
     if isinstance(obj, dict):
         return {k: _json_safe(v) for k, v in obj.items()}
@@ -237,6 +245,8 @@ def compare_models(
     lineage: str | None = None,
     seed: int = 0,
     draws: int = 3,
+    *,
+    example_input: torch.Tensor | None = None,
 ) -> Comparison:
     """Compare S's parameters with T's, layer by layer and group by group (J3).
 
@@ -247,6 +257,8 @@ def compare_models(
         lineage: ``finetuned`` or ``independent`` to state it; None detects it by :data:`LINEAGE_RULE`.
         seed: seeds the null draws and the order of weight matching.
         draws: fresh initialisations averaged into each ``rmse_null``.
+        example_input: a batch the models take, for tracing the graph's shapes when there is no
+            ``data`` (weight matching needs no data, but the graph needs the input size).
 
     Raises:
         PairingError: the models' layers differ. ParamreuseError: an unknown option.
@@ -260,7 +272,7 @@ def compare_models(
     method = align if align != "auto" else ("weights" if chosen == "independent" else "none")
     note = None
     try:
-        result = align_models(source, target, method, data=data, seed=seed)
+        result = align_models(source, target, method, data=data, seed=seed, example_input=example_input)
     except AlignmentError as exc:
         if align != "auto":
             raise

@@ -192,13 +192,17 @@ def check_pair_takes(pair: Pair, example, *, fix: str) -> None:
         check_takes(pair.source, example, what="S", fix=fix)
 
 
+ALIGNED_TEXT = {True: "yes", False: "no", None: "–"}  # None: a file from before units said it
+
+
 def layer_table(comparison: dict) -> Table:
+    """The comparison's units: lead columns, whether S's unit was aligned to T's, then the distances."""
     rows = [
-        [r["name"], r["kind"], "x".join(map(str, r["shape"])), r["rmse_raw"], r["rmse"], r["rmse_normalized"],
-         r["rmse_null"], r["null_position"]]
+        [r["name"], r["kind"], "x".join(map(str, r["shape"])), ALIGNED_TEXT[r.get("aligned")], r["rmse_raw"],
+         r["rmse"], r["rmse_normalized"], r["rmse_null"], r["null_position"]]
         for r in comparison["layers"]
     ]  # fmt: skip
-    columns = ["unit", "kind", "shape", "rmse_raw", "rmse", "rmse_normalized", "rmse_null", "rmse/null"]
+    columns = ["unit", "kind", "shape", "aligned", "rmse_raw", "rmse", "rmse_normalized", "rmse_null", "rmse/null"]
     return table(f"Kernel distances (lineage {comparison['lineage']}, alignment {comparison['alignment']['method']})", columns, rows)
 
 

@@ -14,8 +14,8 @@ from paramreuse.cli.common import (
     QuietOpt, SeedOpt, SizeOpt, TaskOpt, check_pair_takes, clean_errors, emit, layer_table, load_models, print_notes,
     target_data,
 )  # fmt: skip
-from paramreuse.compare import compare_models
-from paramreuse.results import prepare_out_dir, read_json, write_json
+from paramreuse.compare import units_aligned_text
+from paramreuse.results import read_json
 
 
 @clean_errors
@@ -45,20 +45,27 @@ def compare_command(
     task = target_data(data, classes, None, seed, data_dir, task, size, target) if data else None
     if task is not None:
         check_pair_takes(pair, task.val.x[:2], fix="resize the images with --size N")
-        compare_pair(pair.source, pair.target, task, out, align, lineage, seed)
+        example = None  # the data give alignment the image size
     else:
+        # without data, an input of the recorded (or --input-size) size tells alignment the image size
         example = torch.zeros(2, pair.channels, *pair.input_size)
         check_pair_takes(pair, example, fix="pass --input-size H,W (the size the network was trained on)")
-        # without data, the example input is what tells alignment the image size (activation matching needs data)
-        probe = example if align != "activations" else None
-        comparison = compare_models(pair.source, pair.target, align=align, data=probe, lineage=lineage, seed=seed)
-        write_json(prepare_out_dir(out) / COMPARISON_FILE, comparison.to_dict() | {"fingerprint": ""})
+    compare_pair(pair.source, pair.target, task, out, align, lineage, seed, example=example)
     result = read_json(out / COMPARISON_FILE)  # printed as written
 
     def human(console) -> None:
         print_notes(console, pair.notes)
         console.print(layer_table(result))
+        for line in alignment_summary(result):
+            console.print(line, highlight=False, markup=False)
         console.print(f"lineage rule: {result['lineage_rule']}")
         console.print(f"written: {out / COMPARISON_FILE}")
 
     emit(result, fmt, human, quiet)
+
+
+def alignment_summary(comparison: dict) -> list[str]:
+    """What alignment did, for under the table: how many units it aligned and its note (older files: nothing)."""
+    alignment = comparison.get("alignment") or {}
+    count = units_aligned_text(alignment)
+    return ([count] if count else []) + ([f"alignment: {alignment['note']}"] if alignment.get("note") else [])

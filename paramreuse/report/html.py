@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from paramreuse.compare import units_aligned_text
 from paramreuse.errors import ParamreuseError
 from paramreuse.report import plots
 from paramreuse.report.verdict import (
@@ -225,19 +226,29 @@ def _position(row: dict) -> float | None:
     return row["rmse"] / row["rmse_null"] if row.get("rmse_null") else None
 
 
-RMSE_COLUMNS = ["unit", "kind", "shape", "raw", "aligned", "normalised", "null", "aligned/null", "J3"]
+RMSE_COLUMNS = ["unit", "kind", "shape", "aligned", "raw", "aligned RMSE", "normalised", "null", "aligned/null", "J3"]
+# Whether S's unit was permuted to match T's: neutral text, as "no" is expected for a fine-tuned pair.
+ALIGNED_MARKS = {True: Mark("yes", "t"), False: Mark("no", "t"), None: Mark("–", "t")}  # None: an older file
+
+
+def _alignment_caption(alignment: dict) -> str:
+    """The method, and how many units it aligned when the file says (older ones do not)."""
+    count = units_aligned_text(alignment)
+    return f"alignment {alignment.get('method', '–')}" + (f", {count}" if count else "")
 
 
 def _rmse(run: RunFiles, out: Path) -> str:
     threshold = run.plan["thresholds"]["rmse_position"]
     parts = []
     for name, comp in run.comparisons.items():
-        method = comp.get("alignment", {}).get("method", "–") if isinstance(comp.get("alignment"), dict) else "–"
-        rows = [[r["name"], r["kind"], "x".join(map(str, r["shape"])), r["rmse_raw"], r["rmse"], r["rmse_normalized"],
-                 r["rmse_null"], _position(r), _position(r) is not None and _position(r) <= threshold]
+        alignment = comp["alignment"] if isinstance(comp.get("alignment"), dict) else {}
+        rows = [[r["name"], r["kind"], "x".join(map(str, r["shape"])), ALIGNED_MARKS[r.get("aligned")], r["rmse_raw"],
+                 r["rmse"], r["rmse_normalized"], r["rmse_null"], _position(r),
+                 _position(r) is not None and _position(r) <= threshold]
                 for r in comp["layers"]]  # fmt: skip
-        caption = f"{plots.PAIR_LABELS.get(name, name)}: lineage {comp['lineage']}, alignment {method}"
-        parts.append(_table(RMSE_COLUMNS, rows, caption))
+        caption = f"{plots.PAIR_LABELS.get(name, name)}: lineage {comp['lineage']}, {_alignment_caption(alignment)}"
+        note = f"<p class='note'>{html.escape(alignment['note'])}</p>" if alignment.get("note") else ""
+        parts.append(_table(RMSE_COLUMNS, rows, caption) + note)
     caption = (f"Kernel RMSE per unit: raw, after permutation alignment, and normalised by the RMS of T's kernel. "
                f"Grey band: from the J3 threshold ({threshold:g} x null) to the null "
                f"(T vs a random initialisation).")  # fmt: skip
