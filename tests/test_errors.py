@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -201,7 +202,7 @@ CASES = [
     ("class too small for validation and training", _train("--data", "folder:{tiny}"), "class 'owl' has 1 training image(s) but needs at least 2 (1 for validation + 1 to train on); add images to that class or leave it out of --classes"),
     ("unknown class name", _train("--data", "fashion-mnist", "--classes", "Sandle,Shirt"), "no class named 'Sandle' in fashion-mnist; did you mean 'Sandal'? its classes are T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot (or numbers 0-9)"),
     ("torchvision weights not in the cache", _train("--arch", "torchvision:mobilenet_v3_small?weights=DEFAULT"), "no cached weights at {torch_home}/mobilenet_v3_small-047dcff4.pth; nothing is downloaded. Put the file there (download https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth), or set TORCH_HOME"),
-    ("timm tag whose weights are not cached", _train("--arch", "timm:resnet18.a1_in1k"), "timm:resnet18.a1_in1k: no cached weights (looked for {hf_cache}/models--timm--resnet18.a1_in1k/snapshots/*/model.safetensors"),
+    ("timm tag whose weights are not cached (never random weights)", _train("--arch", "timm:resnet18.a1_in1k"), "timm:resnet18.a1_in1k: no cached weights (looked for {hf_cache}/models--timm--resnet18.a1_in1k/snapshots/*/model.safetensors"),
     ("unknown weights name", _train("--arch", "torchvision:resnet18?weights=IMAGENET9"), "'torchvision:resnet18?weights=IMAGENET9': no weights 'IMAGENET9'; use DEFAULT or one of IMAGENET1K_V1, DEFAULT"),
     ("architecture without weights given as a model", lambda f: ["compare", "torchvision:resnet18", str(f.good)], "torchvision:resnet18 names an architecture but no weights; add ?weights=DEFAULT (torchvision) or ?pretrained=true (timm), or pass a checkpoint file"),
     ("bad --input-size", _compare("plain", "plain", "--arch", TINY_ARCH, "--input-size", "big"), "--input-size takes N or H,W in pixels, e.g. 32 or 24,40, got 'big'"),
@@ -228,8 +229,20 @@ def test_bad_input_exits_2_with_one_clear_line(bad, fake_fmnist, torch_home, hf_
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
 
 
-def test_the_table_has_at_least_15_cases():
-    assert len(CASES) >= 15 and len({c[0] for c in CASES}) == len(CASES)
+RELIABILITY = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
+ELSEWHERE = {48, 49, 50, 51, 56, 58}  # rows tested through the CLI in tests/test_byo_models.py
+
+
+def test_the_table_in_the_docs_is_the_table_here():
+    """Every case here is a row of docs/reliability.md with the line the test expects; every row is a case."""
+    rows = re.findall(r"^\| (\d+) \| (.*?) \| `.*?` \| `+ ?(.*?) ?`+ \|$", RELIABILITY.read_text(), flags=re.M)
+    documented = {name: (int(number), line) for number, name, line in rows}
+    assert sorted(n for n, _ in documented.values()) == list(range(1, len(rows) + 1))
+    for case, _, message in CASES:
+        assert case in documented, case
+        message = message.replace("{torch_home}", "$TORCH_HOME/hub/checkpoints").replace("{hf_cache}", "$HF_HUB_CACHE")
+        assert message in documented[case][1], (documented[case][0], message)
+    assert {n for name, (n, _) in documented.items() if name not in {c[0] for c in CASES}} == ELSEWHERE
 
 
 def test_pickle_payload_never_runs(bad, tmp_path):

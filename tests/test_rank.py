@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pytest
+from scipy import stats
 from typer.testing import CliRunner
 
 from paramreuse.cli import app
 from paramreuse.data import load_task
-from paramreuse.rank import OURS_LAYER, OURS_SOURCE
+from paramreuse.errors import ParamreuseError
+from paramreuse.rank import OURS_LAYER, OURS_SOURCE, column_ranks, sort_rows
 from paramreuse.runs import RunSpec, run_training
 from paramreuse.scores import FEATURE_SCORES, SCORES
 from paramreuse.train import TrainConfig
@@ -50,8 +53,13 @@ def test_rank_sources_with_every_score_and_ours(fake_fmnist, sources, out):
     assert {r["name"] for r in rows} == {"five", "ten"}
     for row in rows:
         assert set(row["values"]) == set(SCORES) | set(OURS_SOURCE)
-        assert 0 <= row["values"]["j1_value"] <= 1 and row["values"]["rmse_position"] >= 0
-        assert min(row["ranks"].values()) >= 1 and max(row["ranks"].values()) <= 2
+        plan = json.loads((out / row["name"] / "plan.json").read_text())
+        assert row["values"]["j1_value"] == pytest.approx(plan["network_value"])  # ours is J1 of that source's plan
+        assert row["values"]["reusable_depth"] == plan["reusable_depth"]
+    for column in rows[0]["ranks"]:  # ranks of two rows, by each column's direction (ties share rank 1)
+        sign = 1 if printed["higher_is_better"][column] else -1
+        a, b = (sign * r["values"][column] for r in rows)
+        assert (rows[0]["ranks"][column], rows[1]["ranks"][column]) == (1 + (b > a), 1 + (a > b)), column
     assert rows[0]["values"]["j1_value"] >= rows[1]["values"]["j1_value"]  # ranked by ours by default
     assert (out / "ten" / "plan.json").is_file() and (out / "ten" / "target" / "model.safetensors").is_file()
 
@@ -101,3 +109,40 @@ def test_bad_input_exits_2_with_one_line(fake_fmnist, sources, tmp_path, args, m
     assert result.exit_code == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# ---- ranks and order, on rows made by hand --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    scores: dict
+
+    def values(self) -> dict:
+        return self.scores
+
+
+ROWS = [
+    Row("a", {"logme": 0.5, "rmse_position": 0.1}),
+    Row("b", {"logme": 0.5, "rmse_position": 0.3}),
+    Row("c", {"logme": 0.2, "rmse_position": float("nan")}),
+    Row("d", {"logme": 0.9}),
+]
+
+
+def test_column_ranks_share_the_better_rank_on_ties_and_skip_missing_values():
+    ranks = column_ranks(ROWS)
+    logme = stats.rankdata([-r.scores["logme"] for r in ROWS], method="min")  # higher is better
+    assert [ranks[r.name]["logme"] for r in ROWS] == list(logme) == [2, 2, 4, 1]
+    assert (ranks["a"]["rmse_position"], ranks["b"]["rmse_position"]) == (1, 2)  # lower is better
+    assert "rmse_position" not in ranks["c"] and "rmse_position" not in ranks["d"]  # NaN, absent: no rank
+
+
+def test_sort_rows_best_first_ties_in_input_order_and_missing_last():
+    assert [r.name for r in sort_rows(ROWS, "logme")] == ["d", "a", "b", "c"]
+    assert [r.name for r in sort_rows(ROWS[::-1], "logme")] == ["d", "b", "a", "c"]  # a tie keeps the given order
+    by_rmse = [r.name for r in sort_rows(ROWS, "rmse_position")]
+    assert by_rmse[:2] == ["a", "b"] and set(by_rmse[2:]) == {"c", "d"}
+    with pytest.raises(ParamreuseError, match="cannot rank by 'nope'; choose one of logme, rmse_position"):
+        sort_rows(ROWS, "nope")

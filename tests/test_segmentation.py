@@ -314,6 +314,8 @@ strategies = ["scratch", "finetune-all", "plan"]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["tasks"] == {"source": "reconstruction", "target": "segmentation"}
     assert results["metric"] == "dice" and results["models"]["source"]["metric"] == "psnr"
-    assert all(0 <= results["models"][m]["test_metric"] <= 1 for m in ("target", "scratch", "full"))
+    models, gains = results["models"], results["gains"]  # gains: per-image Dice differences on the same test set
+    for a, b in (("target", "scratch"), ("full", "scratch")):
+        assert gains[f"{a}_vs_{b}"]["mean"] == pytest.approx(models[a]["test_metric"] - models[b]["test_metric"], abs=1e-9)
     assert set(results["transfer"]["strategies"]) == {"scratch", "finetune-all", "plan"}
     assert (tmp_path / "run" / "report.html").is_file()
