@@ -120,3 +120,51 @@ def test_study_with_a_different_number_of_target_classes(tmp_path, fake_fmnist_d
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
     assert plan["layers"][-1]["name"] == "head" and plan["layers"][-1]["decision"] == "reinit"
     assert json.loads((tmp_path / "run" / "results.json").read_text())["data"]["target"]["classes"] == [5, 6, 7]
+
+
+def image_folder(root, classes=("cat", "dog", "owl"), train=12, test=6):
+    """A train/ + test/ image folder of grey 28x28 PNGs whose classes differ by a bright stripe."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("test", test)):
+        for c, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 60, (28, 28), dtype=np.uint8)
+                pixels[8 * c : 8 * c + 6] = 220
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_study_from_a_users_plain_state_dict_and_image_folder(tmp_path, trained_pair):
+    import random
+
+    import torch
+
+    from paramreuse.models import load_checkpoint
+
+    s, _ = trained_pair
+    state = list(s.state_dict().items())
+    random.Random(0).shuffle(state)  # any key order
+    torch.save(dict(state), tmp_path / "mine.pt")
+    folder = image_folder(tmp_path / "imgs")
+    config = tmp_path / "c.toml"
+    config.write_text(TINY_STUDY.replace("seeds = 2", "seeds = 1\nstrategies = ['finetune-all', 'plan']"))
+    args = ["study", "--config", str(config), "--source", str(tmp_path / "mine.pt"), "--arch", TINY_ARCH,
+            "--target", f"folder:{folder}", "--shots", "4", "--out", str(tmp_path / "run"), "--device", "cpu", "--quiet"]  # fmt: skip
+    result = runner.invoke(app, args)
+    import traceback
+    assert result.exit_code == 0, "".join(traceback.format_exception(*result.exc_info)) if result.exc_info else result.output
+    run = tmp_path / "run"
+    results = json.loads((run / "results.json").read_text())
+    assert results["models"]["source"]["test_metric"] is None and "source" not in results["data"]
+    assert results["data"]["target"]["class_names"] == ["cat", "dog", "owl"]
+    given, _ = load_checkpoint(run / "source" / "model.safetensors")
+    assert all(torch.equal(v, s.state_dict()[k]) for k, v in given.state_dict().items())  # S is the user's, untrained
+    assert json.loads((run / "comparison.json").read_text())["lineage"] == "finetuned"  # T was fine-tuned from it
+    plan = json.loads((run / "plan.json").read_text())
+    assert plan["layers"][-1]["name"] == "head" and plan["layers"][-1]["decision"] == "reinit"  # 5 -> 3 classes
+    rerun = runner.invoke(app, args)
+    assert rerun.exit_code == 0 and json.loads((run / "source" / "train.json").read_text())["given"].endswith("mine.pt")
