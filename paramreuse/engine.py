@@ -128,12 +128,12 @@ class FrontierCache:
 
     Each variant's suffix reads the same cached tensors, so an in-place op after the cut
     (``x.add_(f(x))`` on a skip, ``nn.ReLU(inplace=True)`` on a tensor computed before the cut;
-    fx records ``x += y`` as an out-of-place add) would change them for every later variant. Guard: the tensors' version counters are recorded
-    when cached and checked after each suffix run. The variant that wrote computed what T's own
-    forward computes, so its output stands; the written frontier is recomputed from the input
-    (the nodes before the cut read no replaced value), and from then on each suffix gets copies,
-    unless frontier tensors share memory (copies would lose that), where every write is followed
-    by a recomputation. The checks cost ~0.03% of a cached sweep of the builtin CNN; copying
+    fx records ``x += y`` as an out-of-place add) would change them for every later variant.
+    Guard: the tensors' version counters are recorded when cached and checked after each suffix
+    run. The variant that wrote computed what T's own forward computes, so its output stands;
+    the written frontier is recomputed from the input (the nodes before the cut read no replaced
+    value), and from then on each suffix gets copies, unless frontier tensors share memory
+    (copies would lose that), where every write is followed by a recomputation. The checks cost ~0.03% of a cached sweep of the builtin CNN; copying
     from the start cost ~12% there, on every model, though most never write in place.
     """
 
