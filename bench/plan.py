@@ -29,7 +29,7 @@ from paramreuse.data import load_task
 from paramreuse.judge import Thresholds
 from paramreuse.results import read_json
 from paramreuse.runs import RunSpec, run_training
-from paramreuse.stats import paired_test, t_interval
+from paramreuse.stats import paired_test, seed_interval
 from paramreuse.train import TrainConfig, resolve_device
 from paramreuse.transfer import ORACLES, STRATEGIES
 from paramreuse.transfer_runs import TRANSFER_FILE, Source, TransferConfig, run_transfer
@@ -129,10 +129,12 @@ def verdicts(rows: list[dict]) -> list[str]:
     ft_gaps = [r["means"]["plan"] - r["means"]["finetune-all"] for r in rows]
     oracle = mean([r["means"]["best-depth"] for r in rows])
     per_pair = [r["means"]["plan"] - r["means"][r["best_baseline"]] for r in rows]
-    lo, hi = t_interval(per_pair) if len(per_pair) > 1 else (per_pair[0], per_pair[0])
+    spread = seed_interval(per_pair)  # over pairs: no interval below 3 of them
+    interval = (f"95% t-interval over pairs [{spread['ci'][0] * 100:+.2f}, {spread['ci'][1] * 100:+.2f}]"
+                if spread["ci"] else f"{len(per_pair)} pairs: too few for an interval")  # fmt: skip
     return [
         f"plan mean over pairs {plan:.4f} vs mean of each pair's best non-oracle baseline {best:.4f}: "
-        f"{(plan - best) * 100:+.2f} pts (95% t-interval over pairs [{lo * 100:+.2f}, {hi * 100:+.2f}]); "
+        f"{(plan - best) * 100:+.2f} pts ({interval}); "
         f"goal >= -0.5 pts: {'holds' if plan - best >= -0.005 else 'does not hold'}",
         f"plan - finetune-all per pair: {', '.join(f'{g * 100:+.2f}' for g in ft_gaps)} pts; "
         f"goal: none below -2 pts: {'holds' if min(ft_gaps) >= -0.02 else 'does not hold'}",

@@ -42,7 +42,9 @@ def compare_pair(
 
     ``example``: a batch S and T take, which gives alignment the input size when there are no ``data``.
     """
-    probe = data.val.x[:PROBE_SIZE] if data is not None else None
+    # Unlabelled target images for activation matching: the validation set, or the shots when there is none.
+    images = None if data is None else data.val if len(data.val) else data.train
+    probe = images.x[:PROBE_SIZE] if images is not None else None
     comparison = compare_models(source, target, align=align, data=probe, lineage=lineage, seed=seed,
                                 example_input=example)  # fmt: skip
     write_json(prepare_out_dir(out) / file, comparison.to_dict() | {"fingerprint": key})
@@ -54,6 +56,7 @@ def assess(
     target: nn.Module,
     data: TaskData,
     out: str | Path,
+    *,
     align: str = "auto",
     lineage: str | None = None,
     sweep_config: SweepConfig = SweepConfig(),
@@ -64,18 +67,21 @@ def assess(
     key: str = "",
     executor: Executor = LOCAL,
     inputs: SweepInputs | None = None,
+    sweep: Sweep | None = None,
 ) -> Assessment:
     """Compare, sweep (S aligned to T when the pair is independent) and judge; persist each step.
 
     ``key`` is stored as the ``fingerprint`` of every file written, for callers that resume.
     ``executor`` runs the sweep's rows; a remote one needs ``inputs`` (see :class:`SweepInputs`).
+    ``sweep``: evidence already measured (e.g. cross-fitted on the shots) instead of a sweep on ``data.val``.
     """
     out = prepare_out_dir(out)
     comparison = compare_pair(source, target, data, out, align, lineage, sweep_config.seed, key=key)
-    sweep = replacement_sweep(
-        comparison.aligned_source, target, data.val, data.train, sweep_config, data.kind, device=device,
-        progress=progress, log_path=out / ROWS_LOG, executor=executor, inputs=inputs,
-    )  # fmt: skip
+    if sweep is None:
+        sweep = replacement_sweep(
+            comparison.aligned_source, target, data.val, data.train, sweep_config, data.kind, device=device,
+            progress=progress, log_path=out / ROWS_LOG, executor=executor, inputs=inputs,
+        )  # fmt: skip
     findings = parameter_type_findings(sweep)
     extra = {"findings": findings, "lineage": comparison.lineage, "fingerprint": key}
     write_json(out / REPLACEMENT_FILE, sweep.to_dict() | extra)

@@ -100,7 +100,7 @@ def load_run(run_dir: str | Path) -> RunFiles:
 
 def run_style(run: RunFiles) -> MetricStyle:
     """The metric's style, its units inferred from the models' values when the task registry does not know it."""
-    values = [m["test_metric"] for m in run.results["models"].values()]
+    values = [m["test_metric"] for m in run.results["models"].values() if m["test_metric"] is not None]
     return metric_style(run.results["metric"], values, run.results.get("units"))
 
 
@@ -210,10 +210,13 @@ def _models(run: RunFiles, style: MetricStyle, out: Path) -> str:
     models = run.results["models"]
     rows = []
     for name, m in models.items():
+        if m["test_metric"] is None:  # a given S without source data is not evaluated
+            rows.append([MODEL_LABELS.get(name, name), m["evaluated_on"], "–", "–", m.get("train_seconds")])
+            continue
         own = metric_style(m["metric"], [m["test_metric"]]) if m.get("metric", style.name) != style.name else style
         rows.append([MODEL_LABELS.get(name, name), m["evaluated_on"], own.name, own.fmt(m["test_metric"]),
                      m.get("train_seconds")])  # fmt: skip
-    charted = {n: m for n, m in models.items() if m.get("metric", style.name) == style.name}
+    charted = {n: m for n, m in models.items() if m.get("metric", style.name) == style.name and m["test_metric"] is not None}
     caption = f"Test {style.name} of each model measured in it."
     figure = _figure(out, "metrics", plots.model_metrics(charted, style), caption)
     return _table(["model", "evaluated on", "metric", "test value", "training seconds"], rows) + figure
