@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from paramreuse.executor import LOCAL, DataSpec, RayExecutor
+from paramreuse.backends import LOCAL, DataSpec, RayExecutor
 from paramreuse.models import load_checkpoint, read_state_dict
 from paramreuse.results import read_json, state_digest
-from paramreuse.runs import MODEL_FILE
+from paramreuse.training_run import MODEL_FILE
 from paramreuse.study import StudyConfig, _transfer_study, quick, run_study
-from paramreuse.transfer_runs import TRANSFER_FILE, TransferJob, transfer_job
+from paramreuse.transfer import TRANSFER_FILE, TransferJob, transfer_job
 
 
 def timed_job(fn, spec):

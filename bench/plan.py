@@ -28,11 +28,11 @@ from paramreuse.config import from_mapping
 from paramreuse.data import load_task
 from paramreuse.judge import Thresholds
 from paramreuse.results import read_json
-from paramreuse.runs import RunSpec, run_training
+from paramreuse.training_run import RunSpec, run_training
 from paramreuse.stats import paired_test, seed_interval
 from paramreuse.train import TrainConfig, resolve_device
-from paramreuse.transfer import ORACLES, STRATEGIES
-from paramreuse.transfer_runs import TRANSFER_FILE, Source, TransferConfig, run_transfer
+from paramreuse.strategies import ORACLES, STRATEGIES
+from paramreuse.transfer import TRANSFER_FILE, Source, TransferConfig, run_transfer
 
 BASELINES = ("finetune-all", "lp-ft", "l2-sp", "auto-rgn")  # what a knowledgeable practitioner would pick among
 

@@ -28,13 +28,13 @@ from scipy import stats
 
 from paramreuse.data import ImageSet, TaskData, load_task
 from paramreuse.features import extract_features
-from paramreuse.layers import inventory
+from paramreuse.units import inventory
 from paramreuse.models import load_checkpoint
 from paramreuse.models.heads import head_module_name
 from paramreuse.rank import labelled_pool, our_signal, score_features, score_source, source_for_target
-from paramreuse.replace import SweepConfig, replacement_sweep
+from paramreuse.sweep import SweepConfig, replacement_sweep
 from paramreuse.results import write_json
-from paramreuse.runs import MODEL_FILE, RunSpec, run_training
+from paramreuse.training_run import MODEL_FILE, RunSpec, run_training
 from paramreuse.scores import FEATURE_SCORES
 from paramreuse.study import StudyTraining
 from paramreuse.train import TrainConfig

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from paramreuse.data import load_task
-from paramreuse.replace import PARAM_GROUPS, SweepConfig, replacement_sweep
-from paramreuse.runs import RunSpec, run_training
+from paramreuse.sweep import PARAM_GROUPS, SweepConfig, replacement_sweep
+from paramreuse.training_run import RunSpec, run_training
 from paramreuse.study import StudyTraining
 from paramreuse.train import TrainConfig
 

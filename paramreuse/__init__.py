@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 from paramreuse.data import TaskData, load_task, parse_classes
 from paramreuse.errors import CheckpointError, DataError, ParamreuseError, SpecError
 from paramreuse.models import ModelInfo, build_model, load_checkpoint, save_checkpoint
-from paramreuse.runs import RunSpec, run_training
+from paramreuse.training_run import RunSpec, run_training
 from paramreuse.study import StudyConfig, run_study
 from paramreuse.tasks import get_task
 from paramreuse.train import TrainConfig, evaluate, resolve_device, train

@@ -17,7 +17,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import fx, nn
 
-from paramreuse.layers import Unit, pair_units, trace
+from paramreuse.units import Unit, pair_units, trace
 from paramreuse.permspec import (
     AlignmentError, AxisRef, PermGroup, PermSpec, apply_permutation, permutation_spec, permuted_tensor, refs_by_key,
 )  # fmt: skip

@@ -14,10 +14,10 @@ from torch import nn
 
 from paramreuse.compare import Comparison, compare_models
 from paramreuse.data import TaskData
-from paramreuse.executor import LOCAL, Executor
+from paramreuse.backends import LOCAL, Executor
 from paramreuse.judge import Plan, Thresholds, judge, parameter_type_findings
 from paramreuse.models.heads import head_module_name
-from paramreuse.replace import Sweep, SweepConfig, SweepInputs, replacement_sweep
+from paramreuse.sweep import Sweep, SweepConfig, SweepInputs, replacement_sweep
 from paramreuse.results import prepare_out_dir, write_json
 from paramreuse.train import Progress
 

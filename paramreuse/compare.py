@@ -21,7 +21,7 @@ from torch import nn
 
 from paramreuse.align import METHODS, AlignmentError, AlignResult, UnitAlignment, align_models, not_aligned
 from paramreuse.errors import ParamreuseError
-from paramreuse.layers import Unit, group_values, pair_units
+from paramreuse.units import Unit, group_values, pair_units
 
 LINEAGES = ("finetuned", "independent")
 LINEAGE_LAYERS = 3

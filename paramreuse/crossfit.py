@@ -19,10 +19,10 @@ from torch import nn
 from paramreuse.data import ImageSet, TaskData
 from paramreuse.errors import DataError
 from paramreuse.models import build_model
-from paramreuse.replace import Row, Sweep, SweepConfig, replacement_sweep
+from paramreuse.sweep import Row, Sweep, SweepConfig, replacement_sweep
 from paramreuse.stats import difference_bounds, mean_ci
 from paramreuse.train import Progress, TrainConfig, train
-from paramreuse.transfer import transplant, unit_names
+from paramreuse.strategies import transplant, unit_names
 
 FOLDS = 2
 EVIDENCE = f"cross-fitted on the shots ({FOLDS} folds): T_f fine-tuned on the other folds, judged on the held-out one"

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from paramreuse.compare import Comparison
 from paramreuse.config import ConfigError, check_choice
-from paramreuse.replace import Row, Sweep
+from paramreuse.sweep import Row, Sweep
 from paramreuse.tasks import CLASSIFICATION, Task
 
 

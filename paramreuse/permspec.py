@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_leaves
 from paramreuse.channel_rules import settled_flow
 from paramreuse.channels import Layout, Spaces, positions
 from paramreuse.errors import ParamreuseError
-from paramreuse.layers import trace
+from paramreuse.units import trace
 
 MISREAD = "permuting these channels changed the network's output (an operation the rules misread)"
 

@@ -26,14 +26,14 @@ import torch
 from paramreuse.assess import assess
 from paramreuse.data import ImageSet, TaskData
 from paramreuse.errors import DataError, ParamreuseError
-from paramreuse.executor import LOCAL, Checkpoint, DataSpec, Executor
+from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor
 from paramreuse.features import Features, extract_features
 from paramreuse.judge import Thresholds
-from paramreuse.layers import inventory
+from paramreuse.units import inventory
 from paramreuse.models.sources import fit_to, load_source
-from paramreuse.replace import SweepConfig, SweepInputs, image_digest
+from paramreuse.sweep import SweepConfig, SweepInputs, image_digest
 from paramreuse.results import prepare_out_dir
-from paramreuse.runs import MODEL_FILE, TRAIN_FILE, RunSpec, run_training, source_for_target
+from paramreuse.training_run import MODEL_FILE, TRAIN_FILE, RunSpec, run_training, source_for_target
 from paramreuse.scores import FEATURE_SCORES, SCORES, TransferabilityWarning
 from paramreuse.train import Progress, ProgressEvent
 

@@ -20,18 +20,18 @@ from paramreuse.config import ConfigError, check_choice
 from paramreuse.crossfit import crossfit_sweep
 from paramreuse.data import TaskData
 from paramreuse.errors import DataError
-from paramreuse.executor import LOCAL, Checkpoint, DataSpec, Executor
+from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor
 from paramreuse.judge import Thresholds
-from paramreuse.replace import SweepConfig, SweepInputs
+from paramreuse.sweep import SweepConfig, SweepInputs
 from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
 from paramreuse.models import build_model, fit_state, is_pretrained, load_checkpoint, save_checkpoint
 from paramreuse.models.checkpoint import pretrained_spec
 from paramreuse.models.heads import head_names
-from paramreuse.runs import MODEL_FILE, TRAIN_FILE, RunSpec, environment, run_training, source_for_target
+from paramreuse.training_run import MODEL_FILE, TRAIN_FILE, RunSpec, environment, run_training, source_for_target
 from paramreuse.tasks import task_key
 from paramreuse.stats import mean_ci
 from paramreuse.train import Progress, TrainConfig, predict
-from paramreuse.transfer_runs import BUDGETS, FEWSHOT, TRANSFER_FILE, Source, TransferConfig, run_transfer
+from paramreuse.transfer import BUDGETS, FEWSHOT, TRANSFER_FILE, Source, TransferConfig, run_transfer
 
 RESULTS_FILE = "results.json"
 ALIGNMENTS = ("auto", *METHODS)

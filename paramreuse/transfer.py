@@ -1,171 +1,344 @@
-"""Transfer: apply a reuse plan to a fresh target model, and the strategies it is measured against.
+"""Run transfer strategies over shots and seeds on the same target samples, with statistics.
 
-A *transplant* copies S's tensors into a freshly built target model unit by unit, as a plan
-says (shape-checked; every copied and skipped tensor is listed). A *strategy* is a transplant
-plus learning-rate scales: 0 freezes a unit (its BN statistics included), a fraction fine-tunes
-it gently, 1 trains it as new.
+Every (shots, seed) pair draws its own target shots; all strategies of a pair train on exactly
+those images with the one training loop, so comparisons are paired. Finished runs are
+appended to ``transfer.runs.jsonl`` and a rerun resumes from it.
+
+The labelled budget (``TransferConfig.budget``): with ``shots`` (the default) a run sees only
+its shots: the plan is made from them by cross-fitting (:mod:`paramreuse.crossfit`) and
+best-depth chooses its depth on a fifth of them held out. ``validation-set`` adds the carved
+validation set (10% of each class, up to 500 images) for best-depth's choice: far more labels
+than a few-shot user has, shown only as a labelled reference.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+from contextlib import closing
+from dataclasses import asdict, dataclass, field, replace
+from itertools import chain
+from pathlib import Path
+
 import torch
-from torch import nn
 
+from paramreuse.config import ConfigError, check_choice
+from paramreuse.crossfit import crossfit_sweep, held_out
+from paramreuse.data import TaskData, load_task, task_for
 from paramreuse.errors import CheckpointError
-from paramreuse.layers import Unit, inventory
+from paramreuse.judge import Decision, Thresholds, frozen_depth
+from paramreuse.sweep import SweepConfig
+from paramreuse.backends import LOCAL, DataSpec, Executor, remove_file, shippable_file
+from paramreuse.models import build_model, read_state_dict
 from paramreuse.models.heads import head_module_name
+from paramreuse.results import JsonlLog, fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
+from paramreuse.stats import paired_test, seed_interval
+from paramreuse.train import Progress, ProgressEvent, TrainConfig, evaluate, train
+from paramreuse.strategies import L2SP, ORACLES, STRATEGIES, strategy, transplant, unit_names
 
-STRATEGIES = ("scratch", "finetune-all", "linear-probe", "lp-ft", "l2-sp", "auto-rgn", "plan", "best-depth")
-ORACLES = ("best-depth",)  # choose among trained candidates on held-out labels: a ceiling, not a baseline
-REUSE = ("reuse-frozen", "reuse-finetuned")
+TRANSFER_FILE, RUNS_LOG = "transfer.json", "transfer.runs.jsonl"
+SOURCE_FILE = "transfer.source.safetensors"  # S's tensors, for the workers of a remote executor
+FEWSHOT = TrainConfig(epochs=1, batch_size=16, lr=1e-2, optimizer="sgd", min_steps=150)
+INIT_OFFSET = 10_000  # fresh parameters never share S's initialisation (S used the study seed)
+COMPARED = ("scratch", "finetune-all", "lp-ft", "l2-sp", "auto-rgn")
+BUDGETS = ("shots", "validation-set")
+HOLDOUT = 0.2  # best-depth's share of the shots held out to choose its depth (shots budget)
+MAX_CANDIDATES = 9  # best-depth tries at most this many frozen depths, evenly spaced
 
 
 @dataclass(frozen=True)
-class TransplantReport:
-    """Which state-dict keys came from S and which stayed fresh, with why."""
+class TransferConfig:
+    """Which strategies, shots and seeds; how the target model is trained; the labelled budget.
 
-    copied: tuple[str, ...]
-    skipped: tuple[tuple[str, str], ...]
+    ``thresholds`` are the plan rule's (the plan is made afresh from each run's shots when no
+    plan is given); ``finetuned_scale`` is the rate of reuse-finetuned units of a given plan.
+    """
+
+    strategies: tuple[str, ...] = STRATEGIES
+    shots: tuple[int, ...] = (5, 10, 20, 50)
+    seeds: int = 5
+    training: TrainConfig = field(default_factory=lambda: FEWSHOT)
+    finetuned_scale: float = 1.0
+    l2sp_alpha: float = 0.01
+    l2sp_beta: float = 0.01
+    test_per_class: int | None = None
+    budget: str = "shots"
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    depth_candidates: int = MAX_CANDIDATES
+
+    def __post_init__(self) -> None:
+        for name in self.strategies:
+            check_choice("strategies", name, STRATEGIES)
+        check_choice("budget", self.budget, BUDGETS)
+        if self.seeds < 1 or any(n < 1 for n in self.shots):
+            raise ConfigError(f"seeds and shots must be at least 1, got {self.seeds} and {list(self.shots)}")
+        if self.depth_candidates < 2:
+            raise ConfigError(f"depth_candidates must be at least 2, got {self.depth_candidates}")
+        if self.finetuned_scale < 0:
+            raise ConfigError(f"finetuned_scale must be >= 0, got {self.finetuned_scale}")
 
     def to_dict(self) -> dict:
-        return {"copied": list(self.copied), "skipped": [{"key": k, "reason": r} for k, r in self.skipped]}
+        return asdict(self)
+
+    def data_options(self) -> dict:
+        """What the budget means for loading a run's target data."""
+        return {"val_per_class": 0} if self.budget == "shots" else {}
 
 
-def unit_prefixes(unit: Unit) -> tuple[str, ...]:
-    """Module names a unit owns: its main layer and its norm."""
-    return (unit.name,) if unit.norm is None else (unit.name, unit.norm)
+@dataclass(frozen=True, eq=False)
+class Source:
+    """S's architecture and tensors, as a transfer needs them."""
+
+    arch: str
+    state: dict
 
 
-def _owner(key: str, units: tuple[Unit, ...]) -> Unit | None:
-    for unit in units:
-        if any(key.startswith(p + ".") for p in unit_prefixes(unit)):
-            return unit
-    return None
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """A target model with S transplanted, and how to train it."""
+
+    model: torch.nn.Module
+    training: TrainConfig
+    penalty: L2SP | None
+    copied: int
+    warm_head: bool = False
 
 
-def transplant(source_state: dict[str, torch.Tensor], target: nn.Module, decisions: dict[str, str]) -> TransplantReport:
-    """Copy S's tensors of every unit whose decision is reuse-* into ``target``.
+def prepare(
+    source: Source, task: TaskData, name: str, plan: dict | None, seed: int, config: TransferConfig,
+    depth: int | None = None,
+) -> Prepared:  # fmt: skip
+    """A fresh target model (seeded apart from S's initialisation) with S transplanted as ``name`` says."""
+    torch.manual_seed(seed + INIT_OFFSET)
+    model = build_model(source.arch, task.channels, task.num_outputs)
+    chosen = strategy(name, model, plan, depth, config.finetuned_scale)
+    report = transplant(source.state, model, chosen.decisions)
+    penalty = None
+    if chosen.l2sp:
+        anchor = {k: v for k, v in model.named_parameters() if k in set(report.copied)}
+        penalty = L2SP(anchor, config.l2sp_alpha, config.l2sp_beta)
+    decay = 0.0 if chosen.l2sp else config.training.weight_decay  # L2-SP replaces plain weight decay
+    training = replace(config.training, lr_scale=chosen.lr_scale, weight_decay=decay, auto_rgn=chosen.auto_rgn)
+    return Prepared(model, training, penalty, len(report.copied), chosen.warm_head)
 
-    Raises:
-        CheckpointError: a tensor to copy is missing from S or differs in shape (all listed).
+
+def run_one(
+    source: Source, task: TaskData, name: str, plan: dict | None, seed: int, config: TransferConfig,
+    device, depth: int | None = None, warm_head: bool = False,
+) -> dict:  # fmt: skip
+    """Prepare, train on the shots, evaluate on the target test set."""
+    p = prepare(source, task, name, plan, seed, config, depth)
+    p = replace(p, warm_head=p.warm_head or warm_head)
+    result = fit(p, task.train, task, seed, device)
+    return {
+        "value": evaluate(p.model, task.test, task.kind, device),
+        "val": result.val_metric,
+        "depth": depth,
+        "copied": p.copied,
+        "seconds": result.seconds,
+    }
+
+
+def fit(p: Prepared, images, task: TaskData, seed: int, device):
+    """Train a prepared model on ``images``; LP-FT first trains the head alone on the frozen body."""
+    if p.warm_head:
+        head = head_module_name(p.model)
+        train(p.model, images, replace(p.training, lr_scale=(("", 0.0), (head, 1.0))), seed, None, task.kind, device)
+    val = task.val if len(task.val) else None
+    return train(p.model, images, p.training, seed, val, task.kind, device, penalty=p.penalty)
+
+
+def plan_from_shots(source: Source, task: TaskData, seed: int, config: TransferConfig, device) -> tuple[dict, dict]:
+    """The plan rule applied to this run's shots alone: decisions per unit, and the evidence."""
+    thresholds = config.thresholds.for_task(task.kind)
+    sweep_config = SweepConfig(params=(), tolerance=thresholds.layer_tolerance)
+    sweep = crossfit_sweep(arch=source.arch, state=source.state, data=task, config=sweep_config,
+                           training=config.training, seed=seed, device=device)  # fmt: skip
+    depth = frozen_depth(sweep.by_kind("cumulative"), thresholds.layer_tolerance, thresholds.freeze_on)
+    names = unit_names(build_model(source.arch, task.channels, task.num_outputs))
+    decisions = {n: (Decision.FROZEN if i < depth else Decision.FINETUNED).value for i, n in enumerate(names)}
+    curve = [{"depth": r.depth, "drop": r.drop, "ci": list(r.ci)} for r in sweep.by_kind("cumulative")]
+    return decisions, {"depth": depth, "plan_seconds": sweep.seconds, "curve": curve,
+                       "tolerance": thresholds.layer_tolerance}  # fmt: skip
+
+
+def _plan_run(source: Source, task: TaskData, plan: dict | None, seed: int, config: TransferConfig, device) -> dict:
+    """The plan strategy: a given plan applied as it is, or the plan made from this run's shots."""
+    if plan is not None:
+        return run_one(source, task, "plan", plan, seed, config, device)
+    decisions, evidence = plan_from_shots(source, task, seed, config, device)
+    planned = replace(config, finetuned_scale=config.thresholds.finetuned_rate)
+    return run_one(source, task, "plan", decisions, seed, planned, device, warm_head=config.thresholds.warm_head) | evidence
+
+
+@dataclass(frozen=True, eq=False)
+class TransferJob:
+    """One run: a strategy trained on one (shots, seed) draw of the target data."""
+
+    arch: str
+    state: dict | str  # S's tensors, or a safetensors file of them (for workers)
+    plan: dict | None
+    data: DataSpec  # the target task with this run's shots and seed
+    strategy: str
+    seed: int
+    config: TransferConfig
+    device: str | torch.device
+    digest: str = ""  # what S's tensors hash to, in key order (checked when read from the file)
+
+
+def transfer_job(job: TransferJob) -> dict:
+    """Load the target data (and S, when given as a file), train the strategy, evaluate it."""
+    task_data = load_task(job.data.name, **job.data.options)
+    source = Source(job.arch, job.state if isinstance(job.state, dict) else _read_source(job.state, job.digest))
+    if job.strategy == "best-depth":
+        return _best_depth(source, task_data, job.plan, job.seed, job.config, job.device)
+    if job.strategy == "plan":
+        return _plan_run(source, task_data, job.plan, job.seed, job.config, job.device)
+    return run_one(source, task_data, job.strategy, job.plan, job.seed, job.config, job.device)
+
+
+def _read_source(path: str, digest: str) -> dict:
+    state = read_state_dict(path)
+    if state_digest(dict(sorted(state.items()))) != digest:
+        raise CheckpointError(
+            f"a worker read other tensors for S from {path} than the driver wrote; is the --out folder shared by every worker?"
+        )
+    return state
+
+
+def summarise(runs: dict[str, dict], config: TransferConfig, headline: int, bounds=None) -> dict:
+    """Means, CIs (inside the metric's ``bounds``; none below 3 seeds) and paired tests per strategy
+    and shots; top-level keys describe ``headline`` shots."""
+    by = {(r["strategy"], r["shots"], r["seed"]): r for r in runs.values()}
+    seeds = list(range(config.seeds))
+    strategies = {}
+    for name in config.strategies:
+        per_shots = {}
+        for n in config.shots:
+            values = [by[(name, n, s)]["value"] for s in seeds]
+            per_shots[str(n)] = seed_interval(values, bounds) | {"runs": values}
+            if name in ("best-depth", "plan") and by[(name, n, 0)].get("depth") is not None:
+                per_shots[str(n)]["depths"] = [by[(name, n, s)]["depth"] for s in seeds]
+            for cost in ("seconds", "plan_seconds", "candidate_seconds"):  # compute, for side-by-side cost ratios
+                if cost in by[(name, n, 0)]:
+                    per_shots[str(n)][cost] = [by[(name, n, s)][cost] for s in seeds]
+        strategies[name] = per_shots[str(headline)] | {"by_shots": per_shots, "oracle": name in ORACLES}
+    significance = {}
+    if "plan" in config.strategies:
+        for other in (o for o in COMPARED if o in config.strategies):
+            per_shots = {str(n): paired_test(strategies["plan"]["by_shots"][str(n)]["runs"], strategies[other]["by_shots"][str(n)]["runs"])
+                         for n in config.shots}  # fmt: skip
+            significance[f"plan_vs_{other}"] = per_shots[str(headline)] | {"by_shots": per_shots}
+    return {"strategies": strategies, "significance": significance}
+
+
+def run_transfer(
+    source: Source,
+    plan: dict[str, str] | None,
+    data: str,
+    classes: str | tuple | None,
+    out: str | Path,
+    config: TransferConfig = TransferConfig(),
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+    data_dir: str | None = None,
+    headline: int | None = None,
+    task: str | None = None,
+    size: int | tuple[int, int] | None = None,
+    executor: Executor = LOCAL,
+) -> dict:
+    """Every strategy x shots x seed; writes and returns ``transfer.json``.
+
+    ``task`` and ``size`` are passed to :func:`paramreuse.data.load_task` (default: the data's own task).
+    Each run is a job for ``executor``; the workers of a remote one read S from a file in ``out``.
     """
-    units = inventory(target)
-    head = head_module_name(target)
-    own = target.state_dict()
-    copied, skipped, problems = [], [], []
-    for key in own:
-        unit = _owner(key, units)
-        decision = decisions.get(unit.name, "reinit") if unit is not None else None
-        if unit is None:
-            skipped.append((key, "not part of a parametric unit"))
-        elif unit.name == head:
-            skipped.append((key, "task head: fresh for the target's classes"))
-        elif decision not in REUSE:
-            skipped.append((key, f"{unit.name}: {decision}"))
-        elif key not in source_state:
-            problems.append(f"{key} missing in S")
-        elif source_state[key].shape != own[key].shape:
-            problems.append(f"{key} {tuple(source_state[key].shape)} in S vs {tuple(own[key].shape)} in the target")
-        else:
-            copied.append(key)
-    if problems:
-        raise CheckpointError(f"cannot transplant S into the target model: {'; '.join(problems[:6])}")
-    with torch.no_grad():
-        for key in copied:
-            own[key].copy_(source_state[key])
-    return TransplantReport(tuple(copied), tuple(skipped))
+    out = prepare_out_dir(out)
+    digest = state_digest(source.state)
+    runs_key = fingerprint({"source": [source.arch, digest], "plan": plan, "data": [data, classes, task, size], "config": config.to_dict()})
+    key = fingerprint([runs_key, headline])  # the headline only changes the summary, not the runs
+    finished = load_if_current(out / TRANSFER_FILE, key)
+    if finished is not None:
+        return finished
+    log = JsonlLog(out / RUNS_LOG, runs_key)
+    grid = [(n, s, name) for n in config.shots for s in range(config.seeds) for name in config.strategies]
+    runs = {f"{n}:{s}:{name}": (n, s, name) for n, s, name in grid}
+    todo = [job_id for job_id in runs if job_id not in log.done]
+    if executor.remote:  # the longest jobs first, so that no worker ends the grid alone with one
+        todo.sort(key=lambda job_id: runs[job_id][2] != "best-depth")
+    state = shippable_file(out / SOURCE_FILE, source.state) if todo and executor.remote else source.state
+    sorted_digest = state_digest(dict(sorted(source.state.items()))) if executor.remote else ""
+    device = executor.job_device(device)
+    jobs = []
+    for job_id in todo:
+        n, s, name = runs[job_id]
+        target = DataSpec.of(data, classes=classes, shots=n, seed=s, data_dir=data_dir,
+                             test_per_class=config.test_per_class, task=task, size=size, **config.data_options())  # fmt: skip
+        jobs.append((job_id, TransferJob(source.arch, state, plan, target, name, s, config, device, sorted_digest)))
+    resumed = [(job_id, None) for job_id in runs if job_id in log.done]  # counted, not recomputed
+    with closing(executor.map_unordered(transfer_job, jobs)) as results:  # closed early: no job keeps running
+        for done, (job_id, result) in enumerate(chain(resumed, results), start=1):
+            n, s, name = runs[job_id]
+            if result is not None:
+                log.add({"id": job_id, "strategy": name, "shots": n, "seed": s} | result)
+            if progress is not None:
+                progress(ProgressEvent("transfer", done, len(runs), {"run": f"{name} {n} shots seed {s}"}))
+    headline = headline if headline in config.shots else config.shots[0]
+    document = {
+        "metric": task_for(data, task).metric_name,
+        "data": data,
+        "classes": classes,
+        "shots": list(config.shots),
+        "headline_shots": headline,
+        "seeds": config.seeds,
+        "plan": plan,
+        "config": config.to_dict(),
+        "ci": "95% Student-t interval over seeds, inside the metric's bounds; none below 3 seeds",
+        "fingerprint": key,
+    } | summarise(log.done, config, headline, task_for(data, task).bounds)
+    write_json(out / TRANSFER_FILE, document)
+    log.close()
+    remove_file(out / SOURCE_FILE)
+    return document
 
 
-def lr_scales(target: nn.Module, decisions: dict[str, str], finetuned_scale: float) -> tuple[tuple[str, float], ...]:
-    """Per-module learning-rate scales for a plan: frozen 0, gently fine-tuned ``finetuned_scale``."""
-    scale = {"reuse-frozen": 0.0, "reuse-finetuned": finetuned_scale}
-    return tuple(
-        (prefix, scale[decisions[u.name]])
-        for u in inventory(target)
-        if decisions.get(u.name) in scale
-        for prefix in unit_prefixes(u)
-    )
+def candidate_depths(units: int, most: int = MAX_CANDIDATES) -> list[int]:
+    """Frozen depths best-depth tries: all of 0..units, or ``most`` of them evenly spaced (0 and units included).
 
-
-@dataclass(frozen=True)
-class Strategy:
-    """How one strategy starts and trains: decisions per unit, lr scales, an optional penalty."""
-
-    name: str
-    decisions: dict
-    lr_scale: tuple[tuple[str, float], ...]
-    l2sp: bool = False  # pull the transplanted weights towards S's values while training
-    depth: int | None = None
-    warm_head: bool = False  # LP-FT: train the head alone on frozen S first, then everything
-    auto_rgn: bool = False  # per-tensor rates by relative gradient norm (surgical fine-tuning)
-
-    def describe(self) -> dict:
-        return {"name": self.name, "depth": self.depth, "decisions": dict(self.decisions)}
-
-
-class L2SP:
-    """L2-SP (Li, Grandvalet & Davoine, ICML 2018): alpha/2 ||w - w_S||^2 on reused weights, beta/2 ||w||^2 on new ones."""
-
-    def __init__(self, anchor: dict[str, torch.Tensor], alpha: float = 0.01, beta: float = 0.01):
-        self.anchor, self.alpha, self.beta = {k: v.detach().clone() for k, v in anchor.items()}, alpha, beta
-
-    def __call__(self, model: nn.Module) -> torch.Tensor:
-        pulled, fresh = [], []
-        for name, p in model.named_parameters():
-            if not p.requires_grad:
-                continue
-            if name in self.anchor:
-                pulled.append((p - self.anchor[name].to(p.device)).pow(2).sum())
-            else:
-                fresh.append(p.pow(2).sum())
-        zero = next(model.parameters()).new_zeros(())
-        return self.alpha / 2 * sum(pulled, zero) + self.beta / 2 * sum(fresh, zero)
-
-
-def unit_names(model: nn.Module) -> list[str]:
-    """The model's units in execution order, without its head."""
-    head = head_module_name(model)
-    return [u.name for u in inventory(model) if u.name != head]
-
-
-def strategy(
-    name: str, model: nn.Module, plan: dict[str, str] | None = None, depth: int | None = None,
-    finetuned_scale: float = 0.1,
-) -> Strategy:  # fmt: skip
-    """The named strategy for ``model`` (a fresh target model).
-
-    ``plan``: decisions per unit for ``plan``; ``depth``: frozen units 1..depth for a
-    ``best-depth`` candidate.
-
-    - ``lp-ft``: linear probe on frozen S, then fine-tune everything from that head (Kumar et
-      al., ICLR 2022);
-    - ``auto-rgn``: everything fine-tuned, each tensor's rate scaled by its relative gradient
-      norm, recomputed every epoch (Auto-RGN, Lee et al., ICLR 2023).
+    >>> candidate_depths(4), candidate_depths(20, 5)
+    ([0, 1, 2, 3, 4], [0, 5, 10, 15, 20])
     """
-    names = unit_names(model)
-    head = head_module_name(model)
-    reuse_all = dict.fromkeys(names, "reuse-finetuned")
-    if name == "scratch":
-        return Strategy(name, {}, ())
-    if name == "finetune-all":
-        return Strategy(name, reuse_all, ())
-    if name == "linear-probe":
-        return Strategy(name, dict.fromkeys(names, "reuse-frozen"), (("", 0.0), (head, 1.0)))
-    if name == "plan":
-        if plan is None:
-            raise ValueError("the plan strategy needs a plan (decisions per unit)")
-        return Strategy(name, dict(plan), lr_scales(model, plan, finetuned_scale))
-    if name == "best-depth":
-        frozen = {n: ("reuse-frozen" if i < (depth or 0) else "reuse-finetuned") for i, n in enumerate(names)}
-        return Strategy(name, frozen, lr_scales(model, frozen, 1.0), depth=depth)
-    if name == "l2-sp":
-        return Strategy(name, reuse_all, (), l2sp=True)
-    if name == "lp-ft":
-        return Strategy(name, reuse_all, (), warm_head=True)
-    if name == "auto-rgn":
-        return Strategy(name, reuse_all, (), auto_rgn=True)
-    raise ValueError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
+    if units + 1 <= most:
+        return list(range(units + 1))
+    return sorted({round(i * units / (most - 1)) for i in range(most)})
 
 
+def _best_depth(source: Source, task: TaskData, plan, seed: int, config: TransferConfig, device) -> dict:
+    """Oracle: freeze units 1..k for every candidate k, keep the k with the best validation metric.
 
+    With the shots budget, candidates train on four fifths of the shots and are judged on the
+    rest; the chosen depth is then trained on all shots. Only that model meets the test set.
+    """
+    units = len(unit_names(build_model(source.arch, task.channels, task.num_outputs)))
+    if len(task.val):
+        fit_images, val = task.train, task.val
+    else:
+        fit_images, val = held_out(task.train, HOLDOUT, seed)
+    candidates = []
+    for k in candidate_depths(units, config.depth_candidates):
+        p = prepare(source, task, "best-depth", plan, seed, config, depth=k)
+        result = train(p.model, fit_images, p.training, seed, None, task.kind, device)
+        score = evaluate(p.model, val, task.kind, device)
+        candidates.append((score, -k, k, p, result.seconds))
+    val_score, _, depth, best, _ = max(candidates, key=lambda c: c[:2])
+    seconds = sum(c[4] for c in candidates)
+    if fit_images is not task.train:  # retrain the chosen depth on every shot
+        best = prepare(source, task, "best-depth", plan, seed, config, depth=depth)
+        seconds += train(best.model, task.train, best.training, seed, None, task.kind, device).seconds
+    return {
+        "value": evaluate(best.model, task.test, task.kind, device),
+        "val": val_score,
+        "depth": depth,
+        "copied": best.copied,
+        "seconds": seconds,
+        "candidate_seconds": sum(c[4] for c in candidates),
+        "candidates": [{"depth": c[2], "val": c[0]} for c in candidates],
+    }

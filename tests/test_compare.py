@@ -25,7 +25,7 @@ from paramreuse.compare import (
 )
 from paramreuse.data import load_task
 from paramreuse.errors import ParamreuseError
-from paramreuse.layers import PairingError, inventory
+from paramreuse.units import PairingError, inventory
 from paramreuse.models import build_model
 from paramreuse.train import TrainConfig, train
 

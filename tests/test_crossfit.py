@@ -5,7 +5,7 @@ import torch
 from scipy import stats
 
 from paramreuse.crossfit import fold_indices, held_out, pooled
-from paramreuse.replace import Row, Sweep, SweepConfig
+from paramreuse.sweep import Row, Sweep, SweepConfig
 from tests.conftest import synthetic_set
 
 
@@ -53,10 +53,10 @@ def test_pooled_folds_weigh_every_sample_once():
 
 def test_plan_from_shots_freezes_the_decisive_prefix(trained_pair, fake_fmnist, monkeypatch):
     """The plan made inside a transfer run uses the cross-fitted curve and the CI rule."""
-    import paramreuse.transfer_runs as runs
+    import paramreuse.transfer as runs
     from paramreuse.data import load_task
     from paramreuse.train import TrainConfig
-    from paramreuse.transfer import unit_names
+    from paramreuse.strategies import unit_names
 
     s, _ = trained_pair
     task = load_task("fashion-mnist", "5-9", shots=4, seed=0, val_per_class=0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from paramreuse.models import build_model
-from paramreuse.replace import SweepConfig, replacement_sweep
+from paramreuse.sweep import SweepConfig, replacement_sweep
 from paramreuse.train import TrainConfig, evaluate, resolve_device, train
 from tests.conftest import TINY_ARCH, synthetic_set
 

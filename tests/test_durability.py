@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from paramreuse.assess import ROWS_LOG
-from paramreuse.transfer_runs import RUNS_LOG
+from paramreuse.transfer import RUNS_LOG
 from tests.test_study import TINY_STUDY
 
 # The tiny study with a shorter transfer stage (the transfer dominates its time).

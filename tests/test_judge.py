@@ -5,7 +5,7 @@ import pytest
 from paramreuse.compare import Comparison, LayerDistance
 from paramreuse.config import ConfigError
 from paramreuse.judge import J2, Decision, Thresholds, frozen_depth, j2_status, judge, plan_decisions
-from paramreuse.replace import Row, Sweep, SweepConfig
+from paramreuse.sweep import Row, Sweep, SweepConfig
 
 UNITS = ("c1", "c2", "c3", "fc")  # fc is the head
 

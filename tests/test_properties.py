@@ -23,7 +23,7 @@ from paramreuse.config import from_mapping
 from paramreuse.errors import ParamreuseError
 from paramreuse.models import ModelInfo, build_model, load_checkpoint, save_checkpoint
 from paramreuse.permspec import apply_permutation, permutation_spec, random_permutation
-from paramreuse.replace import SweepConfig, replacement_sweep
+from paramreuse.sweep import SweepConfig, replacement_sweep
 from paramreuse.study import StudyConfig
 from tests.conftest import TINY_ARCH, synthetic_set
 from tests.test_align import max_output_diff, max_param_diff, randomize_norms

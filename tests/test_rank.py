@@ -13,7 +13,7 @@ from paramreuse.cli import app
 from paramreuse.data import load_task
 from paramreuse.errors import ParamreuseError
 from paramreuse.rank import OURS_LAYER, OURS_SOURCE, column_ranks, sort_rows
-from paramreuse.runs import RunSpec, run_training
+from paramreuse.training_run import RunSpec, run_training
 from paramreuse.scores import FEATURE_SCORES, SCORES
 from paramreuse.train import TrainConfig
 from tests.conftest import TINY_ARCH

@@ -21,11 +21,11 @@ from paramreuse.data import load_task
 from paramreuse.errors import DataError
 from paramreuse.models import build_model, load_checkpoint
 from paramreuse.permspec import apply_permutation, permutation_spec, random_permutation
-from paramreuse.replace import SweepConfig, replacement_sweep
-from paramreuse.runs import RunSpec, run_training
+from paramreuse.sweep import SweepConfig, replacement_sweep
+from paramreuse.training_run import RunSpec, run_training
 from paramreuse.tasks import RECONSTRUCTION, SEGMENTATION, SEGMENTATION_DICE
 from paramreuse.train import TrainConfig
-from paramreuse.transfer_runs import Source, TransferConfig, run_transfer
+from paramreuse.transfer import Source, TransferConfig, run_transfer
 from tests.conftest import stripe_rows
 from tests.test_align import max_param_diff, randomize_norms
 

@@ -223,7 +223,7 @@ def target_data(data: str, classes, shots, seed: int, data_dir, task: str | None
 
 def target_spec(data: str, classes, shots, seed: int, data_dir, task: str | None, size: int | None, target: Path | None = None):
     """The target data as a spec (what :func:`target_data` loads), for jobs that load it themselves."""
-    from paramreuse.executor import DataSpec
+    from paramreuse.backends import DataSpec
     from paramreuse.models import read_info
 
     info = read_info(target) if target is not None and target.suffix == ".safetensors" and target.is_file() else None
@@ -260,6 +260,6 @@ GpusPerJobOpt = Annotated[
 
 def open_executor(backend: Backend, address: str | None, cpus_per_job: float, gpus_per_job: float | None, device):
     """The executor the options ask for (a context manager: a Ray instance it starts is shut down after)."""
-    from paramreuse.executor import make_executor
+    from paramreuse.backends import make_executor
 
     return make_executor(backend.value, address, cpus_per_job, gpus_per_job, device)

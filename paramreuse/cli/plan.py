@@ -16,8 +16,8 @@ from paramreuse.cli.common import (
 )  # fmt: skip
 from paramreuse.cli.replace import ParamsOpt, sweep_config
 from paramreuse.judge import Thresholds
-from paramreuse.executor import Checkpoint
-from paramreuse.replace import PARAM_GROUPS, SweepInputs
+from paramreuse.backends import Checkpoint
+from paramreuse.sweep import PARAM_GROUPS, SweepInputs
 from paramreuse.report.verdict import unit_j2
 from paramreuse.results import read_json
 from paramreuse.train import resolve_device

@@ -14,7 +14,7 @@ from paramreuse.cli.common import (
     clean_errors, emit, table, ArchOpt, SOURCE_HELP,
 )  # fmt: skip
 from paramreuse.errors import ParamreuseError
-from paramreuse.executor import DataSpec
+from paramreuse.backends import DataSpec
 from paramreuse.models.checkpoint import pretrained_spec
 from paramreuse.rank import OURS_LAYER, OURS_SOURCE, RANK_FILE, Ranking, columns, rank_layers, rank_sources
 from paramreuse.results import write_json

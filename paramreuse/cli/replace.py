@@ -15,8 +15,8 @@ from paramreuse.cli.common import (
     print_notes, table,
 )  # fmt: skip
 from paramreuse.errors import ParamreuseError
-from paramreuse.executor import Checkpoint
-from paramreuse.replace import PARAM_GROUPS, SweepConfig, SweepInputs
+from paramreuse.backends import Checkpoint
+from paramreuse.sweep import PARAM_GROUPS, SweepConfig, SweepInputs
 from paramreuse.results import read_json
 from paramreuse.train import resolve_device
 

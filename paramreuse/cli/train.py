@@ -12,7 +12,7 @@ from paramreuse.cli.common import (
     clean_errors, emit, table,
 )  # fmt: skip
 from paramreuse.data import load_task
-from paramreuse.runs import RunSpec, run_training
+from paramreuse.training_run import RunSpec, run_training
 from paramreuse.train import TrainConfig, resolve_device
 
 

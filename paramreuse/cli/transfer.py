@@ -18,8 +18,8 @@ from paramreuse.models.sources import fit_to, load_source
 from paramreuse.results import read_json
 from paramreuse.train import resolve_device
 from paramreuse.judge import plan_decisions
-from paramreuse.transfer import STRATEGIES
-from paramreuse.transfer_runs import TRANSFER_FILE, Source, TransferConfig, run_transfer
+from paramreuse.strategies import STRATEGIES
+from paramreuse.transfer import TRANSFER_FILE, Source, TransferConfig, run_transfer
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:

@@ -2,7 +2,7 @@ import copy
 
 import pytest
 
-from paramreuse.replace import SweepConfig, replacement_sweep, row_specs, sweep_units
+from paramreuse.sweep import SweepConfig, replacement_sweep, row_specs, sweep_units
 from paramreuse.train import evaluate
 from tests.conftest import synthetic_set
 

@@ -20,10 +20,10 @@ from typer.testing import CliRunner
 
 from paramreuse.cli import app
 from paramreuse.errors import DataError
-from paramreuse.executor import Checkpoint, DataSpec, JobError, JobFailed, LocalExecutor, RayExecutor, make_executor
+from paramreuse.backends import Checkpoint, DataSpec, JobError, JobFailed, LocalExecutor, RayExecutor, make_executor
 from paramreuse.models import ModelInfo, save_checkpoint
 from paramreuse.rank import rank_sources
-from paramreuse.replace import (
+from paramreuse.sweep import (
     SOURCE_FILE,
     SweepConfig,
     SweepInputs,
@@ -35,8 +35,8 @@ from paramreuse.replace import (
 )  # fmt: skip
 from paramreuse.study import StudyConfig, load_study_data, quick, target_spec
 from paramreuse.train import TrainConfig
-from paramreuse.transfer import unit_names
-from paramreuse.transfer_runs import RUNS_LOG, Source, TransferConfig, run_transfer
+from paramreuse.strategies import unit_names
+from paramreuse.transfer import RUNS_LOG, Source, TransferConfig, run_transfer
 from tests.conftest import TINY_ARCH, make_fake_fashion_mnist
 
 runner = CliRunner()

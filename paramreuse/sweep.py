@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from paramreuse.data import ImageSet
-from paramreuse.engine import Evaluator, GraphCutter, StopRule, Variant
+from paramreuse.sweep_engine import Evaluator, GraphCutter, StopRule, Variant
 from paramreuse.errors import DataError
-from paramreuse.executor import LOCAL, Checkpoint, DataSpec, Executor, remove_file, shippable_file
-from paramreuse.layers import Unit, pair_units
+from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor, remove_file, shippable_file
+from paramreuse.units import Unit, pair_units
 from paramreuse.models import load_state_dict_checked, read_state_dict
 from paramreuse.models.heads import head_module_name
 from paramreuse.results import JsonlLog, fingerprint, state_digest
