@@ -30,7 +30,8 @@ from paramreuse.judge import Thresholds
 from paramreuse.results import read_json
 from paramreuse.training_run import RunSpec, run_training
 from paramreuse.stats import paired_test, seed_interval
-from paramreuse.train import TrainConfig, resolve_device
+from paramreuse.devices import resolve_device
+from paramreuse.train import TrainConfig
 from paramreuse.strategies import ORACLES, STRATEGIES
 from paramreuse.transfer import TRANSFER_FILE, Source, TransferConfig, run_transfer
 

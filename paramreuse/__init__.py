@@ -8,7 +8,8 @@ from paramreuse.models import ModelInfo, build_model, load_checkpoint, save_chec
 from paramreuse.training_run import RunSpec, run_training
 from paramreuse.study import StudyConfig, run_study
 from paramreuse.tasks import get_task
-from paramreuse.train import TrainConfig, evaluate, resolve_device, train
+from paramreuse.devices import resolve_device
+from paramreuse.train import TrainConfig, evaluate, train
 
 __all__ = [
     "CheckpointError",

@@ -19,7 +19,7 @@ from paramreuse.judge import Plan, Thresholds, judge, parameter_type_findings
 from paramreuse.models.heads import head_module_name
 from paramreuse.sweep import Sweep, SweepConfig, SweepInputs, replacement_sweep
 from paramreuse.results import prepare_out_dir, write_json
-from paramreuse.train import Progress
+from paramreuse.progress import Progress
 
 COMPARISON_FILE, REPLACEMENT_FILE, PLAN_FILE = "comparison.json", "replacement.json", "plan.json"
 ROWS_LOG = "replacement.rows.jsonl"

@@ -21,7 +21,8 @@ from paramreuse.errors import DataError
 from paramreuse.models import build_model
 from paramreuse.sweep import Row, Sweep, SweepConfig, replacement_sweep
 from paramreuse.stats import difference_bounds, mean_ci
-from paramreuse.train import Progress, TrainConfig, train
+from paramreuse.progress import Progress
+from paramreuse.train import TrainConfig, train
 from paramreuse.strategies import transplant, unit_names
 
 FOLDS = 2

@@ -35,7 +35,7 @@ from paramreuse.sweep import SweepConfig, SweepInputs, image_digest
 from paramreuse.results import prepare_out_dir
 from paramreuse.training_run import MODEL_FILE, TRAIN_FILE, RunSpec, run_training, source_for_target
 from paramreuse.scores import FEATURE_SCORES, SCORES, TransferabilityWarning
-from paramreuse.train import Progress, ProgressEvent
+from paramreuse.progress import Progress, ProgressEvent
 
 RANK_FILE = "rank.json"
 OURS_SOURCE = ("j1_value", "reusable_depth", "rmse_position")
@@ -134,7 +134,7 @@ def our_signal(
     With ``recalibrate_bn`` (the default) every replacement row re-estimates the batch-norm
     statistics on the target shots: S's units keep their learned weights, and the shift of
     feature statistics between the domains, which otherwise dominates every drop, is taken out
-    (bench/README_predict.md measures both variants).
+    (bench/README.md, "Ranking layers", measures both variants).
 
     A remote ``executor`` runs the sweep's rows; its workers load T from ``out/target`` and the
     target from ``data_spec`` (which must describe ``data``). ``arch`` is the architecture of a

@@ -27,15 +27,15 @@ from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, st
 from paramreuse.models import build_model, fit_state, is_pretrained, load_checkpoint, save_checkpoint
 from paramreuse.models.checkpoint import pretrained_spec
 from paramreuse.models.heads import head_names
-from paramreuse.training_run import MODEL_FILE, TRAIN_FILE, RunSpec, environment, run_training, source_for_target
+from paramreuse.training_run import FRESH_INIT_OFFSET, MODEL_FILE, TRAIN_FILE, RunSpec, environment, run_training, source_for_target
 from paramreuse.tasks import task_key
 from paramreuse.stats import mean_ci
-from paramreuse.train import Progress, TrainConfig, predict
+from paramreuse.progress import Progress
+from paramreuse.train import TrainConfig, predict
 from paramreuse.transfer import BUDGETS, FEWSHOT, TRANSFER_FILE, Source, TransferConfig, run_transfer
 
 RESULTS_FILE = "results.json"
 ALIGNMENTS = ("auto", *METHODS)
-SCRATCH_INIT_OFFSET = 10_000
 PAIR_FILES = {"target": COMPARISON_FILE, "full": "comparison-full.json", "scratch": "comparison-scratch.json"}
 
 
@@ -195,7 +195,7 @@ def run_study(
     stages = {
         "target": (RunSpec(config.arch, tr.fewshot, config.seed, init=s_path), data.target),
         # A fresh initialisation of its own: T_scratch and S are an independent pair.
-        "scratch": (RunSpec(config.arch, tr.fewshot, config.seed, init_seed=config.seed + SCRATCH_INIT_OFFSET), data.target),
+        "scratch": (RunSpec(config.arch, tr.fewshot, config.seed, init_seed=config.seed + FRESH_INIT_OFFSET), data.target),
         "full": (RunSpec(config.arch, tr.full, config.seed, init=s_path), data.target_full),
     }
     models, records = {"source": source_model}, {"source": source_rec}

@@ -29,11 +29,11 @@ from paramreuse.models.heads import head_module_name
 from paramreuse.results import JsonlLog, fingerprint, state_digest
 from paramreuse.stats import difference_bounds, mean_ci
 from paramreuse.tasks import CLASSIFICATION, Task
-from paramreuse.train import Progress, ProgressEvent
+from paramreuse.progress import Progress, ProgressEvent
 
 PARAM_GROUPS = ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.stats", "unit")
 CONV_KINDS = ("conv1d", "conv2d", "conv3d", "convtranspose2d")
-SOURCE_FILE = "replacement.source.safetensors"  # S as swept, for the workers of a remote sweep
+SWEEP_SOURCE_FILE = "replacement.source.safetensors"  # S as swept, for the workers of a remote sweep
 
 
 @dataclass(frozen=True)
@@ -337,7 +337,7 @@ def _remote_jobs(local: SweepJob, s_state: dict, t_digest: str, executor: Execut
         raise ValueError(
             "a remote sweep needs inputs=SweepInputs(...) and a log_path: its workers load T, the data and S from files"
         )
-    s_file = shippable_file(Path(log_path).with_name(SOURCE_FILE), s_state)
+    s_file = shippable_file(Path(log_path).with_name(SWEEP_SOURCE_FILE), s_state)
     digests = {"t": t_digest, "val": image_digest(local.val)}
     if local.calibration is not None:
         digests["calibration"] = image_digest(local.calibration)

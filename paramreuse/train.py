@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
 from paramreuse.data import ImageSet
+from paramreuse.progress import Progress, ProgressEvent
 from paramreuse.tasks import CLASSIFICATION, Task
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """One tick of long work; the CLI renders these, the library never imports rich."""
-
-    stage: str
-    completed: int
-    total: int
-    info: dict = field(default_factory=dict)
-
-
-Progress = Callable[[ProgressEvent], None]
 
 
 OPTIMIZERS = ("adam", "sgd")
@@ -78,19 +66,6 @@ class TrainResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
-    from paramreuse.errors import ParamreuseError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ParamreuseError("--device cuda asked for, but no CUDA device is available; use --device auto or cpu")
-    if name not in ("cpu", "cuda"):
-        raise ParamreuseError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device(name)
 
 
 def _scale_for(name: str, lr_scale: tuple[tuple[str, float], ...]) -> float:
@@ -243,7 +218,7 @@ def evaluate(
     return task.value(predict(model, data, device), task.targets(data))
 
 
-def evaluate_all(
+def evaluate_metrics(
     model: nn.Module, data: ImageSet, task: Task = CLASSIFICATION, device: torch.device | str = "cpu"
 ) -> dict[str, float]:
     """The task metric and its secondary metric (IoU, SSIM) where the task has one, by name."""

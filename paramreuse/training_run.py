@@ -21,9 +21,11 @@ from paramreuse.models import Fit, ModelInfo, architecture_of, build_model, fit_
 from paramreuse.models.sources import check_takes, fit_to, load_source
 from paramreuse.tasks import task_key
 from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
-from paramreuse.train import Progress, TrainConfig, evaluate_all, train
+from paramreuse.progress import Progress
+from paramreuse.train import TrainConfig, evaluate_metrics, train
 
 MODEL_FILE = "model.safetensors"
+FRESH_INIT_OFFSET = 10_000  # seeds fresh parameters apart from S's initialisation (S used the study seed)
 TRAIN_FILE = "train.json"
 
 
@@ -132,7 +134,7 @@ def run_training(
     model.cpu()
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise CheckpointError(f"{stage}: training diverged (NaN weights); lower the learning rate")
-    test_metrics = evaluate_all(model, data.test, data.kind, device)
+    test_metrics = evaluate_metrics(model, data.test, data.kind, device)
     test_metric = test_metrics[data.kind.metric_name]
     info = ModelInfo(  # the architecture only: pretrained weights are in the tensors now
         arch=architecture_of(spec.arch), in_channels=data.channels, num_classes=data.num_outputs, task=task_key(data.kind),

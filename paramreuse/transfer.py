@@ -32,13 +32,14 @@ from paramreuse.models import build_model, read_state_dict
 from paramreuse.models.heads import head_module_name
 from paramreuse.results import JsonlLog, fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
 from paramreuse.stats import paired_test, seed_interval
-from paramreuse.train import Progress, ProgressEvent, TrainConfig, evaluate, train
+from paramreuse.training_run import FRESH_INIT_OFFSET
+from paramreuse.progress import Progress, ProgressEvent
+from paramreuse.train import TrainConfig, evaluate, train
 from paramreuse.strategies import L2SP, ORACLES, STRATEGIES, strategy, transplant, unit_names
 
 TRANSFER_FILE, RUNS_LOG = "transfer.json", "transfer.runs.jsonl"
-SOURCE_FILE = "transfer.source.safetensors"  # S's tensors, for the workers of a remote executor
+TRANSFER_SOURCE_FILE = "transfer.source.safetensors"  # S's tensors, for the workers of a remote executor
 FEWSHOT = TrainConfig(epochs=1, batch_size=16, lr=1e-2, optimizer="sgd", min_steps=150)
-INIT_OFFSET = 10_000  # fresh parameters never share S's initialisation (S used the study seed)
 COMPARED = ("scratch", "finetune-all", "lp-ft", "l2-sp", "auto-rgn")
 BUDGETS = ("shots", "validation-set")
 HOLDOUT = 0.2  # best-depth's share of the shots held out to choose its depth (shots budget)
@@ -108,7 +109,7 @@ def prepare(
     depth: int | None = None,
 ) -> Prepared:  # fmt: skip
     """A fresh target model (seeded apart from S's initialisation) with S transplanted as ``name`` says."""
-    torch.manual_seed(seed + INIT_OFFSET)
+    torch.manual_seed(seed + FRESH_INIT_OFFSET)
     model = build_model(source.arch, task.channels, task.num_outputs)
     chosen = strategy(name, model, plan, depth, config.finetuned_scale)
     report = transplant(source.state, model, chosen.decisions)
@@ -264,7 +265,7 @@ def run_transfer(
     todo = [job_id for job_id in runs if job_id not in log.done]
     if executor.remote:  # the longest jobs first, so that no worker ends the grid alone with one
         todo.sort(key=lambda job_id: runs[job_id][2] != "best-depth")
-    state = shippable_file(out / SOURCE_FILE, source.state) if todo and executor.remote else source.state
+    state = shippable_file(out / TRANSFER_SOURCE_FILE, source.state) if todo and executor.remote else source.state
     sorted_digest = state_digest(dict(sorted(source.state.items()))) if executor.remote else ""
     device = executor.job_device(device)
     jobs = []
@@ -296,7 +297,7 @@ def run_transfer(
     } | summarise(log.done, config, headline, task_for(data, task).bounds)
     write_json(out / TRANSFER_FILE, document)
     log.close()
-    remove_file(out / SOURCE_FILE)
+    remove_file(out / TRANSFER_SOURCE_FILE)
     return document
 
 

@@ -24,7 +24,7 @@ from paramreuse.backends import Checkpoint, DataSpec, JobError, JobFailed, Local
 from paramreuse.models import ModelInfo, save_checkpoint
 from paramreuse.rank import rank_sources
 from paramreuse.sweep import (
-    SOURCE_FILE,
+    SWEEP_SOURCE_FILE,
     SweepConfig,
     SweepInputs,
     chunk_rows,
@@ -163,7 +163,7 @@ def test_sweep_rows_are_identical_on_ray_and_local(trained_pair, checkpoints, da
     assert any(r.stopped_early for r in remote.rows) and any(not r.stopped_early for r in remote.rows)
     assert [r.to_dict() for r in remote.rows] == [r.to_dict() for r in local.rows]
     assert (remote.baseline, remote.mode, remote.fallback) == (local.baseline, "cached", None)
-    assert not log.exists() and not (log.parent / SOURCE_FILE).exists()
+    assert not log.exists() and not (log.parent / SWEEP_SOURCE_FILE).exists()
 
 
 def test_a_worker_with_other_data_is_refused(trained_pair, checkpoints, data_dir, tmp_path, on_ray):

@@ -150,7 +150,7 @@ def test_progress_goes_to_stderr_with_an_eta(fake_fmnist, tmp_path):
     from rich.progress import TimeRemainingColumn
 
     from paramreuse.cli.common import ProgressBar, err
-    from paramreuse.train import ProgressEvent
+    from paramreuse.progress import ProgressEvent
 
     bar = ProgressBar()
     assert bar.progress.console is err and any(isinstance(c, TimeRemainingColumn) for c in bar.progress.columns)

@@ -7,7 +7,8 @@ import torch
 
 from paramreuse.models import build_model
 from paramreuse.sweep import SweepConfig, replacement_sweep
-from paramreuse.train import TrainConfig, evaluate, resolve_device, train
+from paramreuse.devices import resolve_device
+from paramreuse.train import TrainConfig, evaluate, train
 from tests.conftest import TINY_ARCH, synthetic_set
 
 

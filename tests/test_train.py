@@ -4,7 +4,8 @@ import torch
 from paramreuse.data import load_task
 from paramreuse.errors import ParamreuseError
 from paramreuse.models import build_model
-from paramreuse.train import TrainConfig, evaluate, param_groups, resolve_device, train
+from paramreuse.devices import resolve_device
+from paramreuse.train import TrainConfig, evaluate, param_groups, train
 from tests.conftest import TINY_ARCH
 
 

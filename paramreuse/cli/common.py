@@ -17,7 +17,7 @@ from rich.table import Table
 
 from paramreuse.errors import ParamreuseError, SpecError
 from paramreuse.results import json_safe  # the same rules as the result files: NaN -> null
-from paramreuse.train import ProgressEvent
+from paramreuse.progress import ProgressEvent
 
 err = Console(stderr=True)
 out_console = Console()

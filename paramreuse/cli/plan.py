@@ -20,7 +20,7 @@ from paramreuse.backends import Checkpoint
 from paramreuse.sweep import PARAM_GROUPS, SweepInputs
 from paramreuse.report.verdict import unit_j2
 from paramreuse.results import read_json
-from paramreuse.train import resolve_device
+from paramreuse.devices import resolve_device
 
 DEFAULTS = Thresholds()
 

@@ -19,7 +19,7 @@ from paramreuse.models.checkpoint import pretrained_spec
 from paramreuse.rank import OURS_LAYER, OURS_SOURCE, RANK_FILE, Ranking, columns, rank_layers, rank_sources
 from paramreuse.results import write_json
 from paramreuse.scores import SCORES
-from paramreuse.train import resolve_device
+from paramreuse.devices import resolve_device
 
 
 @clean_errors

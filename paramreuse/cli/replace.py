@@ -18,7 +18,7 @@ from paramreuse.errors import ParamreuseError
 from paramreuse.backends import Checkpoint
 from paramreuse.sweep import PARAM_GROUPS, SweepConfig, SweepInputs
 from paramreuse.results import read_json
-from paramreuse.train import resolve_device
+from paramreuse.devices import resolve_device
 
 ParamsOpt = Annotated[
     str, typer.Option("--params", help=f"Comma-separated parameter groups to sweep per unit: {', '.join(PARAM_GROUPS)}.")

@@ -21,7 +21,7 @@ from paramreuse.report import load_run, run_verdict
 from paramreuse.report.html import MODEL_LABELS
 from paramreuse.results import read_json
 from paramreuse.study import StudyConfig, quick, run_study
-from paramreuse.train import resolve_device
+from paramreuse.devices import resolve_device
 
 
 @clean_errors

@@ -13,7 +13,8 @@ from paramreuse.cli.common import (
 )  # fmt: skip
 from paramreuse.data import load_task
 from paramreuse.training_run import RunSpec, run_training
-from paramreuse.train import TrainConfig, resolve_device
+from paramreuse.devices import resolve_device
+from paramreuse.train import TrainConfig
 
 
 @clean_errors

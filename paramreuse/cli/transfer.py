@@ -16,7 +16,7 @@ from paramreuse.errors import ParamreuseError
 from paramreuse.models import is_pretrained
 from paramreuse.models.sources import fit_to, load_source
 from paramreuse.results import read_json
-from paramreuse.train import resolve_device
+from paramreuse.devices import resolve_device
 from paramreuse.judge import plan_decisions
 from paramreuse.strategies import STRATEGIES
 from paramreuse.transfer import TRANSFER_FILE, Source, TransferConfig, run_transfer
