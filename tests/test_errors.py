@@ -109,6 +109,8 @@ def bad(tmp_path_factory) -> SimpleNamespace:
     f.nowhere = d / "nowhere.safetensors"
     f.config_type = d / "type.toml"
     f.config_type.write_text("[transfer]\nshots = 5\n")
+    for name, text in CONFIGS.items():  # choices and ranges the config dataclasses check when built
+        (d / f"{name}.toml").write_text(text)
     f.bad_plan = d / "plan.json"
     f.bad_plan.write_text("{not json")
     f.seg_missing = write_segfolder(d / "seg_missing")
@@ -151,6 +153,19 @@ def _corrupt_idx(f) -> list[str]:
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
         (folder / name).write_bytes(b"\x01\x02")
     return [*TRAIN, "--data-dir", str(folder)]
+
+
+CONFIGS = {
+    "params": '[sweep]\nparams = ["conv.weights"]\n',
+    "strategy": '[transfer]\nstrategies = ["plan", "lpft"]\n',
+    "optimizer": '[training.fewshot]\noptimizer = "adamw"\n',
+    "schedule": '[training.source]\nschedule = "cosin"\n',
+    "tolerance": "[thresholds]\nlayer_tolerance = -0.02\n",
+}
+
+
+def _config(name: str):
+    return lambda f: ["study", "--config", str(f.dir / f"{name}.toml")]
 
 
 # (case, argv builder, the part of the one line that must appear)
@@ -206,6 +221,11 @@ CASES = [
     ("unknown weights name", _train("--arch", "torchvision:resnet18?weights=IMAGENET9"), "'torchvision:resnet18?weights=IMAGENET9': no weights 'IMAGENET9'; use DEFAULT or one of IMAGENET1K_V1, DEFAULT"),
     ("architecture without weights given as a model", lambda f: ["compare", "torchvision:resnet18", str(f.good)], "torchvision:resnet18 names an architecture but no weights; add ?weights=DEFAULT (torchvision) or ?pretrained=true (timm), or pass a checkpoint file"),
     ("bad --input-size", _compare("plain", "plain", "--arch", TINY_ARCH, "--input-size", "big"), "--input-size takes N or H,W in pixels, e.g. 32 or 24,40, got 'big'"),
+    ("config: unknown parameter group", _config("params"), "params.toml.sweep: params: unknown value 'conv.weights'; did you mean 'conv.weight'? use one of conv.weight, conv.bias, bn.weight, bn.bias, bn.stats, unit"),
+    ("config: unknown strategy", _config("strategy"), "strategy.toml.transfer: strategies: unknown value 'lpft'; did you mean 'lp-ft'?"),
+    ("config: unknown optimizer", _config("optimizer"), "optimizer.toml.training.fewshot: optimizer: unknown value 'adamw'; did you mean 'adam'? use one of adam, sgd"),
+    ("config: unknown schedule", _config("schedule"), "schedule.toml.training.source: schedule: unknown value 'cosin'; did you mean 'cosine'? use one of cosine, constant"),
+    ("config: negative tolerance", _config("tolerance"), "tolerance.toml.thresholds: layer_tolerance must be >= 0 (a drop in metric units), got -0.02"),
     ("number that names no numbered folder", _train("--data", "folder:{numbered}", "--classes", "1-3"), "(it has classes 1,2,10); choose --classes among those"),
 ]
 
