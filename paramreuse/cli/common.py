@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 from dataclasses import dataclass
 from enum import Enum
@@ -256,6 +257,41 @@ GpusPerJobOpt = Annotated[
     typer.Option("--gpus-per-job", help="With --backend ray: GPUs each job reserves "
                  "(default: 1 with a CUDA --device, else 0)."),
 ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The four backend options of a verb, as one value (declared once, by :func:`with_backend`)."""
+
+    backend: Backend = Backend.local
+    address: str | None = None
+    cpus_per_job: float = 1.0
+    gpus_per_job: float | None = None
+
+    def open(self, device):
+        """The executor these options ask for (see :func:`open_executor`)."""
+        return open_executor(self.backend, self.address, self.cpus_per_job, self.gpus_per_job, device)
+
+
+def with_backend(command: Callable) -> Callable:
+    """Give a verb --backend, --address, --cpus-per-job and --gpus-per-job, declared here once.
+
+    The verb takes one keyword ``backend: BackendChoice``; typer sees the four options in its place.
+    """
+    options = (("backend", BackendOpt, Backend.local), ("address", AddressOpt, None),
+               ("cpus_per_job", CpusPerJobOpt, 1.0), ("gpus_per_job", GpusPerJobOpt, None))  # fmt: skip
+    signature = inspect.signature(command, eval_str=True)
+    kept = [p for p in signature.parameters.values() if p.name != "backend"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+             for name, kind, default in options]  # fmt: skip
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, backend=Backend.local, address=None, cpus_per_job=1.0, gpus_per_job=None, **kwargs: Any):
+        return command(*args, backend=BackendChoice(backend, address, cpus_per_job, gpus_per_job), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*kept, *added])
+    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+    return wrapper
 
 
 def open_executor(backend: Backend, address: str | None, cpus_per_job: float, gpus_per_job: float | None, device):

@@ -9,9 +9,8 @@ import typer
 from rich import box
 
 from paramreuse.cli.common import (
-    AddressOpt, Backend, BackendOpt, CpusPerJobOpt, GpusPerJobOpt, open_executor,
-    ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar, QuietOpt, SeedOpt,
-    clean_errors, emit, table, ArchOpt, SOURCE_HELP,
+    ArchOpt, BackendChoice, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar,
+    QuietOpt, SOURCE_HELP, SeedOpt, clean_errors, emit, table, with_backend,
 )  # fmt: skip
 from paramreuse.errors import ParamreuseError
 from paramreuse.backends import DataSpec
@@ -22,6 +21,7 @@ from paramreuse.scores import SCORES
 from paramreuse.devices import resolve_device
 
 
+@with_backend
 @clean_errors
 def rank_command(
     sources: Annotated[list[Path], typer.Argument(help=f"The candidate sources, each {SOURCE_HELP}.")],
@@ -39,10 +39,7 @@ def rank_command(
     device: DeviceOpt = Device.auto,
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
-    backend: BackendOpt = Backend.local,
-    address: AddressOpt = None,
-    cpus_per_job: CpusPerJobOpt = 1.0,
-    gpus_per_job: GpusPerJobOpt = None,
+    backend: BackendChoice = BackendChoice(),  # --backend, --address, --cpus-per-job, --gpus-per-job
 ) -> None:
     """Rank candidate sources for a target with LogME, LEEP, NCE, H-score (plain and shrinkage),
     leave-one-out k-NN and a linear probe, plus ours: the J1 value, reusable depth and RMSE
@@ -65,7 +62,7 @@ def rank_command(
     if data.kind.name != "classification":
         raise ParamreuseError(f"rank scores classification targets (LogME, LEEP, ... need class labels); {target} is "
                               f"{data.kind.name}: use paramreuse plan and transfer for it")  # fmt: skip
-    executor = open_executor(backend, address, cpus_per_job, gpus_per_job, dev)
+    executor = backend.open(dev)
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         if layers:
             ranking = rank_layers(sources[0], data, out, not no_ours, by, seed, dev, bar, executor, spec, arch=arch)

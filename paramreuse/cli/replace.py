@@ -9,10 +9,9 @@ import typer
 
 from paramreuse.assess import REPLACEMENT_FILE, assess
 from paramreuse.cli.common import (
-    AddressOpt, Backend, BackendOpt, CpusPerJobOpt, GpusPerJobOpt, open_executor, target_spec,
-    SOURCE_HELP, AlignOpt, ArchOpt, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, LineageOpt, OutOpt,
-    ProgressBar, QuietOpt, SeedOpt, ShotsOpt, SizeOpt, TaskOpt, check_pair_takes, clean_errors, emit, load_models,
-    print_notes, table,
+    AlignOpt, ArchOpt, BackendChoice, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, LineageOpt,
+    OutOpt, ProgressBar, QuietOpt, SOURCE_HELP, SeedOpt, ShotsOpt, SizeOpt, TaskOpt, check_pair_takes, clean_errors,
+    emit, load_models, print_notes, table, target_spec, with_backend,
 )  # fmt: skip
 from paramreuse.errors import ParamreuseError
 from paramreuse.backends import Checkpoint
@@ -34,6 +33,7 @@ def sweep_config(params: str, recalibrate_bn: bool, no_cache: bool, no_adaptive:
     return SweepConfig(groups, recalibrate_bn, not no_cache, not no_adaptive, tolerance, seed=seed)
 
 
+@with_backend
 @clean_errors
 def replace_command(
     source: Annotated[Path, typer.Argument(help=f"S: {SOURCE_HELP}.")],
@@ -57,10 +57,7 @@ def replace_command(
     device: DeviceOpt = Device.auto,
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
-    backend: BackendOpt = Backend.local,
-    address: AddressOpt = None,
-    cpus_per_job: CpusPerJobOpt = 1.0,
-    gpus_per_job: GpusPerJobOpt = None,
+    backend: BackendChoice = BackendChoice(),  # --backend, --address, --cpus-per-job, --gpus-per-job
 ) -> None:
     """Put S's values into T, unit by unit and group by group, and measure the drop of T's metric.
 
@@ -74,7 +71,7 @@ def replace_command(
     task, dev = spec.load(), resolve_device(device.value)
     check_pair_takes(pair, task.val.x[:2], fix="resize the images with --size N")
     s, t = pair.source, pair.target
-    executor = open_executor(backend, address, cpus_per_job, gpus_per_job, dev)
+    executor = backend.open(dev)
     inputs = SweepInputs(Checkpoint(str(target), arch), spec) if executor.remote else None
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         assess(s, t, task, out, align=align, lineage=lineage, sweep_config=config, device=dev, progress=bar, with_plan=False,

@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 
 from paramreuse.cli.common import (
-    AddressOpt, Backend, BackendOpt, CpusPerJobOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, GpusPerJobOpt,
-    OutOpt, ProgressBar, QuietOpt, clean_errors, emit, open_executor, table,
+    BackendChoice, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar, QuietOpt, clean_errors,
+    emit, table, with_backend,
 )  # fmt: skip
 from paramreuse.cli.plan import print_plan
 from paramreuse.cli.transfer import print_transfer
@@ -24,6 +24,7 @@ from paramreuse.study import StudyConfig, quick, run_study
 from paramreuse.devices import resolve_device
 
 
+@with_backend
 @clean_errors
 def study_command(
     config: Annotated[Path | None, typer.Option("--config", help="TOML file with StudyConfig keys (see README).")] = None,
@@ -34,10 +35,7 @@ def study_command(
     device: DeviceOpt = Device.auto,
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
-    backend: BackendOpt = Backend.local,
-    address: AddressOpt = None,
-    cpus_per_job: CpusPerJobOpt = 1.0,
-    gpus_per_job: GpusPerJobOpt = None,
+    backend: BackendChoice = BackendChoice(),  # --backend, --address, --cpus-per-job, --gpus-per-job
     source: Annotated[str | None, typer.Option("--source", help="An existing S instead of training one: a paramreuse "
                       "checkpoint, a plain .pt/.pth/.safetensors state dict (with --arch), or a pretrained spec such "
                       "as torchvision:resnet18?weights=DEFAULT.")] = None,
@@ -68,7 +66,7 @@ def study_command(
     if quick_run:
         cfg = quick(cfg)
     dev = resolve_device(device.value)
-    executor = open_executor(backend, address, cpus_per_job, gpus_per_job, dev)
+    executor = backend.open(dev)
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         results = run_study(cfg, out, dev, bar, executor)
     emit(results, fmt, lambda console: summary(console, results, out), quiet)

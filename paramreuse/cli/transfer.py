@@ -8,9 +8,8 @@ from typing import Annotated
 import typer
 
 from paramreuse.cli.common import (
-    AddressOpt, Backend, BackendOpt, CpusPerJobOpt, GpusPerJobOpt, open_executor,
-    ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar, QuietOpt, clean_errors,
-    SizeOpt, TaskOpt, emit, table, ArchOpt, SOURCE_HELP, target_spec,
+    ArchOpt, BackendChoice, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar,
+    QuietOpt, SOURCE_HELP, SizeOpt, TaskOpt, clean_errors, emit, table, target_spec, with_backend,
 )  # fmt: skip
 from paramreuse.errors import ParamreuseError
 from paramreuse.models import is_pretrained
@@ -32,6 +31,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
     return values
 
 
+@with_backend
 @clean_errors
 def transfer_command(
     source: Annotated[Path, typer.Argument(help=f"S: {SOURCE_HELP}.")],
@@ -54,10 +54,7 @@ def transfer_command(
     device: DeviceOpt = Device.auto,
     data_dir: DataDirOpt = None,
     quiet: QuietOpt = False,
-    backend: BackendOpt = Backend.local,
-    address: AddressOpt = None,
-    cpus_per_job: CpusPerJobOpt = 1.0,
-    gpus_per_job: GpusPerJobOpt = None,
+    backend: BackendChoice = BackendChoice(),  # --backend, --address, --cpus-per-job, --gpus-per-job
 ) -> None:
     """Train the target from S as the plan says, against what a practitioner would do anyway.
 
@@ -82,7 +79,7 @@ def transfer_command(
                             budget=budget)  # fmt: skip
     src = Source(info.arch, {k: v.detach() for k, v in model.state_dict().items()})
     dev = resolve_device(device.value)
-    executor = open_executor(backend, address, cpus_per_job, gpus_per_job, dev)
+    executor = backend.open(dev)
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         doc = run_transfer(src, decisions, data, classes, out, config, dev, bar, data_dir,
                            task=task, size=size, executor=executor)  # fmt: skip
