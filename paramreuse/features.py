@@ -18,7 +18,7 @@ from torch import nn
 
 from paramreuse.errors import ParamreuseError
 from paramreuse.units import inventory
-from paramreuse.models.heads import head_module_name
+from paramreuse.models.heads import head_module_name, in_head
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,7 +57,7 @@ def pool(output: torch.Tensor) -> torch.Tensor:
 def feature_modules(model: nn.Module) -> dict[str, str]:
     """Unit name -> name of the module whose output is that unit's feature (its norm, else itself)."""
     head = head_module_name(model)
-    return {u.name: (u.norm or u.name) for u in inventory(model) if u.name != head}
+    return {u.name: (u.norm or u.name) for u in inventory(model) if not in_head(u.name, head)}
 
 
 class _Recorder:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 from dataclasses import asdict, dataclass, fields, replace
 
+from paramreuse.models.heads import in_head
 from paramreuse.compare import Comparison
 from paramreuse.config import ConfigError, check_choice
 from paramreuse.sweep import Row, Sweep
@@ -236,7 +237,7 @@ def judge(sweep: Sweep, comparison: Comparison, head: str, thresholds: Threshold
     layers = []
     for distance in comparison.layers:
         name = distance.name
-        if name == head:
+        if in_head(name, head):
             layers.append(LayerVerdict(name, distance.kind, None, None, distance.null_position, False, False, False,
                                        Decision.REINIT.value, "task head: its outputs are the target's classes",
                                        rate=1.0))  # fmt: skip

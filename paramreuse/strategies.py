@@ -14,7 +14,7 @@ from torch import nn
 
 from paramreuse.errors import CheckpointError
 from paramreuse.units import Unit, inventory
-from paramreuse.models.heads import head_module_name
+from paramreuse.models.heads import head_module_name, in_head
 
 STRATEGIES = ("scratch", "finetune-all", "linear-probe", "lp-ft", "l2-sp", "auto-rgn", "plan", "best-depth")
 ORACLES = ("best-depth",)  # choose among trained candidates on held-out labels: a ceiling, not a baseline
@@ -59,7 +59,7 @@ def transplant(source_state: dict[str, torch.Tensor], target: nn.Module, decisio
         decision = decisions.get(unit.name, "reinit") if unit is not None else None
         if unit is None:
             skipped.append((key, "not part of a parametric unit"))
-        elif unit.name == head:
+        elif in_head(unit.name, head):
             skipped.append((key, "task head: fresh for the target's classes"))
         elif decision not in REUSE:
             skipped.append((key, f"{unit.name}: {decision}"))
@@ -126,7 +126,7 @@ class L2SP:
 def unit_names(model: nn.Module) -> list[str]:
     """The model's units in execution order, without its head."""
     head = head_module_name(model)
-    return [u.name for u in inventory(model) if u.name != head]
+    return [u.name for u in inventory(model) if not in_head(u.name, head)]
 
 
 def strategy(

@@ -25,7 +25,7 @@ from paramreuse.errors import DataError
 from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor, remove_file, shippable_file
 from paramreuse.units import Unit, pair_units
 from paramreuse.models import load_state_dict_checked, read_state_dict
-from paramreuse.models.heads import head_module_name
+from paramreuse.models.heads import head_module_name, in_head
 from paramreuse.results import JsonlLog, fingerprint, state_digest
 from paramreuse.stats import difference_bounds, mean_ci
 from paramreuse.tasks import CLASSIFICATION, Task
@@ -142,7 +142,7 @@ class Sweep:
 def sweep_units(source: nn.Module, target: nn.Module) -> tuple[Unit, ...]:
     """The paired units of S and T, without T's task head (its classes are not S's)."""
     head = head_module_name(target)
-    return tuple(u for u in pair_units(source, target) if u.name != head)
+    return tuple(u for u in pair_units(source, target) if not in_head(u.name, head))
 
 
 def row_specs(units: tuple[Unit, ...], config: SweepConfig) -> list[RowSpec]:

@@ -227,3 +227,15 @@ def test_auto_rgn_rates_follow_relative_gradient_norms():
     top = max(e for e in expected if e != float("inf"))
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1 * min(e / top, 1.0) for e in expected], rel=1e-4)
     assert sorted(g["lr"] for g in opt.param_groups)[0] < 0.1 * 0.5  # rates really differ between tensors
+
+
+def test_a_head_made_of_several_modules_is_the_head_not_a_unit():
+    """smp's segmentation head is a Sequential; its conv is the head (fresh), never a unit to freeze or copy."""
+    torch.manual_seed(0)
+    source = build_model("smp:PSPNet/resnet18", 1, 6)
+    target = build_model("smp:PSPNet/resnet18", 1, 3)  # other classes: the head conv differs in shape
+    names = unit_names(target)
+    assert "segmentation_head.0" not in names and "decoder.conv.0" in names
+    report = transplant(source.state_dict(), target, dict.fromkeys(names, "reuse-frozen"))
+    assert ("segmentation_head.0.weight", "task head: fresh for the target's classes") in report.skipped
+    assert "decoder.conv.0.weight" in report.copied

@@ -24,6 +24,11 @@ def head_module_name(model: nn.Module) -> str:
     raise ValueError("model has no Linear or Conv2d layer to act as its head")
 
 
+def in_head(module_name: str, head: str) -> bool:
+    """Whether a module is the head or lies inside it (smp's ``segmentation_head.0`` is its conv)."""
+    return module_name == head or module_name.startswith(head + ".")
+
+
 def head_names(model: nn.Module) -> list[str]:
     """State-dict keys that belong to the head."""
     prefix = head_module_name(model) + "."
