@@ -18,7 +18,7 @@ from paramreuse.backends import LOCAL, Executor
 from paramreuse.judge import Plan, Thresholds, judge, parameter_type_findings
 from paramreuse.models.heads import head_module_name
 from paramreuse.sweep import Sweep, SweepConfig, SweepInputs, replacement_sweep
-from paramreuse.results import prepare_out_dir, write_json
+from paramreuse.results import json_safe, prepare_out_dir, write_json
 from paramreuse.progress import Progress
 
 COMPARISON_FILE, REPLACEMENT_FILE, PLAN_FILE = "comparison.json", "replacement.json", "plan.json"
@@ -31,6 +31,7 @@ class Assessment:
     comparison: Comparison
     sweep: Sweep | None
     plan: Plan | None
+    sweep_document: dict | None = None  # replacement.json as written (the sweep, its findings and lineage)
 
 
 def compare_pair(
@@ -84,9 +85,10 @@ def assess(
         )  # fmt: skip
     findings = parameter_type_findings(sweep)
     extra = {"findings": findings, "lineage": comparison.lineage, "fingerprint": key}
-    write_json(out / REPLACEMENT_FILE, sweep.to_dict() | extra)
+    document = json_safe(sweep.to_dict() | extra)
+    write_json(out / REPLACEMENT_FILE, document)
     if not with_plan:
-        return Assessment(comparison, sweep, None)
+        return Assessment(comparison, sweep, None, document)
     plan = judge(sweep, comparison, head_module_name(target), thresholds.for_task(data.kind))
     write_json(out / PLAN_FILE, plan.to_dict() | {"fingerprint": key})
-    return Assessment(comparison, sweep, plan)
+    return Assessment(comparison, sweep, plan, document)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -26,6 +27,7 @@ from paramreuse.train import TrainConfig, train
 from paramreuse.strategies import transplant, unit_names
 
 FOLDS = 2
+FOLD_LOG = "replacement.fold{fold}.rows.jsonl"
 EVIDENCE = f"cross-fitted on the shots ({FOLDS} folds): T_f fine-tuned on the other folds, judged on the held-out one"
 
 
@@ -33,7 +35,7 @@ def fold_indices(labels: torch.Tensor, folds: int, seed: int) -> list[torch.Tens
     """Held-out indices of each fold: every label's images shuffled with the seed and dealt out in turn.
 
     >>> [f.tolist() for f in fold_indices(torch.tensor([0, 0, 1, 1]), 2, seed=0)]
-    [[1, 3], [0, 2]]
+    [[0, 3], [1, 2]]
     """
     g = torch.Generator().manual_seed(seed)
     held: list[list[int]] = [[] for _ in range(folds)]
@@ -66,8 +68,13 @@ def crossfit_sweep(
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    log_dir: Path | None = None,
 ) -> Sweep:
-    """The replacement sweep of S into T, cross-fitted on ``data.train`` (the shots); see the module doc."""
+    """The replacement sweep of S into T, cross-fitted on ``data.train`` (the shots); see the module doc.
+
+    ``log_dir``: where each fold's finished rows are logged (``replacement.foldN.rows.jsonl``), so
+    that a killed sweep resumes; T_f is retrained (deterministic in the seed) and its rows reused.
+    """
     start = time.perf_counter()
     source = source_for(arch, state, data, seed).eval()
     config = dataclasses.replace(config, adaptive=False, keep_diffs=True, seed=seed)
@@ -77,7 +84,9 @@ def crossfit_sweep(
         fit = data.train.subset(_complement(held, len(data.train)))
         target = source_for(arch, state, data, seed + 1 + f)  # its own fresh head
         train(target, fit, short, seed + f, None, data.kind, device, progress, f"cross-fit {f + 1}/{FOLDS}")
-        sweeps.append(replacement_sweep(source, target, data.train.subset(held), fit, config, data.kind, device))
+        log = None if log_dir is None else Path(log_dir) / FOLD_LOG.format(fold=f + 1)
+        sweeps.append(replacement_sweep(source, target, data.train.subset(held), fit, config, data.kind, device,
+                                        progress, log_path=log))  # fmt: skip
     return pooled(sweeps, time.perf_counter() - start, difference_bounds(data.kind.bounds))
 
 
@@ -102,7 +111,7 @@ def pooled(sweeps: list[Sweep], seconds: float, bounds: tuple[float, float] | No
     baseline = sum(s.baseline * s.samples for s in sweeps) / samples
     extra = {"evidence": EVIDENCE, "folds": [{"baseline": s.baseline, "samples": s.samples} for s in sweeps]}
     return Sweep(first.metric, baseline, tuple(rows), first.config, first.mode, first.fallback, seconds, samples,
-                 extra=extra)  # fmt: skip
+                 sum(s.resumed_rows for s in sweeps), extra)  # fmt: skip
 
 
 def held_out(data: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:

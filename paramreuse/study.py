@@ -21,7 +21,7 @@ from paramreuse.crossfit import crossfit_sweep
 from paramreuse.data import TaskData
 from paramreuse.errors import DataError
 from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor
-from paramreuse.judge import Thresholds
+from paramreuse.judge import Plan, Thresholds
 from paramreuse.sweep import SweepConfig, SweepInputs
 from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
 from paramreuse.models import build_model, fit_state, is_pretrained, load_checkpoint, save_checkpoint
@@ -202,10 +202,10 @@ def run_study(
     for name, (spec, task_data) in stages.items():
         models[name], records[name] = run_training(spec, task_data, out / name, device, progress, name, upstream)
     key = fingerprint({"models": [r["fingerprint"] for r in records.values()], "config": config.to_dict()})
-    files = _assess_study(models, data, config, out, key, device, progress, executor)
+    evidence = _assess_study(models, data, config, out, key, device, progress, executor)
     gains = {f"{a}_vs_{b}": paired_gain(models[a], models[b], data.target, device, config.seed)
              for a, b in (("target", "scratch"), ("full", "scratch"))}  # fmt: skip
-    transfer = _transfer_study(models["source"], files[PLAN_FILE], config, out, device, progress, executor)
+    transfer = _transfer_study(models["source"], config, out, device, progress, executor)
     results = {
         "config": config.to_dict(),
         "metric": records["target"]["metric"],
@@ -228,7 +228,7 @@ def run_study(
         },
         "gains": gains,
         "warnings": caveats(config, data, records),
-        **_headlines(files, transfer),
+        **_headlines(evidence, transfer),
         "environment": environment(device),
         "seconds": time.perf_counter() - start,
     }
@@ -237,13 +237,22 @@ def run_study(
     return results
 
 
-def _headlines(files: dict, transfer: dict) -> dict:
-    """The headline numbers of the comparison, sweep, plan and transfer files, with their paths."""
-    plan, sweep = files[PLAN_FILE], files[REPLACEMENT_FILE]
+@dataclass(frozen=True, eq=False)
+class Evidence:
+    """What the study judged from: the three comparisons and the sweep (their result documents) and the plan."""
+
+    comparisons: dict[str, dict]  # pair name -> comparison.json content
+    sweep: dict  # replacement.json content
+    plan: Plan
+
+
+def _headlines(evidence: Evidence, transfer: dict) -> dict:
+    """The headline numbers of the comparisons, sweep, plan and transfer, with their files."""
+    plan, sweep = evidence.plan, evidence.sweep
     return {
         "comparisons": {
-            name: {"file": file, "lineage": files[file]["lineage"], "layers": files[file]["layers"]}
-            for name, file in PAIR_FILES.items()
+            name: {"file": PAIR_FILES[name], "lineage": doc["lineage"], "layers": doc["layers"]}
+            for name, doc in evidence.comparisons.items()
         },
         "replacement": {
             "file": REPLACEMENT_FILE,
@@ -254,11 +263,11 @@ def _headlines(files: dict, transfer: dict) -> dict:
         },
         "plan": {
             "file": PLAN_FILE,
-            "network_reusable": plan["network_reusable"],
-            "network_drop": plan["network_drop"],
-            "reusable_depth": plan["reusable_depth"],
-            "thresholds": plan["thresholds"],
-            "decisions": {layer["name"]: layer["decision"] for layer in plan["layers"]},
+            "network_reusable": plan.network_reusable,
+            "network_drop": plan.network_drop,
+            "reusable_depth": plan.reusable_depth,
+            "thresholds": plan.thresholds.to_dict(),
+            "decisions": plan.decisions(),
         },
         "transfer": {
             "file": f"transfer/{TRANSFER_FILE}",
@@ -326,9 +335,10 @@ def paired_gain(a: torch.nn.Module, b: torch.nn.Module, data: TaskData, device, 
             "ci_over": "target test images (paired bootstrap); seed-to-seed spread needs several study seeds"}  # fmt: skip
 
 
-def _transfer_study(source: torch.nn.Module, plan: dict, config: StudyConfig, out: Path, device, progress,
+def _transfer_study(source: torch.nn.Module, config: StudyConfig, out: Path, device, progress,
                     executor: Executor = LOCAL) -> dict:  # fmt: skip
-    """The plan against the other strategies, on the study's target and shots (transfer/)."""
+    """The plan rule against the other strategies, on the study's target and shots (transfer/); each run
+    makes its plan from its own shots, so plan.json is the plan for the study's own draw."""
     tgt = config.target
     shots = config.transfer.shots or (tgt.shots,)
     transfer_config = dataclasses.replace(config.transfer, shots=shots, test_per_class=config.test_per_class,
@@ -342,12 +352,13 @@ def _transfer_study(source: torch.nn.Module, plan: dict, config: StudyConfig, ou
 
 
 def _assess_study(models: dict, data: StudyData, config: StudyConfig, out: Path, key: str, device, progress,
-                  executor: Executor = LOCAL) -> dict:  # fmt: skip
+                  executor: Executor = LOCAL) -> Evidence:  # fmt: skip
     """Compare S with T, T_full, T_scratch; sweep and judge S vs T. Loads the files when current."""
     names = [*PAIR_FILES.values(), REPLACEMENT_FILE, PLAN_FILE]
     stored = {name: load_if_current(out / name, key) for name in names}
     if all(v is not None for v in stored.values()):
-        return stored
+        return Evidence({pair: stored[file] for pair, file in PAIR_FILES.items()}, stored[REPLACEMENT_FILE],
+                        Plan.from_dict(stored[PLAN_FILE]))  # fmt: skip
     thresholds = config.thresholds.for_task(data.target.kind)
     # One threshold, one place: the sweep's early stopping and findings use the judged tolerance.
     sweep_config = dataclasses.replace(config.sweep, seed=config.seed, tolerance=thresholds.layer_tolerance)
@@ -360,10 +371,13 @@ def _assess_study(models: dict, data: StudyData, config: StudyConfig, out: Path,
     if config.budget == "shots":
         state = {k: v.detach().cpu() for k, v in models["source"].state_dict().items()}
         sweep = crossfit_sweep(arch=config.arch, state=state, data=data.target, config=sweep_config,
-                               training=config.training.fewshot, seed=config.seed, device=device, progress=progress)  # fmt: skip
-    assess(source, models["target"], data.target, out, align=config.align, sweep_config=sweep_config,
-           thresholds=thresholds, device=device, progress=progress, key=key, executor=executor, inputs=inputs,
-           sweep=sweep)  # fmt: skip
+                               training=config.training.fewshot, seed=config.seed, device=device, progress=progress,
+                               log_dir=out)  # fmt: skip
+    judged = assess(source, models["target"], data.target, out, align=config.align, sweep_config=sweep_config,
+                    thresholds=thresholds, device=device, progress=progress, key=key, executor=executor, inputs=inputs,
+                    sweep=sweep)  # fmt: skip
+    comparisons = {"target": judged.comparison.to_dict()}
     for name in ("full", "scratch"):
-        compare_pair(source, models[name], data.target, out, config.align, None, config.seed, PAIR_FILES[name], key)
-    return {name: load_if_current(out / name, key) for name in names}
+        pair = compare_pair(source, models[name], data.target, out, config.align, None, config.seed, PAIR_FILES[name], key)
+        comparisons[name] = pair.to_dict()
+    return Evidence(comparisons, judged.sweep_document, judged.plan)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from paramreuse.assess import ROWS_LOG
+from paramreuse.crossfit import FOLD_LOG
 from paramreuse.transfer import RUNS_LOG
 from tests.test_study import TINY_STUDY
 
@@ -136,8 +136,8 @@ def test_study_killed_mid_training_and_mid_sweep_resumes_to_the_same_results(ref
     _kill_when(study_config, run, fake_fmnist_dir, lambda out: (out / "source" / "train.json").is_file())
     assert not (run / "full" / "train.json").exists()
     source_stamp = (run / "source" / "model.safetensors").stat().st_mtime_ns
-    # 2. Killed in the middle of the replacement sweep, with some rows in its log.
-    rows_log = run / ROWS_LOG
+    # 2. Killed in the middle of the (cross-fitted) replacement sweep, with some rows in a fold's log.
+    rows_log = run / FOLD_LOG.format(fold=1)
     _kill_when(study_config, run, fake_fmnist_dir, _log_lines(rows_log, 3), slow=True)
     finished_rows = len(rows_log.read_text().splitlines()) - 1
     assert finished_rows >= 3 and not (run / "replacement.json").exists()
