@@ -100,4 +100,4 @@ def print_transfer(console, doc: dict) -> None:
             f"{n} shots: diff {b['mean_diff']:+.3f}, " + (f"p {b['p']:.2g}" if b["p"] is not None else b["test"])
             for n, b in ((n, sig["by_shots"][str(n)]) for n in shots)
         )
-        console.print(f"{key} ({sig['test']}): {ps}")
+        console.print(f"{key}: {ps}" if sig["p"] is None else f"{key} ({sig['test']}): {ps}")
