@@ -54,7 +54,7 @@ class DataConfig:
     limit_per_class: int | None = None
     task: str | None = None
     size: int | None = None
-    checkpoint: str | None = None  # [source] only: an existing S (file or pretrained spec); S is not trained
+    checkpoint: str | None = None  # [source] only: an existing S (file or pretrained spec); not trained, no data read
 
     def __post_init__(self) -> None:
         from paramreuse.tasks import TASKS
@@ -155,7 +155,7 @@ def load_study_data(config: StudyConfig) -> StudyData:
     src = config.source
     target = target_spec(config).load()
     full = config.target.spec(shots=None, limit_per_class=config.full_limit_per_class, **_common(config)).load()
-    if src.checkpoint is not None and not src.data:
+    if src.checkpoint is not None:  # S is given: it is not trained, so no source data are needed
         return StudyData(None, target, full)
     if not src.data:
         raise ConfigError("[source] needs data (a data set to train S on) or checkpoint (an existing S); give one")

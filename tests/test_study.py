@@ -168,3 +168,17 @@ def test_study_from_a_users_plain_state_dict_and_image_folder(tmp_path, trained_
     assert plan["layers"][-1]["name"] == "head" and plan["layers"][-1]["decision"] == "reinit"  # 5 -> 3 classes
     rerun = runner.invoke(app, args)
     assert rerun.exit_code == 0 and json.loads((run / "source" / "train.json").read_text())["given"].endswith("mine.pt")
+
+
+def test_a_given_source_reads_no_source_data(tmp_path):
+    """[source] checkpoint = ... in a config: S is not trained, so its data are never loaded (here they could not be)."""
+    from paramreuse.config import load_toml
+    from paramreuse.study import StudyConfig, load_study_data
+
+    folder = image_folder(tmp_path / "imgs")
+    config = tmp_path / "c.toml"
+    config.write_text(f'[source]\ncheckpoint = "s.pt"\ndata = "folder:{tmp_path}/nowhere"\n'
+                      f'[target]\ndata = "folder:{folder}"\nclasses = "all"\nshots = 4\n')  # fmt: skip
+    study = load_toml(StudyConfig, config)
+    data = load_study_data(study)
+    assert data.source is None and data.target.train.class_names == ("cat", "dog", "owl") and len(data.target.train) == 12

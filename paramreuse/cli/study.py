@@ -75,8 +75,8 @@ def study_command(
 def with_overrides(cfg: StudyConfig, *, source, arch, target, classes, shots, size, budget) -> StudyConfig:
     """The config with the command line's choices applied (each one only when given)."""
     replace, tgt, src = dataclasses.replace, cfg.target, cfg.source
-    if source is not None:  # a given S needs no source data unless the config names some explicitly
-        src = replace(src, checkpoint=source, data=src.data if config_names_source(cfg) else None)
+    if source is not None:  # a given S is not trained: no source data are read
+        src = replace(src, checkpoint=source)
     if size is not None:
         src, tgt = replace(src, size=size), replace(tgt, size=size)
     tgt = replace(tgt, **{k: v for k, v in (("data", target), ("classes", classes), ("shots", shots)) if v is not None})
@@ -84,10 +84,6 @@ def with_overrides(cfg: StudyConfig, *, source, arch, target, classes, shots, si
         tgt = replace(tgt, classes="all")  # another data set: all its classes unless --classes says otherwise
     fields = {k: v for k, v in (("arch", arch), ("budget", budget)) if v is not None}
     return replace(cfg, source=src, target=tgt, **fields)
-
-
-def config_names_source(cfg: StudyConfig) -> bool:
-    return cfg.source != StudyConfig().source
 
 
 def summary(console, results: dict, out: Path) -> None:
