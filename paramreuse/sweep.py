@@ -48,6 +48,7 @@ class SweepConfig:
     recalibrate_bn: bool = False
     cumulative_recalibrate: bool = True
     keep_diffs: bool = False
+    network_rows: bool = True  # the two J1 rows (all conv kernels); a plan made from the curve alone skips them
     cached: bool = True
     adaptive: bool = True
     tolerance: float | None = None
@@ -158,6 +159,8 @@ def row_specs(units: tuple[Unit, ...], config: SweepConfig) -> list[RowSpec]:
     for k in range(1, len(units) + 1):
         keys = tuple(key for u in units[:k] for key in u.keys)
         rows.append(RowSpec(f"depth:{k}:{cum}", "cumulative", units[k - 1].name, f"units 1..{k}", keys, cum, k))
+    if not config.network_rows:
+        return rows
     kernels = tuple(k for u in units if u.kind in CONV_KINDS for k in u.group("conv.weight").keys)
     rows.append(RowSpec("network:kept", "network", "all conv", "conv_kernels_bn_kept", kernels, False))
     rows.append(RowSpec("network:recal", "network", "all conv", "conv_kernels_bn_recalibrated", kernels, True))

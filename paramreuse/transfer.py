@@ -151,7 +151,7 @@ def fit(p: Prepared, images, task: TaskData, seed: int, device):
 def plan_from_shots(source: Source, task: TaskData, seed: int, config: TransferConfig, device) -> tuple[dict, dict]:
     """The plan rule applied to this run's shots alone: decisions per unit, and the evidence."""
     thresholds = config.thresholds.for_task(task.kind)
-    sweep_config = SweepConfig(params=(), tolerance=thresholds.layer_tolerance)
+    sweep_config = SweepConfig(params=(), tolerance=thresholds.layer_tolerance, network_rows=False)  # the curve only
     sweep = crossfit_sweep(arch=source.arch, state=source.state, data=task, config=sweep_config,
                            training=config.training, seed=seed, device=device)  # fmt: skip
     depth = frozen_depth(sweep.by_kind("cumulative"), thresholds.layer_tolerance, thresholds.freeze_on)

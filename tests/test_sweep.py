@@ -70,3 +70,15 @@ def test_interrupted_sweep_resumes_without_recomputing(trained_pair, tmp_path):
     assert resumed.resumed_rows == 5 and events[-1].total == len(complete.rows) - 5
     assert [r.to_dict() for r in resumed.rows] == [r.to_dict() for r in complete.rows]
     assert not log.exists()
+
+
+def test_a_curve_only_sweep_has_no_network_rows():
+    from paramreuse.models import build_model
+    from paramreuse.sweep import SweepConfig, row_specs, sweep_units
+
+    model = build_model("builtin:cnn?width=4", 1, 5)
+    units = sweep_units(model, model)
+    full = row_specs(units, SweepConfig(params=()))
+    curve = row_specs(units, SweepConfig(params=(), network_rows=False))
+    assert [r.kind for r in full].count("network") == 2 and all(r.kind == "cumulative" for r in curve)
+    assert [r.id for r in curve] == [r.id for r in full if r.kind == "cumulative"]
