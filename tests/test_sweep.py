@@ -72,6 +72,29 @@ def test_interrupted_sweep_resumes_without_recomputing(trained_pair, tmp_path):
     assert not log.exists()
 
 
+def test_a_sweep_resumed_with_a_reordered_source_recomputes_every_row(trained_pair, tmp_path):
+    """An interrupted --align none sweep resumed with --align weights sees another S: no row is reused.
+
+    A channel-reordered kernel has the same sum and absolute sum, which the old digest hashed.
+    """
+    s, t = trained_pair
+    val = synthetic_set(200, seed=5)
+    config = SweepConfig(adaptive=False, **FAST)
+    log = tmp_path / "replacement.rows.jsonl"
+
+    def stop_after_five(event):
+        if event.completed == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        replacement_sweep(s, t, val, val, config, progress=stop_after_five, log_path=log)
+    reordered = copy.deepcopy(s)
+    first = reordered.features[0][0].weight
+    first.data = first.data.flip(0)
+    resumed = replacement_sweep(reordered, t, val, val, config, log_path=log)
+    assert resumed.resumed_rows == 0
+
+
 def test_a_curve_only_sweep_has_no_network_rows():
     from paramreuse.models import build_model
     from paramreuse.sweep import SweepConfig, row_specs, sweep_units
