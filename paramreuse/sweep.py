@@ -46,9 +46,6 @@ class SweepConfig:
 
     params: tuple[str, ...] = PARAM_GROUPS
     recalibrate_bn: bool = False
-    cumulative_recalibrate: bool = True
-    keep_diffs: bool = False
-    network_rows: bool = True  # the two J1 rows (all conv kernels); a plan made from the curve alone skips them
     cached: bool = True
     adaptive: bool = True
     tolerance: float | None = None
@@ -56,6 +53,9 @@ class SweepConfig:
     bootstrap: int = 1000
     seed: int = 0
     max_calibration: int = 1000
+    cumulative_recalibrate: bool = True
+    keep_diffs: bool = False
+    network_rows: bool = True  # the two J1 rows (all conv kernels); a plan made from the curve alone skips them
 
     def __post_init__(self) -> None:
         from paramreuse.config import ConfigError, check_choice

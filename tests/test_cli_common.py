@@ -27,3 +27,13 @@ def test_every_verb_that_runs_jobs_has_the_backend_options():
     for verb in ("study", "replace", "plan", "transfer", "rank"):
         text = CliRunner().invoke(app, [verb, "--help"], terminal_width=200).output
         assert all(option in text for option in ("--backend", "--address", "--cpus-per-job", "--gpus-per-job")), verb
+
+
+def test_the_sweep_options_reach_the_fields_they_name():
+    """--no-cache, --no-adaptive and --tolerance set cached, adaptive and tolerance (a positional call once shifted them)."""
+    from paramreuse.cli.replace import sweep_config
+
+    default = sweep_config("unit", False, False, False, None, 3)
+    assert (default.cached, default.adaptive, default.tolerance, default.network_rows, default.seed) == (True, True, None, True, 3)
+    naive = sweep_config("unit,bn.stats", True, True, True, 0.05, 0)
+    assert (naive.params, naive.recalibrate_bn, naive.cached, naive.adaptive, naive.tolerance) == (("unit", "bn.stats"), True, False, False, 0.05)

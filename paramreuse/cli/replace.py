@@ -30,7 +30,8 @@ def sweep_config(params: str, recalibrate_bn: bool, no_cache: bool, no_adaptive:
     unknown = [p for p in groups if p not in PARAM_GROUPS]
     if unknown or not groups:
         raise ParamreuseError(f"unknown parameter group {', '.join(unknown) or '(none)'}; use {', '.join(PARAM_GROUPS)}")
-    return SweepConfig(groups, recalibrate_bn, not no_cache, not no_adaptive, tolerance, seed=seed)
+    return SweepConfig(params=groups, recalibrate_bn=recalibrate_bn, cached=not no_cache, adaptive=not no_adaptive,
+                       tolerance=tolerance, seed=seed)
 
 
 @with_backend
