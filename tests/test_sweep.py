@@ -51,8 +51,8 @@ def test_adaptive_verdicts_equal_full_verdicts(trained_pair):
         assert (a.drop <= 0.02) == (b.drop <= 0.02), (a.id, a.drop, b.drop)
 
 
-def test_interrupted_sweep_resumes_without_recomputing(trained_pair, tmp_path):
-    s, t = trained_pair
+def _interrupted_after_five_rows(s, t, tmp_path):
+    """A sweep of S into T killed after five rows: its evaluation set, config and rows log."""
     val = synthetic_set(200, seed=5)
     config = SweepConfig(adaptive=False, **FAST)
     log = tmp_path / "replacement.rows.jsonl"
@@ -63,6 +63,12 @@ def test_interrupted_sweep_resumes_without_recomputing(trained_pair, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         replacement_sweep(s, t, val, val, config, progress=stop_after_five, log_path=log)
+    return val, config, log
+
+
+def test_interrupted_sweep_resumes_without_recomputing(trained_pair, tmp_path):
+    s, t = trained_pair
+    val, config, log = _interrupted_after_five_rows(s, t, tmp_path)
     assert len(log.read_text().splitlines()) == 1 + 5
     events = []
     resumed = replacement_sweep(s, t, val, val, config, progress=events.append, log_path=log)
@@ -78,16 +84,7 @@ def test_a_sweep_resumed_with_a_reordered_source_recomputes_every_row(trained_pa
     A channel-reordered kernel has the same sum and absolute sum, which the old digest hashed.
     """
     s, t = trained_pair
-    val = synthetic_set(200, seed=5)
-    config = SweepConfig(adaptive=False, **FAST)
-    log = tmp_path / "replacement.rows.jsonl"
-
-    def stop_after_five(event):
-        if event.completed == 5:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        replacement_sweep(s, t, val, val, config, progress=stop_after_five, log_path=log)
+    val, config, log = _interrupted_after_five_rows(s, t, tmp_path)
     reordered = copy.deepcopy(s)
     first = reordered.features[0][0].weight
     first.data = first.data.flip(0)
