@@ -13,7 +13,6 @@ than a few-shot user has, shown only as a labelled reference.
 
 from __future__ import annotations
 
-import statistics
 from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from itertools import chain
