@@ -6,12 +6,16 @@ T_f is S fine-tuned on the other folds (the head fresh, half the steps on half t
 and the replacement sweep of S into T_f runs on the held-out fold, with BN statistics
 re-estimated on T_f's own training images. The per-image differences of all folds are
 pooled, so every shot is evaluated once, by a model that never saw it.
+
+The folds are swept in step, row by row, so that a caller who only needs the curve up to
+its first undecided depth (the plan rule never looks further) stops there: ``stop``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,7 +24,7 @@ from torch import nn
 from paramreuse.data import ImageSet, TaskData
 from paramreuse.errors import DataError
 from paramreuse.models import build_model
-from paramreuse.sweep import Row, Sweep, SweepConfig, replacement_sweep
+from paramreuse.sweep import Row, Sweep, SweepConfig, SweepStream, replacement_sweep
 from paramreuse.stats import difference_bounds, mean_ci
 from paramreuse.progress import Progress
 from paramreuse.train import TrainConfig, train
@@ -69,25 +73,40 @@ def crossfit_sweep(
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
     log_dir: Path | None = None,
+    stop: Callable[[Row], bool] | None = None,
 ) -> Sweep:
     """The replacement sweep of S into T, cross-fitted on ``data.train`` (the shots); see the module doc.
 
     ``log_dir``: where each fold's finished rows are logged (``replacement.foldN.rows.jsonl``), so
     that a killed sweep resumes; T_f is retrained (deterministic in the seed) and its rows reused.
+    ``stop``: asked of each pooled cumulative row; the sweep ends at the first row it is true for,
+    and the rows after it are never evaluated (``extra["stopped_at"]`` gives that row's depth).
     """
     start = time.perf_counter()
     source = source_for(arch, state, data, seed).eval()
     config = dataclasses.replace(config, adaptive=False, keep_diffs=True, seed=seed)
     short = dataclasses.replace(training, min_steps=training.min_steps // FOLDS)
-    sweeps = []
+    bounds = difference_bounds(data.kind.bounds)
+    folds = []
     for f, held in enumerate(fold_indices(data.train.y, FOLDS, seed)):
         fit = data.train.subset(_complement(held, len(data.train)))
         target = source_for(arch, state, data, seed + 1 + f)  # its own fresh head
         train(target, fit, short, seed + f, None, data.kind, device, progress, f"cross-fit {f + 1}/{FOLDS}")
         log = None if log_dir is None else Path(log_dir) / FOLD_LOG.format(fold=f + 1)
-        sweeps.append(replacement_sweep(source, target, data.train.subset(held), fit, config, data.kind, device,
-                                        progress, log_path=log))  # fmt: skip
-    return pooled(sweeps, time.perf_counter() - start, difference_bounds(data.kind.bounds))
+        folds.append((target, data.train.subset(held), fit, log))
+    if stop is None:  # every row: the batch sweep shares its cached frontiers across rows
+        sweeps = [replacement_sweep(source, target, held, fit, config, data.kind, device, progress, log_path=log)
+                  for target, held, fit, log in folds]  # fmt: skip
+        return pooled(sweeps, time.perf_counter() - start, bounds)
+    streams = [SweepStream(source, target, held, fit, config, data.kind, device, progress if f == 0 else None, log)
+               for f, (target, held, fit, log) in enumerate(folds)]  # fmt: skip
+    stopped_at = None
+    for parts in zip(*streams):  # the folds in step: each row is pooled before the next one runs
+        if parts[0].kind == "cumulative" and stop(pool_row(parts, config, bounds)):
+            stopped_at = parts[0].depth
+            break
+    result = pooled([s.sweep() for s in streams], time.perf_counter() - start, bounds)
+    return dataclasses.replace(result, extra=result.extra | {"stopped_at": stopped_at})
 
 
 def _complement(index: torch.Tensor, n: int) -> torch.Tensor:
@@ -96,21 +115,24 @@ def _complement(index: torch.Tensor, n: int) -> torch.Tensor:
     return torch.nonzero(keep).flatten()
 
 
+def pool_row(parts: tuple[Row, ...] | list[Row], config: SweepConfig, bounds: tuple[float, float] | None = None) -> Row:
+    """One row from the same row of disjoint folds: its samples pooled (the drop CI'd inside ``bounds``)."""
+    first = parts[0]
+    diffs = torch.tensor([d for p in parts for d in p.diffs], dtype=torch.float64)
+    n = len(diffs)
+    return Row(first.id, first.kind, first.layer, first.params, sum(p.value * p.n for p in parts) / n,
+               float(diffs.mean()), mean_ci(diffs, config.bootstrap, config.seed, bounds), n, False,
+               first.recalibrated, first.depth, tuple(diffs.tolist()))  # fmt: skip
+
+
 def pooled(sweeps: list[Sweep], seconds: float, bounds: tuple[float, float] | None = None) -> Sweep:
     """One sweep from the sweeps of disjoint folds: rows pooled over all their samples (drops CI'd inside ``bounds``)."""
     first = sweeps[0]
-    rows = []
-    for i, row in enumerate(first.rows):
-        parts = [s.rows[i] for s in sweeps]
-        diffs = torch.tensor([d for p in parts for d in p.diffs], dtype=torch.float64)
-        n = len(diffs)
-        rows.append(Row(row.id, row.kind, row.layer, row.params, sum(p.value * p.n for p in parts) / n,
-                        float(diffs.mean()), mean_ci(diffs, first.config.bootstrap, first.config.seed, bounds), n, False,
-                        row.recalibrated, row.depth, tuple(diffs.tolist())))  # fmt: skip
+    rows = tuple(pool_row([s.rows[i] for s in sweeps], first.config, bounds) for i in range(len(first.rows)))
     samples = sum(s.samples for s in sweeps)
     baseline = sum(s.baseline * s.samples for s in sweeps) / samples
     extra = {"evidence": EVIDENCE, "folds": [{"baseline": s.baseline, "samples": s.samples} for s in sweeps]}
-    return Sweep(first.metric, baseline, tuple(rows), first.config, first.mode, first.fallback, seconds, samples,
+    return Sweep(first.metric, baseline, rows, first.config, first.mode, first.fallback, seconds, samples,
                  sum(s.resumed_rows for s in sweeps), extra)  # fmt: skip
 
 

@@ -199,10 +199,18 @@ def frozen_depth(cumulative: list[Row], tolerance: float, freeze_on: str = "ci")
     """The frozen prefix of the plan rule from cumulative rows (any order), judged on ``freeze_on``."""
     depth = 0
     for row in sorted(cumulative, key=lambda r: r.depth):
-        if j2_status(row.drop, row.ci if freeze_on == "ci" else None, tolerance) is not J2.REUSABLE:
+        if not extends_prefix(row, tolerance, freeze_on):
             break
         depth = row.depth
     return depth
+
+
+def extends_prefix(row: Row, tolerance: float, freeze_on: str = "ci") -> bool:
+    """Whether a cumulative row lets the frozen prefix reach its depth (its drop decisively within ``tolerance``).
+
+    The first row that does not ends the prefix: no row past it can change the plan.
+    """
+    return j2_status(row.drop, row.ci if freeze_on == "ci" else None, tolerance) is J2.REUSABLE
 
 
 def decide(

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from paramreuse.data import ImageSet
-from paramreuse.sweep_engine import Evaluator, GraphCutter, StopRule, Variant
+from paramreuse.sweep_engine import Evaluated, Evaluator, GraphCutter, StopRule, Variant
 from paramreuse.errors import DataError
 from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor, remove_file, shippable_file
 from paramreuse.units import Unit, pair_units
@@ -204,26 +204,45 @@ class SweepJob:
 
 def sweep_rows(job: SweepJob) -> Iterator[dict]:
     """Evaluate one chunk of rows; yields a header (T's baseline, the engine mode), then each row as a dict."""
+    evaluator, s_state = _evaluator(job)
+    yield _header(evaluator)
+    variants = [_variant(spec, s_state) for spec in job.rows]
+    for i, result in evaluator.evaluate_all(variants, _stop_rule(job.config)):
+        yield _record(job.rows[i], result, evaluator.baseline, job)
+
+
+def _evaluator(job: SweepJob) -> tuple[Evaluator, dict[str, torch.Tensor]]:
+    """T's evaluator on the job's images (T's baseline scored), and S's values."""
     source, target, val, calibration = _job_inputs(job)
     config, device = job.config, job.device
     source, target = source.to(device).eval(), target.to(device).eval()
     s_state = {k: v.detach() for k, v in source.state_dict().items()}
     calib = [] if calibration is None else [b for b, _ in _batches(_first(calibration, config.max_calibration), config.batch_size, config.seed, device)]
     batches = _batches(val, config.batch_size, config.seed, device, job.task)
-    evaluator = Evaluator(target, batches, job.task.scores, calib, cached=config.cached)
-    baseline_scores = evaluator.baseline
-    yield {"baseline": float(baseline_scores.mean()), "mode": evaluator.mode,
-           "fallback": evaluator.cutter.fallback if evaluator.cutter else None}  # fmt: skip
-    rule = StopRule(config.tolerance) if config.adaptive else None
-    variants = [Variant({k: s_state[k] for k in s.keys}, s.recalibrate) for s in job.rows]
-    for i, result in evaluator.evaluate_all(variants, rule):
-        spec, n = job.rows[i], len(result.scores)
-        diffs = baseline_scores[:n] - result.scores
-        kept = tuple(diffs.tolist()) if config.keep_diffs else None
-        yield Row(spec.id, spec.kind, spec.layer, spec.params, float(result.scores.mean()), float(diffs.mean()),
-                  mean_ci(diffs, config.bootstrap, config.seed, difference_bounds(job.task.bounds)), n, result.stopped_early,
-                  spec.recalibrate, spec.depth,
-                  kept).to_dict()  # fmt: skip
+    return Evaluator(target, batches, job.task.scores, calib, cached=config.cached), s_state
+
+
+def _header(evaluator: Evaluator) -> dict:
+    return {"baseline": float(evaluator.baseline.mean()), "mode": evaluator.mode,
+            "fallback": evaluator.cutter.fallback if evaluator.cutter else None}  # fmt: skip
+
+
+def _stop_rule(config: SweepConfig) -> StopRule | None:
+    return StopRule(config.tolerance) if config.adaptive else None
+
+
+def _variant(spec: RowSpec, s_state: dict[str, torch.Tensor]) -> Variant:
+    return Variant({k: s_state[k] for k in spec.keys}, spec.recalibrate)
+
+
+def _record(spec: RowSpec, result: Evaluated, baseline_scores: torch.Tensor, job: SweepJob) -> dict:
+    """One evaluated row as the dict the rows log holds."""
+    config, n = job.config, len(result.scores)
+    diffs = baseline_scores[:n] - result.scores
+    kept = tuple(diffs.tolist()) if config.keep_diffs else None
+    ci = mean_ci(diffs, config.bootstrap, config.seed, difference_bounds(job.task.bounds))
+    return Row(spec.id, spec.kind, spec.layer, spec.params, float(result.scores.mean()), float(diffs.mean()), ci, n,
+               result.stopped_early, spec.recalibrate, spec.depth, kept).to_dict()  # fmt: skip
 
 
 def _job_inputs(job: SweepJob) -> tuple[nn.Module, nn.Module, ImageSet, ImageSet | None]:
@@ -304,8 +323,7 @@ def replacement_sweep(
     specs = row_specs(units, config)
     s_state = {k: v.detach() for k, v in source.state_dict().items()}
     t_digest = state_digest(target.state_dict())
-    key = fingerprint({"s": state_digest(s_state), "t": t_digest, "n": len(val), "config": config.to_dict()})
-    log = JsonlLog(log_path, key)
+    log = JsonlLog(log_path, _log_key(s_state, t_digest, val, config))
     todo = [s for s in specs if s.id not in log.done]
     local = SweepJob(source, target, val, calibration, tuple(todo), config, task, device)
     if todo and executor.remote:
@@ -331,6 +349,67 @@ def replacement_sweep(
     log.close()
     remove_file(s_file)
     return sweep
+
+
+def _log_key(s_state: dict, t_digest: str, val: ImageSet, config: SweepConfig) -> str:
+    """What a rows log belongs to: S and T by content, the evaluation set's size, the config."""
+    return fingerprint({"s": state_digest(s_state), "t": t_digest, "n": len(val), "config": config.to_dict()})
+
+
+class SweepStream:
+    """A local sweep read row by row in spec order, each row evaluated only when it is reached.
+
+    For a caller that may stop early: the plan's cross-fitted curve ends at the first depth
+    that is not decisively within the tolerance, and the rows past it are never evaluated.
+    Rows are logged as they finish, in the same log as :func:`replacement_sweep`'s, so a
+    killed stream resumes. Rows run one at a time, so the cached engine shares no frontiers
+    between them; a sweep read to its end is cheaper with :func:`replacement_sweep`.
+    """
+
+    def __init__(self, source: nn.Module, target: nn.Module, val: ImageSet, calibration: ImageSet | None = None,
+                 config: SweepConfig = SweepConfig(), task: Task = CLASSIFICATION, device: torch.device | str = "cpu",
+                 progress: Progress | None = None, log_path: str | Path | None = None):  # fmt: skip
+        self._start = time.perf_counter()
+        if config.tolerance is None:
+            config = dataclasses.replace(config, tolerance=task.tolerance)
+        source, target = source.to(device).eval(), target.to(device).eval()
+        self.specs = tuple(row_specs(sweep_units(source, target), config))
+        self._job = SweepJob(source, target, val, calibration, self.specs, config, task, device)
+        s_state = {k: v.detach() for k, v in source.state_dict().items()}
+        self._log = JsonlLog(log_path, _log_key(s_state, state_digest(target.state_dict()), val, config))
+        self._progress = progress
+        self._evaluator: tuple[Evaluator, dict] | None = None
+        self.rows: list[Row] = []
+        self._resumed = 0
+
+    def __iter__(self) -> Iterator[Row]:
+        for spec in self.specs[len(self.rows) :]:
+            record = self._log.done.get(spec.id)
+            if record is None:
+                evaluator, s_state = self._ready()
+                ((_, result),) = evaluator.evaluate_all([_variant(spec, s_state)], _stop_rule(self._job.config))
+                record = _record(spec, result, evaluator.baseline, self._job)
+                self._log.add(record)
+            else:
+                self._resumed += 1
+            self.rows.append(_row(record))
+            if self._progress is not None:
+                row = {"row": f"{spec.layer} {spec.params}"}
+                self._progress(ProgressEvent("replace", len(self.rows), len(self.specs), row))
+            yield self.rows[-1]
+
+    def _ready(self) -> tuple[Evaluator, dict]:
+        if self._evaluator is None:
+            self._evaluator = _evaluator(self._job)
+        return self._evaluator
+
+    def sweep(self) -> Sweep:
+        """The rows read so far, as a sweep; its rows log is removed."""
+        header = _header(self._ready()[0])
+        self._log.close()
+        job = self._job
+        return Sweep(job.task.metric_name, header["baseline"], tuple(self.rows), job.config, header["mode"],
+                     header["fallback"], time.perf_counter() - self._start, len(job.val), self._resumed)  # fmt: skip
 
 
 def _remote_jobs(local: SweepJob, s_state: dict, t_digest: str, executor: Executor, inputs: SweepInputs | None,

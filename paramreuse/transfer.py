@@ -24,7 +24,7 @@ from paramreuse.config import ConfigError, check_choice
 from paramreuse.crossfit import crossfit_sweep, held_out
 from paramreuse.data import TaskData, load_task, task_for
 from paramreuse.errors import CheckpointError
-from paramreuse.judge import Decision, Thresholds, frozen_depth
+from paramreuse.judge import Decision, Thresholds, extends_prefix, frozen_depth
 from paramreuse.sweep import SweepConfig
 from paramreuse.backends import LOCAL, DataSpec, Executor, remove_file, shippable_file
 from paramreuse.models import build_model, read_state_dict
@@ -150,15 +150,17 @@ def fit(p: Prepared, images, task: TaskData, seed: int, device):
 def plan_from_shots(source: Source, task: TaskData, seed: int, config: TransferConfig, device) -> tuple[dict, dict]:
     """The plan rule applied to this run's shots alone: decisions per unit, and the evidence."""
     thresholds = config.thresholds.for_task(task.kind)
-    sweep_config = SweepConfig(params=(), tolerance=thresholds.layer_tolerance, network_rows=False)  # the curve only
+    tolerance, freeze_on = thresholds.layer_tolerance, thresholds.freeze_on
+    # The cumulative curve only, and only up to the first depth that ends the frozen prefix.
+    sweep_config = SweepConfig(params=(), tolerance=tolerance, network_rows=False)
     sweep = crossfit_sweep(arch=source.arch, state=source.state, data=task, config=sweep_config,
-                           training=config.training, seed=seed, device=device)  # fmt: skip
-    depth = frozen_depth(sweep.by_kind("cumulative"), thresholds.layer_tolerance, thresholds.freeze_on)
+                           training=config.training, seed=seed, device=device,
+                           stop=lambda row: not extends_prefix(row, tolerance, freeze_on))  # fmt: skip
+    depth = frozen_depth(sweep.by_kind("cumulative"), tolerance, freeze_on)
     names = unit_names(build_model(source.arch, task.channels, task.num_outputs))
     decisions = {n: (Decision.FROZEN if i < depth else Decision.FINETUNED).value for i, n in enumerate(names)}
     curve = [{"depth": r.depth, "drop": r.drop, "ci": list(r.ci)} for r in sweep.by_kind("cumulative")]
-    return decisions, {"depth": depth, "plan_seconds": sweep.seconds, "curve": curve,
-                       "tolerance": thresholds.layer_tolerance}  # fmt: skip
+    return decisions, {"depth": depth, "plan_seconds": sweep.seconds, "curve": curve, "tolerance": tolerance}
 
 
 def _plan_run(source: Source, task: TaskData, plan: dict | None, seed: int, config: TransferConfig, device) -> dict:

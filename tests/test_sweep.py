@@ -102,3 +102,25 @@ def test_a_curve_only_sweep_has_no_network_rows():
     curve = row_specs(units, SweepConfig(params=(), network_rows=False))
     assert [r.kind for r in full].count("network") == 2 and all(r.kind == "cumulative" for r in curve)
     assert [r.id for r in curve] == [r.id for r in full if r.kind == "cumulative"]
+
+
+def test_a_stream_read_row_by_row_equals_the_sweep_and_resumes_from_its_log(trained_pair, tmp_path):
+    """SweepStream evaluates rows one at a time, in spec order; a stream killed after three rows picks them up."""
+    from paramreuse.sweep import SweepStream
+
+    s, t = trained_pair
+    val = synthetic_set(200, seed=5)
+    config = SweepConfig(adaptive=False, keep_diffs=True, **FAST)
+    complete = replacement_sweep(s, t, val, val, config)
+    log = tmp_path / "replacement.rows.jsonl"
+    killed = iter(SweepStream(s, t, val, val, config, log_path=log))
+    first = [next(killed) for _ in range(3)]  # then the process dies: no sweep(), the log stays
+    assert len(log.read_text().splitlines()) == 1 + 3
+    resumed = SweepStream(s, t, val, val, config, log_path=log)
+    rows = list(resumed)
+    sweep = resumed.sweep()
+    assert sweep.resumed_rows == 3 and [r.id for r in rows] == [r.id for r in complete.rows]
+    assert [r.to_dict() for r in rows[:3]] == [r.to_dict() for r in first]
+    for a, b in zip(rows, complete.rows):
+        assert a.drop == pytest.approx(b.drop, abs=1e-9) and a.ci == pytest.approx(b.ci, abs=1e-9), a.id
+    assert sweep.baseline == pytest.approx(complete.baseline) and not log.exists()
