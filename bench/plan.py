@@ -102,7 +102,7 @@ def run_pair(key: str, pair: Pair, out: Path, shots: tuple[int, ...], seeds: int
 def pair_rows(key: str, doc: dict, n: int) -> dict:
     """Means per strategy at ``n`` shots, the plan's paired differences, depths and costs."""
     by = {name: entry["by_shots"][str(n)] for name, entry in doc["strategies"].items()}
-    best = max((b for b in BASELINES if b in by), key=lambda b: by[b]["mean"])
+    best = max((b for b in BASELINES if b in by), key=lambda b: by[b]["mean"], default=None)  # None: a cost-only run
     cost = lambda name, field: sum(by[name].get(field, [0.0]))  # noqa: E731
     return {
         "key": key,
@@ -119,19 +119,27 @@ def pair_rows(key: str, doc: dict, n: int) -> dict:
 def markdown_table(rows: list[dict], n: int) -> str:
     names = [s for s in STRATEGIES if s != "plan" and s in rows[0]["means"]] + ["plan"]
     label = lambda s: f"{s} (oracle)" if s in ORACLES else s  # noqa: E731
-    lines = ["| pair | " + " | ".join(label(s) for s in names) + " | plan - best baseline | plan - finetune-all | plan - best-depth |",
-             "|---|" + "---|" * (len(names) + 3)]  # fmt: skip
+    versus = [v for v in ("finetune-all", "best-depth") if v in names]
+    versus = (["best baseline"] if rows[0]["best_baseline"] else []) + versus
+    lines = ["| pair | " + " | ".join(label(s) for s in names) + "".join(f" | plan - {v}" for v in versus) + " |",
+             "|---|" + "---|" * (len(names) + len(versus))]  # fmt: skip
     for r in rows:
         m, d = r["means"], r["plan_minus"]
         best = r["best_baseline"]
         cells = [f"{m[s]:.3f}" for s in names]
         diff = lambda o: f"{d[o]['mean_diff'] * 100:+.1f} pts (p {d[o]['p']:.2g})" if d[o]["p"] is not None else f"{d[o]['mean_diff'] * 100:+.1f} pts"  # noqa: E731
-        lines.append(f"| {r['key']} | " + " | ".join(cells) + f" | {diff(best)} vs {best} | {diff('finetune-all')} | {diff('best-depth')} |")
+        gaps = [f"{diff(best)} vs {best}" if v == "best baseline" else diff(v) for v in versus]
+        lines.append(f"| {r['key']} | " + " | ".join(cells + gaps) + " |")
     return "\n".join(lines)
 
 
 def verdicts(rows: list[dict]) -> list[str]:
-    """The issue's acceptance, measured on these rows (mean over pairs of per-pair means)."""
+    """The issue's acceptance, measured on these rows (mean over pairs of per-pair means); the cost alone
+    when the run had no baselines."""
+    cost = ("plan's cost / best-depth's candidates, per pair: "
+            + ", ".join(f"{r['key']} {r['cost_ratio']:.2f}" for r in rows) + "; goal <= 0.33")  # fmt: skip
+    if not all(r["best_baseline"] and "finetune-all" in r["means"] for r in rows):
+        return [cost]
     mean = lambda xs: statistics.fmean(xs)  # noqa: E731
     plan = mean([r["means"]["plan"] for r in rows])
     best = mean([r["means"][r["best_baseline"]] for r in rows])
@@ -149,8 +157,7 @@ def verdicts(rows: list[dict]) -> list[str]:
         f"goal: none below -2 pts: {'holds' if min(ft_gaps) >= -0.02 else 'does not hold'}",
         f"plan - best-depth (oracle), mean over pairs: {(plan - oracle) * 100:+.2f} pts; goal within 1 pt: "
         f"{'holds' if abs(plan - oracle) <= 0.01 or plan > oracle else 'does not hold'}",
-        "plan's cost / best-depth's candidates, per pair: "
-        + ", ".join(f"{r['key']} {r['cost_ratio']:.2f}" for r in rows) + "; goal <= 0.33",
+        cost,
     ]
 
 
