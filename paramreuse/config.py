@@ -30,6 +30,26 @@ def check_choice(where: str, value: str, choices: tuple[str, ...]) -> None:
     raise ConfigError(f"{where}: unknown value {value!r}; {hint}use one of {', '.join(choices)}")
 
 
+def check_at_least(config: object, names: tuple[str, ...], low: float, bound: str | None = None) -> None:
+    """Raise ConfigError for the first field of ``names`` below ``low`` (a field left at None is not set).
+
+    ``bound`` is how the message states the limit (default ``at least {low}``).
+
+    >>> from types import SimpleNamespace
+    >>> check_at_least(SimpleNamespace(seeds=3, tolerance=None), ("seeds", "tolerance"), 1)
+    >>> check_at_least(SimpleNamespace(seeds=0), ("seeds",), 1)
+    Traceback (most recent call last):
+    paramreuse.config.ConfigError: seeds must be at least 1, got 0
+    """
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value < low:
+            raise ConfigError(f"{name} must be {bound or f'at least {low}'}, got {value}")
+
+
+DROP_BOUND = ">= 0 (a drop in metric units)"  # how a tolerance's lower limit is stated
+
+
 def from_mapping(cls: type[T], mapping: dict[str, Any], where: str = "config", base: T | None = None) -> T:
     """Build dataclass ``cls`` from ``mapping``, recursing into nested dataclasses.
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from paramreuse.models.heads import in_head
 from paramreuse.compare import Comparison
-from paramreuse.config import ConfigError, check_choice
+from paramreuse.config import DROP_BOUND, check_at_least, check_choice
 from paramreuse.sweep import Row, Sweep
 from paramreuse.tasks import CLASSIFICATION, Task
 
@@ -87,13 +87,8 @@ class Thresholds:
     warm_head: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("network_tolerance", "layer_tolerance"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ConfigError(f"{name} must be >= 0 (a drop in metric units), got {value}")
-        for name in ("rmse_position", "reinit_position", "finetuned_rate"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_at_least(self, ("network_tolerance", "layer_tolerance"), 0, DROP_BOUND)
+        check_at_least(self, ("rmse_position", "reinit_position", "finetuned_rate"), 0, ">= 0")
         check_choice("freeze_on", self.freeze_on, FREEZE_ON)
 
     def for_task(self, task: Task) -> "Thresholds":

@@ -16,7 +16,7 @@ import torch
 from paramreuse.caveats import chance_caveat, validation_caveat
 from paramreuse.align import METHODS
 from paramreuse.assess import COMPARISON_FILE, PLAN_FILE, REPLACEMENT_FILE, assess, compare_pair
-from paramreuse.config import ConfigError, check_choice
+from paramreuse.config import ConfigError, check_at_least, check_choice
 from paramreuse.crossfit import crossfit_sweep
 from paramreuse.data import TaskData
 from paramreuse.errors import DataError
@@ -61,10 +61,7 @@ class DataConfig:
 
         if self.task is not None:
             check_choice("task", self.task, tuple(TASKS))
-        for name in ("shots", "limit_per_class", "size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be at least 1, got {value}")
+        check_at_least(self, ("shots", "limit_per_class", "size"), 1)
 
     def spec(self, **options) -> DataSpec:
         """This side's data as :func:`paramreuse.data.load_task` arguments (what remote jobs load)."""

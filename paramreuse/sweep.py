@@ -58,15 +58,12 @@ class SweepConfig:
     network_rows: bool = True  # the two J1 rows (all conv kernels); a plan made from the curve alone skips them
 
     def __post_init__(self) -> None:
-        from paramreuse.config import ConfigError, check_choice
+        from paramreuse.config import DROP_BOUND, check_at_least, check_choice
 
         for group in self.params:
             check_choice("params", group, PARAM_GROUPS)
-        if self.tolerance is not None and self.tolerance < 0:
-            raise ConfigError(f"tolerance must be >= 0 (a drop in metric units), got {self.tolerance}")
-        for name in ("batch_size", "bootstrap", "max_calibration"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_at_least(self, ("tolerance",), 0, DROP_BOUND)
+        check_at_least(self, ("batch_size", "bootstrap", "max_calibration"), 1)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -41,13 +41,12 @@ class TrainConfig:
     auto_rgn: bool = False
 
     def __post_init__(self) -> None:
-        from paramreuse.config import ConfigError, check_choice
+        from paramreuse.config import ConfigError, check_at_least, check_choice
 
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
-        for name, low in (("epochs", 1), ("batch_size", 1), ("min_steps", 0)):
-            if getattr(self, name) < low:
-                raise ConfigError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        check_at_least(self, ("epochs", "batch_size"), 1)
+        check_at_least(self, ("min_steps",), 0)
         if not self.lr > 0 or self.weight_decay < 0:
             raise ConfigError(f"lr must be > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
 

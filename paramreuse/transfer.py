@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from paramreuse.config import ConfigError, check_choice
+from paramreuse.config import ConfigError, check_at_least, check_choice
 from paramreuse.crossfit import crossfit_sweep, held_out
 from paramreuse.data import TaskData, load_task, task_for
 from paramreuse.errors import CheckpointError
@@ -71,10 +71,8 @@ class TransferConfig:
         check_choice("budget", self.budget, BUDGETS)
         if self.seeds < 1 or any(n < 1 for n in self.shots):
             raise ConfigError(f"seeds and shots must be at least 1, got {self.seeds} and {list(self.shots)}")
-        if self.depth_candidates < 2:
-            raise ConfigError(f"depth_candidates must be at least 2, got {self.depth_candidates}")
-        if self.finetuned_scale < 0:
-            raise ConfigError(f"finetuned_scale must be >= 0, got {self.finetuned_scale}")
+        check_at_least(self, ("depth_candidates",), 2)
+        check_at_least(self, ("finetuned_scale",), 0, ">= 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
