@@ -100,13 +100,14 @@ def crossfit_sweep(
         return pooled(sweeps, time.perf_counter() - start, bounds)
     streams = [SweepStream(source, target, held, fit, config, data.kind, device, progress if f == 0 else None, log)
                for f, (target, held, fit, log) in enumerate(folds)]  # fmt: skip
-    stopped_at = None
+    rows, stopped_at = [], None
     for parts in zip(*streams):  # the folds in step: each row is pooled before the next one runs
-        if parts[0].kind == "cumulative" and stop(pool_row(parts, config, bounds)):
-            stopped_at = parts[0].depth
+        rows.append(pool_row(parts, config, bounds))
+        if rows[-1].kind == "cumulative" and stop(rows[-1]):
+            stopped_at = rows[-1].depth
             break
-    result = pooled([s.sweep() for s in streams], time.perf_counter() - start, bounds)
-    return dataclasses.replace(result, extra=result.extra | {"stopped_at": stopped_at})
+    sweep = _merged([s.sweep() for s in streams], tuple(rows), time.perf_counter() - start)
+    return dataclasses.replace(sweep, extra=sweep.extra | {"stopped_at": stopped_at})
 
 
 def _complement(index: torch.Tensor, n: int) -> torch.Tensor:
@@ -127,8 +128,13 @@ def pool_row(parts: tuple[Row, ...] | list[Row], config: SweepConfig, bounds: tu
 
 def pooled(sweeps: list[Sweep], seconds: float, bounds: tuple[float, float] | None = None) -> Sweep:
     """One sweep from the sweeps of disjoint folds: rows pooled over all their samples (drops CI'd inside ``bounds``)."""
+    rows = tuple(pool_row(parts, sweeps[0].config, bounds) for parts in zip(*(s.rows for s in sweeps)))
+    return _merged(sweeps, rows, seconds)
+
+
+def _merged(sweeps: list[Sweep], rows: tuple[Row, ...], seconds: float) -> Sweep:
+    """The sweep of the folds together, with their pooled ``rows``."""
     first = sweeps[0]
-    rows = tuple(pool_row([s.rows[i] for s in sweeps], first.config, bounds) for i in range(len(first.rows)))
     samples = sum(s.samples for s in sweeps)
     baseline = sum(s.baseline * s.samples for s in sweeps) / samples
     extra = {"evidence": EVIDENCE, "folds": [{"baseline": s.baseline, "samples": s.samples} for s in sweeps]}
