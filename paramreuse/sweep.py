@@ -313,16 +313,10 @@ def replacement_sweep(
             workers load T and the data themselves, and S from a file written next to the log).
     """
     start = time.perf_counter()
-    if config.tolerance is None:
-        config = dataclasses.replace(config, tolerance=task.tolerance)
-    source, target = source.to(device).eval(), target.to(device).eval()
-    units = sweep_units(source, target)
-    specs = row_specs(units, config)
-    s_state = {k: v.detach() for k, v in source.state_dict().items()}
-    t_digest = state_digest(target.state_dict())
-    log = JsonlLog(log_path, _log_key(s_state, t_digest, val, config))
+    whole, log, s_state, t_digest = _opened(source, target, val, calibration, config, task, device, log_path)
+    specs, config = whole.rows, whole.config
     todo = [s for s in specs if s.id not in log.done]
-    local = SweepJob(source, target, val, calibration, tuple(todo), config, task, device)
+    local = dataclasses.replace(whole, rows=tuple(todo))
     if todo and executor.remote:
         jobs = _remote_jobs(local, s_state, t_digest, executor, inputs, log_path)
     else:  # in-process, one chunk: the cached engine shares its frontiers across all rows
@@ -348,9 +342,20 @@ def replacement_sweep(
     return sweep
 
 
-def _log_key(s_state: dict, t_digest: str, val: ImageSet, config: SweepConfig) -> str:
-    """What a rows log belongs to: S and T by content, the evaluation set's size, the config."""
-    return fingerprint({"s": state_digest(s_state), "t": t_digest, "n": len(val), "config": config.to_dict()})
+def _opened(source: nn.Module, target: nn.Module, val: ImageSet, calibration: ImageSet | None, config: SweepConfig,
+            task: Task, device, log_path) -> tuple[SweepJob, JsonlLog, dict[str, torch.Tensor], str]:  # fmt: skip
+    """How every sweep starts: the job of all its rows (the task's tolerance filled in, S and T on the
+    device in eval mode), its rows log (keyed by S and T by content, the evaluation set's size and
+    the config), S's values and T's digest."""
+    if config.tolerance is None:
+        config = dataclasses.replace(config, tolerance=task.tolerance)
+    source, target = source.to(device).eval(), target.to(device).eval()
+    specs = tuple(row_specs(sweep_units(source, target), config))
+    s_state = {k: v.detach() for k, v in source.state_dict().items()}
+    t_digest = state_digest(target.state_dict())
+    key = fingerprint({"s": state_digest(s_state), "t": t_digest, "n": len(val), "config": config.to_dict()})
+    job = SweepJob(source, target, val, calibration, specs, config, task, device)
+    return job, JsonlLog(log_path, key), s_state, t_digest
 
 
 class SweepStream:
@@ -367,13 +372,8 @@ class SweepStream:
                  config: SweepConfig = SweepConfig(), task: Task = CLASSIFICATION, device: torch.device | str = "cpu",
                  progress: Progress | None = None, log_path: str | Path | None = None):  # fmt: skip
         self._start = time.perf_counter()
-        if config.tolerance is None:
-            config = dataclasses.replace(config, tolerance=task.tolerance)
-        source, target = source.to(device).eval(), target.to(device).eval()
-        self.specs = tuple(row_specs(sweep_units(source, target), config))
-        self._job = SweepJob(source, target, val, calibration, self.specs, config, task, device)
-        s_state = {k: v.detach() for k, v in source.state_dict().items()}
-        self._log = JsonlLog(log_path, _log_key(s_state, state_digest(target.state_dict()), val, config))
+        self._job, self._log, _, _ = _opened(source, target, val, calibration, config, task, device, log_path)
+        self.specs = self._job.rows
         self._progress = progress
         self._evaluator: tuple[Evaluator, dict] | None = None
         self.rows: list[Row] = []
