@@ -17,11 +17,11 @@ import time
 
 import torch
 
-from paramreuse.align import align_models
-from paramreuse.compare import LINEAGE_RULE, compare_models
+from paramreuse.align.matching import align_models
+from paramreuse.judge.kernels import LINEAGE_RULE, compare_models
 from paramreuse.data import load_task
 from paramreuse.models import build_model
-from paramreuse.train import TrainConfig, evaluate, train
+from paramreuse.training.loop import TrainConfig, evaluate, train
 
 TIMING_ARCHS = ("builtin:cnn", "torchvision:resnet18", "torchvision:resnet50")
 

@@ -3,7 +3,7 @@
 For each source -> target pair: S is trained on the source (once, resumed from its folder),
 then every strategy of the transfer grid trains on the same target shots per seed, at the
 realistic labelled budget: each run sees only its shots. The plan is made afresh from those
-shots (cross-fitted replacement curve, :mod:`paramreuse.crossfit`); best-depth, the oracle,
+shots (cross-fitted replacement curve, :mod:`paramreuse.judge.crossfit`); best-depth, the oracle,
 chooses its frozen depth on a fifth of the shots held out, then retrains on all of them.
 
 The pairs were split into calibration and evaluation pairs before the plan rule was tuned
@@ -26,14 +26,14 @@ from pathlib import Path
 
 from paramreuse.config import from_mapping
 from paramreuse.data import load_task
-from paramreuse.judge import Thresholds
+from paramreuse.judge.verdicts import Thresholds
 from paramreuse.results import read_json
-from paramreuse.training_run import RunSpec, run_training
+from paramreuse.training.run import RunSpec, run_training
 from paramreuse.stats import paired_test, seed_interval
 from paramreuse.devices import resolve_device
-from paramreuse.train import TrainConfig
-from paramreuse.strategies import ORACLES, STRATEGIES
-from paramreuse.transfer import TRANSFER_FILE, Source, TransferConfig, run_transfer
+from paramreuse.training.loop import TrainConfig
+from paramreuse.transfer.strategies import ORACLES, STRATEGIES
+from paramreuse.transfer.grid import TRANSFER_FILE, Source, TransferConfig, run_transfer
 
 BASELINES = ("finetune-all", "lp-ft", "l2-sp", "auto-rgn")  # what a knowledgeable practitioner would pick among
 

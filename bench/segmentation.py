@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from paramreuse.config import from_mapping
-from paramreuse.judge import holds_text
+from paramreuse.judge.verdicts import holds_text
 from paramreuse.results import read_json
 from paramreuse.study import StudyConfig, run_study
 from paramreuse.devices import resolve_device

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from paramreuse.data import load_task
-from paramreuse.sweep import PARAM_GROUPS, SweepConfig, replacement_sweep
-from paramreuse.training_run import RunSpec, run_training
+from paramreuse.judge.replacement import PARAM_GROUPS, SweepConfig, replacement_sweep
+from paramreuse.training.run import RunSpec, run_training
 from paramreuse.study import StudyTraining
-from paramreuse.train import TrainConfig
+from paramreuse.training.loop import TrainConfig
 
 ENGINES = {"naive": dict(cached=False, adaptive=False), "cached": dict(cached=True, adaptive=False),
            "cached+adaptive": dict(cached=True, adaptive=True)}  # fmt: skip

@@ -5,11 +5,11 @@ __version__ = "0.1.0"
 from paramreuse.data import TaskData, load_task, parse_classes
 from paramreuse.errors import CheckpointError, DataError, ParamreuseError, SpecError
 from paramreuse.models import ModelInfo, build_model, load_checkpoint, save_checkpoint
-from paramreuse.training_run import RunSpec, run_training
+from paramreuse.training.run import RunSpec, run_training
 from paramreuse.study import StudyConfig, run_study
 from paramreuse.tasks import get_task
 from paramreuse.devices import resolve_device
-from paramreuse.train import TrainConfig, evaluate, train
+from paramreuse.training.loop import TrainConfig, evaluate, train
 
 __all__ = [
     "CheckpointError",

@@ -83,7 +83,7 @@ def trained_pair():
     import torch
 
     from paramreuse.models import build_model
-    from paramreuse.train import TrainConfig, train
+    from paramreuse.training.loop import TrainConfig, train
 
     data = synthetic_set(300, seed=1)
     models = []

@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from paramreuse.align import AlignmentError, align_models
-from paramreuse.permspec import apply_permutation, permutation_spec, random_permutation
+from paramreuse.align.matching import AlignmentError, align_models
+from paramreuse.align.specs import apply_permutation, permutation_spec, random_permutation
 from paramreuse.data import ImageSet
 from paramreuse.models import build_model
 from paramreuse.models.builtin import VGGStyleCNN
-from paramreuse.train import TrainConfig, train
+from paramreuse.training.loop import TrainConfig, train
 
 CONV_UNITS = (0, 1, 3, 4, 6, 7)  # indices of the conv_bn_relu units in VGGStyleCNN.features
 

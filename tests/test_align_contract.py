@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from paramreuse import channel_rules
-from paramreuse.compare import compare_models
+from paramreuse.align import rules as channel_rules
+from paramreuse.judge.kernels import compare_models
 from paramreuse.models import build_model
-from paramreuse.permspec import MISREAD, apply_permutation, permutation_spec, random_permutation
+from paramreuse.align.specs import MISREAD, apply_permutation, permutation_spec, random_permutation
 from tests.test_align import max_output_diff, randomize_norms
 
 

@@ -22,8 +22,8 @@ from paramreuse.cli import app
 from paramreuse.errors import DataError
 from paramreuse.backends import Checkpoint, DataSpec, JobError, JobFailed, LocalExecutor, RayExecutor, make_executor
 from paramreuse.models import ModelInfo, save_checkpoint
-from paramreuse.rank import rank_sources
-from paramreuse.sweep import (
+from paramreuse.rank.ranking import rank_sources
+from paramreuse.judge.replacement import (
     SWEEP_SOURCE_FILE,
     SweepConfig,
     SweepInputs,
@@ -34,9 +34,9 @@ from paramreuse.sweep import (
     sweep_units,
 )  # fmt: skip
 from paramreuse.study import StudyConfig, load_study_data, quick, target_spec
-from paramreuse.train import TrainConfig
-from paramreuse.strategies import unit_names
-from paramreuse.transfer import RUNS_LOG, Source, TransferConfig, run_transfer
+from paramreuse.training.loop import TrainConfig
+from paramreuse.transfer.strategies import unit_names
+from paramreuse.transfer.grid import RUNS_LOG, Source, TransferConfig, run_transfer
 from tests.conftest import TINY_ARCH, make_fake_fashion_mnist
 
 runner = CliRunner()

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from paramreuse.cli import app
 from paramreuse.errors import CheckpointError, SpecError
 from paramreuse.models import ModelInfo, build_model, load_checkpoint, save_checkpoint
-from paramreuse.training_run import init_from_checkpoint
+from paramreuse.training.run import init_from_checkpoint
 from tests.conftest import TINY_ARCH
 
 runner = CliRunner()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from paramreuse.caveats import chance_caveat, images_needed, resolvable_drop, validation_caveat
+from paramreuse.judge.caveats import chance_caveat, images_needed, resolvable_drop, validation_caveat
 from paramreuse.tasks import CLASSIFICATION, RECONSTRUCTION, SEGMENTATION
 
 

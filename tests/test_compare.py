@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from paramreuse.permspec import apply_permutation, permutation_spec, random_permutation
-from paramreuse.compare import (
+from paramreuse.align.specs import apply_permutation, permutation_spec, random_permutation
+from paramreuse.judge.kernels import (
     LINEAGE_RULE,
     compare_models,
     cosine,
@@ -25,9 +25,9 @@ from paramreuse.compare import (
 )
 from paramreuse.data import load_task
 from paramreuse.errors import ParamreuseError
-from paramreuse.units import PairingError, inventory
+from paramreuse.models.units import PairingError, inventory
 from paramreuse.models import build_model
-from paramreuse.train import TrainConfig, train
+from paramreuse.training.loop import TrainConfig, train
 
 ARCH = "builtin:cnn?width=4"
 DISTANCES = ("rmse_raw", "rmse", "rmse_normalized", "null_position")

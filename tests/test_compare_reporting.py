@@ -13,11 +13,11 @@ from torch import nn
 from typer.testing import CliRunner
 
 from bench.study_tables import j3_tables
-from paramreuse.assess import compare_pair
+from paramreuse.judge.assess import compare_pair
 from paramreuse.cli import app
-from paramreuse.compare import compare_models, units_aligned_text
+from paramreuse.judge.kernels import compare_models, units_aligned_text
 from paramreuse.models import build_model
-from paramreuse.permspec import AlignmentError, apply_permutation, permutation_spec, random_permutation
+from paramreuse.align.specs import AlignmentError, apply_permutation, permutation_spec, random_permutation
 from paramreuse.report.html import RunFiles, _rmse
 from tests.conftest import TINY_ARCH
 

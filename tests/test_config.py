@@ -2,7 +2,7 @@ import pytest
 
 from paramreuse.config import ConfigError, load_toml
 from paramreuse.study import StudyConfig
-from paramreuse.train import TrainConfig
+from paramreuse.training.loop import TrainConfig
 
 
 def test_toml_fills_nested_dataclasses(tmp_path):

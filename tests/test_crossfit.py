@@ -4,8 +4,8 @@ import pytest
 import torch
 from scipy import stats
 
-from paramreuse.crossfit import fold_indices, held_out, pooled
-from paramreuse.sweep import Row, Sweep, SweepConfig
+from paramreuse.judge.crossfit import fold_indices, held_out, pooled
+from paramreuse.judge.replacement import Row, Sweep, SweepConfig
 from tests.conftest import synthetic_set
 
 
@@ -53,10 +53,10 @@ def test_pooled_folds_weigh_every_sample_once():
 
 def test_plan_from_shots_freezes_the_decisive_prefix(trained_pair, fake_fmnist, monkeypatch):
     """The plan made inside a transfer run uses the cross-fitted curve and the CI rule."""
-    import paramreuse.transfer as runs
+    import paramreuse.transfer.grid as runs
     from paramreuse.data import load_task
-    from paramreuse.train import TrainConfig
-    from paramreuse.strategies import unit_names
+    from paramreuse.training.loop import TrainConfig
+    from paramreuse.transfer.strategies import unit_names
 
     s, _ = trained_pair
     task = load_task("fashion-mnist", "5-9", shots=4, seed=0, val_per_class=0)
@@ -77,11 +77,11 @@ def test_plan_from_shots_freezes_the_decisive_prefix(trained_pair, fake_fmnist, 
 def test_a_curve_stopped_where_the_prefix_ends_is_the_full_curve_up_to_there(trained_pair, fake_fmnist, monkeypatch):
     """The plan's sweep stops at the first depth not decisively within the tolerance: the rows up to
     it are the full curve's, the rows past it are never evaluated, and the frozen depth is unchanged."""
-    from paramreuse import sweep_engine
-    from paramreuse.crossfit import crossfit_sweep
+    from paramreuse.judge import replacement_engine as sweep_engine
+    from paramreuse.judge.crossfit import crossfit_sweep
     from paramreuse.data import load_task
-    from paramreuse.judge import extends_prefix, frozen_depth
-    from paramreuse.train import TrainConfig
+    from paramreuse.judge.verdicts import extends_prefix, frozen_depth
+    from paramreuse.training.loop import TrainConfig
 
     s, _ = trained_pair
     task = load_task("fashion-mnist", "5-9", shots=6, seed=0, val_per_class=0)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from paramreuse.models import build_model
-from paramreuse.sweep import SweepConfig, replacement_sweep
+from paramreuse.judge.replacement import SweepConfig, replacement_sweep
 from paramreuse.devices import resolve_device
-from paramreuse.train import TrainConfig, evaluate, train
+from paramreuse.training.loop import TrainConfig, evaluate, train
 from tests.conftest import TINY_ARCH, synthetic_set
 
 

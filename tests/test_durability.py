@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from paramreuse.crossfit import FOLD_LOG
-from paramreuse.transfer import RUNS_LOG
+from paramreuse.judge.crossfit import FOLD_LOG
+from paramreuse.transfer.grid import RUNS_LOG
 from tests.test_study import TINY_STUDY
 
 # The tiny study with a shorter transfer stage (the transfer dominates its time).

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from paramreuse.errors import ParamreuseError
-from paramreuse.features import extract_features, feature_modules
+from paramreuse.rank.features import extract_features, feature_modules
 from tests.conftest import synthetic_set
 
 UNITS = ("features.0.0", "features.1.0", "features.3.0", "features.4.0", "features.6.0", "features.7.0", "fc.0")

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 from paramreuse.cli import app
 from paramreuse.data import load_task
 from paramreuse.errors import ParamreuseError
-from paramreuse.rank import OURS_LAYER, OURS_SOURCE, column_ranks, sort_rows
-from paramreuse.training_run import RunSpec, run_training
-from paramreuse.scores import FEATURE_SCORES, SCORES
-from paramreuse.train import TrainConfig
+from paramreuse.rank.ranking import OURS_LAYER, OURS_SOURCE, column_ranks, sort_rows
+from paramreuse.training.run import RunSpec, run_training
+from paramreuse.rank.scores import FEATURE_SCORES, SCORES
+from paramreuse.training.loop import TrainConfig
 from tests.conftest import TINY_ARCH
 
 runner = CliRunner()

@@ -23,7 +23,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from paramreuse import scores as S
+from paramreuse.rank import scores as S
 from paramreuse.errors import ParamreuseError
 
 

@@ -13,19 +13,19 @@ import torch.nn.functional as F
 from PIL import Image
 from typer.testing import CliRunner
 
-from paramreuse.align import align_models
-from paramreuse.assess import assess
+from paramreuse.align.matching import align_models
+from paramreuse.judge.assess import assess
 from paramreuse.cli import app
-from paramreuse.compare import compare_models
+from paramreuse.judge.kernels import compare_models
 from paramreuse.data import load_task
 from paramreuse.errors import DataError
 from paramreuse.models import build_model, load_checkpoint
-from paramreuse.permspec import apply_permutation, permutation_spec, random_permutation
-from paramreuse.sweep import SweepConfig, replacement_sweep
-from paramreuse.training_run import RunSpec, run_training
+from paramreuse.align.specs import apply_permutation, permutation_spec, random_permutation
+from paramreuse.judge.replacement import SweepConfig, replacement_sweep
+from paramreuse.training.run import RunSpec, run_training
 from paramreuse.tasks import RECONSTRUCTION, SEGMENTATION, SEGMENTATION_DICE
-from paramreuse.train import TrainConfig
-from paramreuse.transfer import Source, TransferConfig, run_transfer
+from paramreuse.training.loop import TrainConfig
+from paramreuse.transfer.grid import Source, TransferConfig, run_transfer
 from tests.conftest import stripe_rows
 from tests.test_align import max_param_diff, randomize_norms
 

@@ -6,10 +6,10 @@ import torch
 from paramreuse.data import load_task
 from paramreuse.errors import CheckpointError
 from paramreuse.models import build_model
-from paramreuse.train import TrainConfig, train
-from paramreuse.units import inventory
-from paramreuse.strategies import L2SP, STRATEGIES, strategy, transplant, unit_names, unit_prefixes
-from paramreuse.transfer import Source, TransferConfig, prepare, run_transfer
+from paramreuse.training.loop import TrainConfig, train
+from paramreuse.models.units import inventory
+from paramreuse.transfer.strategies import L2SP, STRATEGIES, strategy, transplant, unit_names, unit_prefixes
+from paramreuse.transfer.grid import Source, TransferConfig, prepare, run_transfer
 from tests.conftest import TINY_ARCH, synthetic_set
 
 TINY_TRAIN = TrainConfig(epochs=1, batch_size=8, lr=1e-2, optimizer="sgd", min_steps=6)
@@ -91,7 +91,7 @@ def test_l2sp_penalty_matches_its_formula():
 
 
 def test_transfer_grid_writes_the_contract_and_resumes(trained_pair, fake_fmnist, tmp_path, monkeypatch):
-    import paramreuse.transfer as runs
+    import paramreuse.transfer.grid as runs
 
     s, _ = trained_pair
     plan = dict.fromkeys(unit_names(s), "reuse-finetuned") | {"features.7.0": "reinit"}
@@ -129,7 +129,7 @@ def test_transfer_grid_writes_the_contract_and_resumes(trained_pair, fake_fmnist
 
 def test_plan_rates_are_what_the_plan_says(trained_pair, fake_fmnist):
     """Frozen units get no optimiser group, fine-tuned units train at finetuned_scale x lr, the head at 1x."""
-    from paramreuse.train import param_groups
+    from paramreuse.training.loop import param_groups
 
     s, _ = trained_pair
     task = load_task("fashion-mnist", "5-9", shots=4, seed=0)
@@ -148,7 +148,7 @@ def test_plan_rates_are_what_the_plan_says(trained_pair, fake_fmnist):
 
 
 def test_lp_ft_trains_the_head_alone_first(trained_pair, fake_fmnist, monkeypatch):
-    import paramreuse.transfer as runs
+    import paramreuse.transfer.grid as runs
 
     s, _ = trained_pair
     task = load_task("fashion-mnist", "5-9", shots=4, seed=0)
@@ -165,7 +165,7 @@ def test_lp_ft_trains_the_head_alone_first(trained_pair, fake_fmnist, monkeypatc
 
 def test_best_depth_keeps_the_candidate_with_the_best_validation_score(trained_pair, fake_fmnist, monkeypatch):
     """With the shots budget: candidates judged on held-out shots, the best (shallowest on ties) retrained on all."""
-    import paramreuse.transfer as runs
+    import paramreuse.transfer.grid as runs
 
     s, _ = trained_pair
     task = load_task("fashion-mnist", "5-9", shots=5, seed=0, val_per_class=0)
@@ -194,7 +194,7 @@ def test_best_depth_keeps_the_candidate_with_the_best_validation_score(trained_p
 
 
 def test_candidate_depths_are_evenly_spaced_and_keep_both_ends():
-    from paramreuse.transfer import candidate_depths
+    from paramreuse.transfer.grid import candidate_depths
 
     assert candidate_depths(7) == list(range(8))
     deep = candidate_depths(20, 6)
@@ -205,7 +205,7 @@ def test_candidate_depths_are_evenly_spaced_and_keep_both_ends():
 def test_auto_rgn_rates_follow_relative_gradient_norms():
     """Each tensor's rate is lr x |grad|/|theta| / max over tensors, on the epoch's first batches."""
     from paramreuse.tasks import CLASSIFICATION
-    from paramreuse.train import _auto_rgn_rates, param_groups, relative_gradient_norms
+    from paramreuse.training.loop import _auto_rgn_rates, param_groups, relative_gradient_norms
 
     torch.manual_seed(0)
     model = build_model(TINY_ARCH, 1, 5)

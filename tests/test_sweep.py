@@ -2,8 +2,8 @@ import copy
 
 import pytest
 
-from paramreuse.sweep import SweepConfig, replacement_sweep, row_specs, sweep_units
-from paramreuse.train import evaluate
+from paramreuse.judge.replacement import SweepConfig, replacement_sweep, row_specs, sweep_units
+from paramreuse.training.loop import evaluate
 from tests.conftest import synthetic_set
 
 FAST = dict(bootstrap=200, batch_size=100)
@@ -94,7 +94,7 @@ def test_a_sweep_resumed_with_a_reordered_source_recomputes_every_row(trained_pa
 
 def test_a_curve_only_sweep_has_no_network_rows():
     from paramreuse.models import build_model
-    from paramreuse.sweep import SweepConfig, row_specs, sweep_units
+    from paramreuse.judge.replacement import SweepConfig, row_specs, sweep_units
 
     model = build_model("builtin:cnn?width=4", 1, 5)
     units = sweep_units(model, model)
@@ -106,7 +106,7 @@ def test_a_curve_only_sweep_has_no_network_rows():
 
 def test_a_stream_read_row_by_row_equals_the_sweep_and_resumes_from_its_log(trained_pair, tmp_path):
     """SweepStream evaluates rows one at a time, in spec order; a stream killed after three rows picks them up."""
-    from paramreuse.sweep import SweepStream
+    from paramreuse.judge.replacement import SweepStream
 
     s, t = trained_pair
     val = synthetic_set(200, seed=5)

@@ -5,7 +5,7 @@ from paramreuse.data import load_task
 from paramreuse.errors import ParamreuseError
 from paramreuse.models import build_model
 from paramreuse.devices import resolve_device
-from paramreuse.train import TrainConfig, evaluate, param_groups, train
+from paramreuse.training.loop import TrainConfig, evaluate, param_groups, train
 from tests.conftest import TINY_ARCH
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from paramreuse.transfer import TransferConfig, summarise
+from paramreuse.transfer.grid import TransferConfig, summarise
 
 STRATEGIES = ("scratch", "finetune-all", "plan", "best-depth")
 VALUES = {  # strategy -> shots -> one value per seed

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from paramreuse.errors import ParamreuseError
-from paramreuse.units import GraphError, PairingError, group_values, inventory, pair_units, trace
+from paramreuse.models.units import GraphError, PairingError, group_values, inventory, pair_units, trace
 from paramreuse.models import build_model
 
 

@@ -165,7 +165,7 @@ def load_models(source: Path, target: Path, arch: str | None, *, seed: int = 0, 
     them); S from pretrained weights gets its input layer adapted to T's channels.
     """
     from paramreuse.models import is_pretrained
-    from paramreuse.models.sources import fit_to, load_source
+    from paramreuse.models.loading import fit_to, load_source
 
     size = parse_input_size(input_size)
     s, s_info = load_source(source, arch, input_size=size)
@@ -186,7 +186,7 @@ def print_notes(console, notes) -> None:
 
 def check_pair_takes(pair: Pair, example, *, fix: str) -> None:
     """Run S and T once on ``example``: an input they cannot take is one line, not a torch traceback."""
-    from paramreuse.models.sources import check_takes
+    from paramreuse.models.loading import check_takes
 
     check_takes(pair.target, example, what="T", fix=fix)
     if pair.source_channels == example.shape[1]:  # else the pairing names the difference

@@ -7,16 +7,16 @@ from typing import Annotated
 
 import typer
 
-from paramreuse.assess import PLAN_FILE, assess
+from paramreuse.judge.assess import PLAN_FILE, assess
 from paramreuse.cli.common import (
     AlignOpt, ArchOpt, BackendChoice, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, LineageOpt,
     OutOpt, ProgressBar, QuietOpt, SOURCE_HELP, SeedOpt, ShotsOpt, SizeOpt, TaskOpt, check_pair_takes, clean_errors,
     emit, load_models, print_notes, table, target_spec, with_backend,
 )  # fmt: skip
 from paramreuse.cli.replace import ParamsOpt, sweep_config
-from paramreuse.judge import Thresholds
+from paramreuse.judge.verdicts import Thresholds
 from paramreuse.backends import Checkpoint
-from paramreuse.sweep import PARAM_GROUPS, SweepInputs
+from paramreuse.judge.replacement import PARAM_GROUPS, SweepInputs
 from paramreuse.report.verdict import unit_j2
 from paramreuse.results import read_json
 from paramreuse.devices import resolve_device

@@ -15,9 +15,9 @@ from paramreuse.cli.common import (
 from paramreuse.errors import ParamreuseError
 from paramreuse.backends import DataSpec
 from paramreuse.models.checkpoint import pretrained_spec
-from paramreuse.rank import OURS_LAYER, OURS_SOURCE, RANK_FILE, Ranking, columns, rank_layers, rank_sources
+from paramreuse.rank.ranking import OURS_LAYER, OURS_SOURCE, RANK_FILE, Ranking, columns, rank_layers, rank_sources
 from paramreuse.results import write_json
-from paramreuse.scores import SCORES
+from paramreuse.rank.scores import SCORES
 from paramreuse.devices import resolve_device
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from paramreuse.assess import REPLACEMENT_FILE, assess
+from paramreuse.judge.assess import REPLACEMENT_FILE, assess
 from paramreuse.cli.common import (
     AlignOpt, ArchOpt, BackendChoice, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, LineageOpt,
     OutOpt, ProgressBar, QuietOpt, SOURCE_HELP, SeedOpt, ShotsOpt, SizeOpt, TaskOpt, check_pair_takes, clean_errors,
@@ -15,7 +15,7 @@ from paramreuse.cli.common import (
 )  # fmt: skip
 from paramreuse.errors import ParamreuseError
 from paramreuse.backends import Checkpoint
-from paramreuse.sweep import PARAM_GROUPS, SweepConfig, SweepInputs
+from paramreuse.judge.replacement import PARAM_GROUPS, SweepConfig, SweepInputs
 from paramreuse.results import read_json
 from paramreuse.devices import resolve_device
 

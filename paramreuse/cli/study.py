@@ -16,7 +16,7 @@ from paramreuse.cli.common import (
 from paramreuse.cli.plan import print_plan
 from paramreuse.cli.transfer import print_transfer
 from paramreuse.config import load_toml
-from paramreuse.judge import holds_text
+from paramreuse.judge.verdicts import holds_text
 from paramreuse.report import load_run, run_verdict
 from paramreuse.report.html import MODEL_LABELS
 from paramreuse.results import read_json

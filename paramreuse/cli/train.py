@@ -12,9 +12,9 @@ from paramreuse.cli.common import (
     clean_errors, emit, table,
 )  # fmt: skip
 from paramreuse.data import load_task
-from paramreuse.training_run import RunSpec, run_training
+from paramreuse.training.run import RunSpec, run_training
 from paramreuse.devices import resolve_device
-from paramreuse.train import TrainConfig
+from paramreuse.training.loop import TrainConfig
 
 
 @clean_errors

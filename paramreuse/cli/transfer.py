@@ -13,12 +13,12 @@ from paramreuse.cli.common import (
 )  # fmt: skip
 from paramreuse.errors import ParamreuseError
 from paramreuse.models import is_pretrained
-from paramreuse.models.sources import fit_to, load_source
+from paramreuse.models.loading import fit_to, load_source
 from paramreuse.results import read_json
 from paramreuse.devices import resolve_device
-from paramreuse.judge import plan_decisions
-from paramreuse.strategies import STRATEGIES
-from paramreuse.transfer import TRANSFER_FILE, Source, TransferConfig, run_transfer
+from paramreuse.judge.verdicts import plan_decisions
+from paramreuse.transfer.strategies import STRATEGIES
+from paramreuse.transfer.grid import TRANSFER_FILE, Source, TransferConfig, run_transfer
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, safe_open, save
 from torch import nn
 
 from paramreuse.errors import CheckpointError
-from paramreuse.models.fit import sizes_from_state
+from paramreuse.models.state_dicts import sizes_from_state
 from paramreuse.models.registry import architecture_of, build_model, wants_pretrained
 from paramreuse.results import write_atomic
 

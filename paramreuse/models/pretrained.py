@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from paramreuse.errors import CheckpointError, SpecError
-from paramreuse.models.fit import fit_state
+from paramreuse.models.state_dicts import fit_state
 from paramreuse.models.registry import spec_options
 
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from paramreuse.compare import units_aligned_text
+from paramreuse.judge.kernels import units_aligned_text
 from paramreuse.errors import ParamreuseError
 from paramreuse.report import plots
 from paramreuse.report.verdict import (

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from paramreuse.errors import CheckpointError
-from paramreuse.units import Unit, inventory
+from paramreuse.models.units import Unit, inventory
 from paramreuse.models.heads import head_module_name, in_head
 
 STRATEGIES = ("scratch", "finetune-all", "linear-probe", "lp-ft", "l2-sp", "auto-rgn", "plan", "best-depth")

@@ -3,7 +3,7 @@
 The channels of a hidden layer can be permuted without changing the network's function, as
 long as every tensor axis that indexes those channels is permuted alike. Which axes move
 together (a *permutation group*) is read from the torch.fx graph by the rules of
-:mod:`paramreuse.channel_rules`. The network input, the outputs and anything the rules do not
+:mod:`paramreuse.align.rules`. The network input, the outputs and anything the rules do not
 model are never permuted; every axis left in place is listed with the reason (a note). The
 spec is then checked on the model itself: a group whose permutation changes the output is
 dropped and noted, so a spec never yields a wrong permutation. Applying a permutation to a
@@ -23,10 +23,10 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.utils._pytree import tree_leaves
 
-from paramreuse.channel_rules import settled_flow
-from paramreuse.channels import Layout, Spaces, positions
+from paramreuse.align.rules import settled_flow
+from paramreuse.align.channels import Layout, Spaces, positions
 from paramreuse.errors import ParamreuseError
-from paramreuse.units import trace
+from paramreuse.models.units import trace
 
 MISREAD = "permuting these channels changed the network's output (an operation the rules misread)"
 

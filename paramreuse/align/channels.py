@@ -7,7 +7,7 @@ none of whose axes may be permuted, and why) or a :class:`ParamRef` (a parameter
 forward, whose axes are bound where it meets channels). Union-find merges spaces that must
 move together (residual additions, shared weights); a space that meets something the rules
 do not model is *fixed* with a reason, which only loses alignment freedom, never correctness.
-The rules for each kind of operation live in :mod:`paramreuse.channel_rules`.
+The rules for each kind of operation live in :mod:`paramreuse.align.rules`.
 """
 
 from __future__ import annotations

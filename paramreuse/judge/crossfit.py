@@ -24,11 +24,11 @@ from torch import nn
 from paramreuse.data import ImageSet, TaskData
 from paramreuse.errors import DataError
 from paramreuse.models import build_model
-from paramreuse.sweep import Row, Sweep, SweepConfig, SweepStream, replacement_sweep
+from paramreuse.judge.replacement import Row, Sweep, SweepConfig, SweepStream, replacement_sweep
 from paramreuse.stats import difference_bounds, mean_ci
 from paramreuse.progress import Progress
-from paramreuse.train import TrainConfig, train
-from paramreuse.strategies import transplant, unit_names
+from paramreuse.training.loop import TrainConfig, train
+from paramreuse.transfer.strategies import transplant, unit_names
 
 FOLDS = 2
 FOLD_LOG = "replacement.fold{fold}.rows.jsonl"

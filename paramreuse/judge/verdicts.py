@@ -27,9 +27,9 @@ import enum
 from dataclasses import asdict, dataclass, fields, replace
 
 from paramreuse.models.heads import in_head
-from paramreuse.compare import Comparison
+from paramreuse.judge.kernels import Comparison
 from paramreuse.config import DROP_BOUND, check_at_least, check_choice
-from paramreuse.sweep import Row, Sweep
+from paramreuse.judge.replacement import Row, Sweep
 from paramreuse.tasks import CLASSIFICATION, Task
 
 

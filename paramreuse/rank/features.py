@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from paramreuse.errors import ParamreuseError
-from paramreuse.units import inventory
+from paramreuse.models.units import inventory
 from paramreuse.models.heads import head_module_name, in_head
 
 

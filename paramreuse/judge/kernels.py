@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from paramreuse.align import METHODS, AlignmentError, AlignResult, UnitAlignment, align_models, not_aligned
+from paramreuse.align.matching import METHODS, AlignmentError, AlignResult, UnitAlignment, align_models, not_aligned
 from paramreuse.errors import ParamreuseError
-from paramreuse.units import Unit, group_values, pair_units
+from paramreuse.models.units import Unit, group_values, pair_units
 
 LINEAGES = ("finetuned", "independent")
 LINEAGE_LAYERS = 3

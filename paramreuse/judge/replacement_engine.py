@@ -20,7 +20,7 @@ import torch
 from torch import fx, nn
 from torch.optim.swa_utils import update_bn
 
-from paramreuse.units import GraphError, trace
+from paramreuse.models.units import GraphError, trace
 
 Env = dict[fx.Node, object]
 

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from paramreuse.channel_probes import probe, probe_function
-from paramreuse.channels import (
+from paramreuse.align.probes import probe, probe_function
+from paramreuse.align.channels import (
     NETWORK_INPUT, NETWORK_OUTPUT, Layout, ParamRef, Piece, Spaces, Static, Value, cut_at, merge, reshaped, shape_of,
     unknown,
 )  # fmt: skip

@@ -5,7 +5,7 @@ those images with the one training loop, so comparisons are paired. Finished run
 appended to ``transfer.runs.jsonl`` and a rerun resumes from it.
 
 The labelled budget (``TransferConfig.budget``): with ``shots`` (the default) a run sees only
-its shots: the plan is made from them by cross-fitting (:mod:`paramreuse.crossfit`) and
+its shots: the plan is made from them by cross-fitting (:mod:`paramreuse.judge.crossfit`) and
 best-depth chooses its depth on a fifth of them held out. ``validation-set`` adds the carved
 validation set (10% of each class, up to 500 images) for best-depth's choice: far more labels
 than a few-shot user has, shown only as a labelled reference.
@@ -21,20 +21,20 @@ from pathlib import Path
 import torch
 
 from paramreuse.config import ConfigError, check_at_least, check_choice
-from paramreuse.crossfit import crossfit_sweep, held_out
+from paramreuse.judge.crossfit import crossfit_sweep, held_out
 from paramreuse.data import TaskData, load_task, task_for
 from paramreuse.errors import CheckpointError
-from paramreuse.judge import Decision, Thresholds, extends_prefix, frozen_depth
-from paramreuse.sweep import SweepConfig
+from paramreuse.judge.verdicts import Decision, Thresholds, extends_prefix, frozen_depth
+from paramreuse.judge.replacement import SweepConfig
 from paramreuse.backends import LOCAL, DataSpec, Executor, remove_file, shippable_file
 from paramreuse.models import build_model, read_state_dict
 from paramreuse.models.heads import head_module_name
 from paramreuse.results import JsonlLog, fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
 from paramreuse.stats import paired_test, seed_interval
-from paramreuse.training_run import FRESH_INIT_OFFSET
+from paramreuse.training.run import FRESH_INIT_OFFSET
 from paramreuse.progress import Progress, ProgressEvent
-from paramreuse.train import TrainConfig, evaluate, train
-from paramreuse.strategies import L2SP, ORACLES, STRATEGIES, strategy, transplant, unit_names
+from paramreuse.training.loop import TrainConfig, evaluate, train
+from paramreuse.transfer.strategies import L2SP, ORACLES, STRATEGIES, strategy, transplant, unit_names
 
 TRANSFER_FILE, RUNS_LOG = "transfer.json", "transfer.runs.jsonl"
 TRANSFER_SOURCE_FILE = "transfer.source.safetensors"  # S's tensors, for the workers of a remote executor

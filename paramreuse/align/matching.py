@@ -1,6 +1,6 @@
 """Permutation alignment: find the channel permutation of S that brings it closest to T.
 
-Which axes may be permuted together comes from :mod:`paramreuse.permspec`. Two ways to choose
+Which axes may be permuted together comes from :mod:`paramreuse.align.specs`. Two ways to choose
 the permutations, both solved with ``scipy.optimize.linear_sum_assignment``: weight matching
 (coordinate descent over groups, maximising the inner product of S's and T's parameters) and
 activation matching (channel correlations of S and T on given data).
@@ -17,8 +17,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import fx, nn
 
-from paramreuse.units import Unit, pair_units, trace
-from paramreuse.permspec import (
+from paramreuse.models.units import Unit, pair_units, trace
+from paramreuse.align.specs import (
     AlignmentError, AxisRef, PermGroup, PermSpec, apply_permutation, permutation_spec, permuted_tensor, refs_by_key,
 )  # fmt: skip
 

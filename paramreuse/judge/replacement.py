@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from paramreuse.data import ImageSet
-from paramreuse.sweep_engine import Evaluated, Evaluator, GraphCutter, StopRule, Variant
+from paramreuse.judge.replacement_engine import Evaluated, Evaluator, GraphCutter, StopRule, Variant
 from paramreuse.errors import DataError
 from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor, remove_file, shippable_file
-from paramreuse.units import Unit, pair_units
+from paramreuse.models.units import Unit, pair_units
 from paramreuse.models import load_state_dict_checked, read_state_dict
 from paramreuse.models.heads import head_module_name, in_head
 from paramreuse.results import JsonlLog, fingerprint, state_digest

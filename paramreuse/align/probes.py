@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import fx, nn
 
-from paramreuse.channels import Layout, Spaces, Value, not_modelled, shape_of, unknown
+from paramreuse.align.channels import Layout, Spaces, Value, not_modelled, shape_of, unknown
 
 
 def probe(sp: Spaces, node: fx.Node, m: nn.Module, values: dict) -> Value:

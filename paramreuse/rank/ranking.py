@@ -1,6 +1,6 @@
 """Rank candidate source models (or the layers of one) for a target task, every score side by side.
 
-Baselines (:mod:`paramreuse.scores`) are computed on the target's labelled images that our own
+Baselines (:mod:`paramreuse.rank.scores`) are computed on the target's labelled images that our own
 signal also sees, the few-shot training set together with the validation set, so no predictor
 gets more labels than another. Ours follows the study: T is S fine-tuned briefly on the target
 shots (``StudyTraining().fewshot``) and ``assess`` compares and sweeps the pair on the
@@ -23,18 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from paramreuse.assess import assess
+from paramreuse.judge.assess import assess
 from paramreuse.data import ImageSet, TaskData
 from paramreuse.errors import DataError, ParamreuseError
 from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor
-from paramreuse.features import Features, extract_features
-from paramreuse.judge import Thresholds
-from paramreuse.units import inventory
-from paramreuse.models.sources import fit_to, load_source
-from paramreuse.sweep import SweepConfig, SweepInputs, image_digest
+from paramreuse.rank.features import Features, extract_features
+from paramreuse.judge.verdicts import Thresholds
+from paramreuse.models.units import inventory
+from paramreuse.models.loading import fit_to, load_source
+from paramreuse.judge.replacement import SweepConfig, SweepInputs, image_digest
 from paramreuse.results import prepare_out_dir
-from paramreuse.training_run import MODEL_FILE, TRAIN_FILE, RunSpec, run_training, source_for_target
-from paramreuse.scores import FEATURE_SCORES, SCORES, TransferabilityWarning
+from paramreuse.training.run import MODEL_FILE, TRAIN_FILE, RunSpec, run_training, source_for_target
+from paramreuse.rank.scores import FEATURE_SCORES, SCORES, TransferabilityWarning
 from paramreuse.progress import Progress, ProgressEvent
 
 RANK_FILE = "rank.json"

@@ -1,0 +1,1 @@
+"""Alignment: channel spaces, per-operation rules, probes, permutation specs and matching."""

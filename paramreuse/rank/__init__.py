@@ -1,0 +1,1 @@
+"""Transferability scores, features, and ranking of sources and layers."""
