@@ -19,13 +19,16 @@ parallel processes (one per core) and an interrupted run picks up where it stopp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from paramreuse.config import from_mapping
-from paramreuse.data import load_task
+from paramreuse.data import TaskData, load_task
 from paramreuse.judge.verdicts import Thresholds
 from paramreuse.results import read_json
 from paramreuse.training.run import RunSpec, run_training
@@ -53,10 +56,12 @@ class Pair:
     source_epochs: int = 3
     test_per_class: int = 300
     depth_candidates: int = 9  # best-depth's frozen depths tried (evenly spaced when the network has more)
+    source_variant: str = ""  # how S's training data are spoiled on purpose: "noise", "shuffled-labels" (see spoil)
 
     @property
     def name(self) -> str:
-        return f"{self.arch} {self.source} {self.source_classes} -> {self.target} {self.target_classes}"
+        spoiled = f" ({self.source_variant})" if self.source_variant else ""
+        return f"{self.arch} {self.source} {self.source_classes}{spoiled} -> {self.target} {self.target_classes}"
 
 
 PAIRS = {
@@ -78,7 +83,42 @@ PAIRS = {
                size=32, source_limit=600, source_epochs=4, test_per_class=100),
     "N4": Pair("smp:PSPNet/resnet18", "fashion-mnist-seg-multi", "5-9", "fashion-mnist-seg-multi", "0-4",
                "evaluation (round 2)", size=32, source_limit=600, source_epochs=4, test_per_class=100),
+    # Round 3 (issue 20, reuse or start fresh; fixed before the network rule was chosen): every pair
+    # above is a calibration pair; these are new, four designed for S to hurt, four for it to help.
+    "V1": Pair("builtin:cnn", "fashion-mnist", "0-4", "fashion-mnist", "5-9", "evaluation (round 3)",
+               source_variant="noise"),
+    "V2": Pair("builtin:cnn", "fashion-mnist", "5-9", "digits", "0-9", "evaluation (round 3)",
+               source_variant="shuffled-labels"),
+    "V3": Pair("builtin:cnn?width=32", "digits", "0-9", "fashion-mnist", "0-4", "evaluation (round 3)", source_epochs=6),
+    "V4": Pair("builtin:unet", "fashion-mnist-seg-multi", "0-4", "fashion-mnist-seg-multi", "5-9", "evaluation (round 3)",
+               size=32, source_limit=600, source_epochs=4, test_per_class=100, source_variant="noise"),
+    "V5": Pair("torchvision:resnet18", "fashion-mnist", "5-9", "fashion-mnist", "0-4", "evaluation (round 3)",
+               source_limit=600, source_epochs=2, test_per_class=200, depth_candidates=6),
+    "V6": Pair("builtin:unet", "fashion-mnist-seg-multi", "0,2,4,6,8", "fashion-mnist-seg-multi", "1,3,5,7,9",
+               "evaluation (round 3)", size=32, source_limit=600, source_epochs=4, test_per_class=100),
+    "V7": Pair("smp:PSPNet/resnet18", "fashion-mnist-seg-multi", "1,3,5,7,9", "fashion-mnist-seg-multi", "0,2,4,6,8",
+               "evaluation (round 3)", size=32, source_limit=600, source_epochs=4, test_per_class=100),
+    "V8": Pair("builtin:cnn", "fashion-mnist", "2-6", "fashion-mnist", "0,1,7,8,9", "evaluation (round 3)"),
 }  # fmt: skip
+SPOILS = ("noise", "shuffled-labels")
+
+
+def spoil(data: TaskData, variant: str) -> TaskData:
+    """S's training data made unlike any target on purpose (train and test alike, seeded).
+
+    ``noise``: every image replaced by uniform noise in [-1, 1], labels and masks kept (nothing to
+    learn but the noise); ``shuffled-labels``: the labels permuted (the features of memorisation).
+    """
+    g = torch.Generator().manual_seed(0)
+
+    def images(s):
+        if variant == "noise":
+            return dataclasses.replace(s, x=torch.rand(s.x.shape, generator=g) * 2 - 1)
+        return dataclasses.replace(s, y=s.y[torch.randperm(len(s.y), generator=g)])
+
+    if variant not in SPOILS:
+        raise ValueError(f"unknown source variant {variant!r}; use one of {', '.join(SPOILS)}")
+    return dataclasses.replace(data, train=images(data.train), test=images(data.test))
 
 
 def run_pair(key: str, pair: Pair, out: Path, shots: tuple[int, ...], seeds: int, device, *,
@@ -87,6 +127,8 @@ def run_pair(key: str, pair: Pair, out: Path, shots: tuple[int, ...], seeds: int
     """Train S (or load it), then the transfer grid at the shots budget; returns transfer.json."""
     source_data = load_task(pair.source, pair.source_classes, limit_per_class=pair.source_limit, size=pair.size,
                             test_per_class=pair.test_per_class)  # fmt: skip
+    if pair.source_variant:
+        source_data = spoil(source_data, pair.source_variant)
     spec = RunSpec(pair.arch, TrainConfig(epochs=pair.source_epochs, batch_size=64, lr=2e-3), seed=0)
     model, record = run_training(spec, source_data, out / key / "source", device)
     print(f"{key}: S {record['metric']} {record['test_metric']:.3f} on its own test set", flush=True)
@@ -94,7 +136,7 @@ def run_pair(key: str, pair: Pair, out: Path, shots: tuple[int, ...], seeds: int
         return None
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     config = TransferConfig(strategies=strategies, shots=shots, seeds=seeds, test_per_class=pair.test_per_class,
-                            thresholds=thresholds, depth_candidates=pair.depth_candidates)  # fmt: skip
+                            thresholds=thresholds, depth_candidates=pair.depth_candidates, diagnose=True)  # fmt: skip
     return run_transfer(Source(pair.arch, state), None, pair.target, pair.target_classes, out / key / "transfer",
                         config, device, headline=max(shots), size=pair.size)  # fmt: skip
 

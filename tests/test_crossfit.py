@@ -5,6 +5,7 @@ import torch
 from scipy import stats
 
 from paramreuse.judge.crossfit import fold_indices, held_out, pooled
+from paramreuse.judge.network import NetworkEvidence
 from paramreuse.judge.replacement import Row, Sweep, SweepConfig
 from tests.conftest import synthetic_set
 
@@ -51,8 +52,21 @@ def test_pooled_folds_weigh_every_sample_once():
     assert merged.extra["folds"] == [{"baseline": 0.8, "samples": 3}, {"baseline": 0.6, "samples": 5}]
 
 
+def _fake_crossfit(curve, reuse, fresh):
+    """A stand-in for crossfit_sweep: the given cumulative curve and network evidence (rows skipped when rows_if says so)."""
+
+    def fake_sweep(**kwargs):
+        evidence = NetworkEvidence(tuple(reuse), tuple(fresh))
+        rows = tuple(Row(f"d{k}", "cumulative", f"u{k}", "u", 0.5, d, ci, 20, False, True, k + 1) for k, (d, ci) in enumerate(curve))
+        if kwargs["rows_if"] is not None and not kwargs["rows_if"](evidence):
+            rows = ()
+        return Sweep("accuracy", 0.5, rows, kwargs["config"], "cached", None, 3.5, 20, extra={"network_evidence": evidence.to_dict()})
+
+    return fake_sweep
+
+
 def test_plan_from_shots_freezes_the_decisive_prefix(trained_pair, fake_fmnist, monkeypatch):
-    """The plan made inside a transfer run uses the cross-fitted curve and the CI rule."""
+    """The plan made inside a transfer run uses the cross-fitted curve and the CI rule, once the network decision reuses S."""
     import paramreuse.transfer.grid as runs
     from paramreuse.data import load_task
     from paramreuse.training.loop import TrainConfig
@@ -61,17 +75,35 @@ def test_plan_from_shots_freezes_the_decisive_prefix(trained_pair, fake_fmnist, 
     s, _ = trained_pair
     task = load_task("fashion-mnist", "5-9", shots=4, seed=0, val_per_class=0)
     curve = [(0.0, (-0.01, 0.01)), (0.0, (-0.02, 0.02)), (0.0, (-0.05, 0.05)), (0.3, (0.2, 0.4))]
-
-    def fake_sweep(**kwargs):
-        rows = tuple(Row(f"d{k}", "cumulative", f"u{k}", "u", 0.5, d, ci, 20, False, True, k + 1) for k, (d, ci) in enumerate(curve))
-        return Sweep("accuracy", 0.5, rows, kwargs["config"], "cached", None, 3.5, 20)
-
-    monkeypatch.setattr(runs, "crossfit_sweep", fake_sweep)
+    monkeypatch.setattr(runs, "crossfit_sweep", _fake_crossfit(curve, [1, 1, 0, 1], [1, 0, 0, 1]))
     config = runs.TransferConfig(training=TrainConfig(min_steps=4))
     decisions, evidence = runs.plan_from_shots(runs.Source("builtin:cnn?width=4", s.state_dict()), task, 0, config, "cpu")
     names = unit_names(s)
     assert evidence["depth"] == 2 and evidence["plan_seconds"] == 3.5 and evidence["tolerance"] == 0.02
+    assert evidence["network"]["choice"] == "reuse" and evidence["network"]["difference"] == 0.25
     assert [decisions[n] for n in names] == ["reuse-frozen"] * 2 + ["reuse-finetuned"] * (len(names) - 2)
+
+
+def test_plan_from_shots_trains_from_scratch_when_fresh_training_scores_higher(trained_pair, fake_fmnist, monkeypatch):
+    """Held-out shots that favour the fresh network make a no-go plan: every unit re-initialised, no prefix swept."""
+    import paramreuse.transfer.grid as runs
+    from paramreuse.data import load_task
+    from paramreuse.judge.verdicts import Thresholds
+    from paramreuse.training.loop import TrainConfig
+
+    s, _ = trained_pair
+    task = load_task("fashion-mnist", "5-9", shots=4, seed=0, val_per_class=0)
+    decisive = [(0.0, (-0.01, 0.01))] * 4  # a curve that would freeze everything, were S reused
+    monkeypatch.setattr(runs, "crossfit_sweep", _fake_crossfit(decisive, [0, 0, 1, 0], [1, 1, 1, 0]))
+    source = runs.Source("builtin:cnn?width=4", s.state_dict())
+    decisions, evidence = runs.plan_from_shots(source, task, 0, runs.TransferConfig(training=TrainConfig(min_steps=4)), "cpu")
+    assert set(decisions.values()) == {"reinit"} and evidence["depth"] == 0 and evidence["curve"] == []
+    assert evidence["network"]["choice"] == "scratch" and evidence["network"]["difference"] == -0.5
+    # the same evidence with the decision off ("never") reuses S and freezes the decisive curve's 4 units
+    never = runs.TransferConfig(training=TrainConfig(min_steps=4), thresholds=Thresholds(scratch_on="never"))
+    decisions, evidence = runs.plan_from_shots(source, task, 0, never, "cpu")
+    assert evidence["network"]["choice"] == "reuse" and evidence["depth"] == 4
+    assert list(decisions.values())[:4] == ["reuse-frozen"] * 4 and "reinit" not in decisions.values()
 
 
 def test_a_curve_stopped_where_the_prefix_ends_is_the_full_curve_up_to_there(trained_pair, fake_fmnist, monkeypatch):
@@ -111,3 +143,24 @@ def test_a_curve_stopped_where_the_prefix_ends_is_the_full_curve_up_to_there(tra
         stopped = crossfit_sweep(**args, stop=rule).by_kind("cumulative")
         assert frozen_depth(stopped, tolerance) == frozen_depth(full, tolerance)
         assert len(stopped) == min(frozen_depth(full, tolerance) + 1, len(full))
+
+
+def test_a_scratch_plan_trains_exactly_as_the_scratch_strategy(trained_pair, fake_fmnist, monkeypatch):
+    """A no-go plan is training from scratch: the same initialisation, steps and test metric, to the last digit."""
+    import paramreuse.transfer.grid as runs
+    from paramreuse.data import load_task
+    from paramreuse.training.loop import TrainConfig
+
+    s, _ = trained_pair
+    task = load_task("fashion-mnist", "5-9", shots=4, seed=0, val_per_class=0, test_per_class=10)
+    monkeypatch.setattr(runs, "crossfit_sweep", _fake_crossfit([(0.0, (-0.01, 0.01))], [0, 0, 0, 0], [1, 1, 1, 1]))
+    source = runs.Source("builtin:cnn?width=4", s.state_dict())
+    config = runs.TransferConfig(training=TrainConfig(epochs=3, batch_size=8, lr=1e-2, min_steps=6))
+    planned = runs._plan_run(source, task, None, 3, config, "cpu")
+    scratch = runs.run_one(source, task, "scratch", None, 3, config, "cpu")
+    assert planned["network"]["choice"] == "scratch" and planned["copied"] == 0
+    assert planned["value"] == scratch["value"]
+    # and a plan that reuses S differs from scratch (S's tensors were copied in)
+    monkeypatch.setattr(runs, "crossfit_sweep", _fake_crossfit([(0.5, (0.4, 0.6))], [1, 1, 1, 1], [0, 0, 0, 0]))
+    reused = runs._plan_run(source, task, None, 3, config, "cpu")
+    assert reused["network"]["choice"] == "reuse" and reused["copied"] > 0

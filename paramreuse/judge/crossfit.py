@@ -9,6 +9,10 @@ pooled, so every shot is evaluated once, by a model that never saw it.
 
 The folds are swept in step, row by row, so that a caller who only needs the curve up to
 its first undecided depth (the plan rule never looks further) stops there: ``stop``.
+
+With ``fresh``, each fold also trains a freshly initialised network the same way on the same
+images, and both are scored per held-out image: the evidence of the network decision
+(:mod:`paramreuse.judge.network`), reuse S at all or train from scratch.
 """
 
 from __future__ import annotations
@@ -24,13 +28,17 @@ from torch import nn
 from paramreuse.data import ImageSet, TaskData
 from paramreuse.errors import DataError
 from paramreuse.models import build_model
+from paramreuse.models.heads import head_module_name, in_head
+from paramreuse.judge.kernels import compare_models
+from paramreuse.judge.network import NetworkEvidence
 from paramreuse.judge.replacement import Row, Sweep, SweepConfig, SweepStream, replacement_sweep
 from paramreuse.stats import difference_bounds, mean_ci
 from paramreuse.progress import Progress
-from paramreuse.training.loop import TrainConfig, train
+from paramreuse.training.loop import TrainConfig, predict, train
 from paramreuse.transfer.strategies import transplant, unit_names
 
 FOLDS = 2
+FRESH_SEED = 20_000  # seeds the fresh networks of the network decision apart from S and from T_f's heads
 FOLD_LOG = "replacement.fold{fold}.rows.jsonl"
 EVIDENCE = f"cross-fitted on the shots ({FOLDS} folds): T_f fine-tuned on the other folds, judged on the held-out one"
 
@@ -74,6 +82,9 @@ def crossfit_sweep(
     progress: Progress | None = None,
     log_dir: Path | None = None,
     stop: Callable[[Row], bool] | None = None,
+    fresh: bool = False,
+    rows_if: Callable[[NetworkEvidence], bool] | None = None,
+    diagnose: bool = False,
 ) -> Sweep:
     """The replacement sweep of S into T, cross-fitted on ``data.train`` (the shots); see the module doc.
 
@@ -81,6 +92,12 @@ def crossfit_sweep(
     that a killed sweep resumes; T_f is retrained (deterministic in the seed) and its rows reused.
     ``stop``: asked of each pooled cumulative row; the sweep ends at the first row it is true for,
     and the rows after it are never evaluated (``extra["stopped_at"]`` gives that row's depth).
+    ``fresh``: also train a fresh network per fold and put the network decision's evidence in
+    ``extra["network_evidence"]`` (a :class:`NetworkEvidence` document); ``rows_if``: asked of that
+    evidence, False skips every row (a plan that trains from scratch needs no frozen prefix).
+    ``diagnose``: also measure the paper's J1 (all conv kernels of S in T_f, pooled over folds) and
+    J3 (S against each fold's fresh network, aligned) for the benchmark, timed apart in
+    ``extra["diagnostics"]``; needs ``fresh``.
     """
     start = time.perf_counter()
     source = source_for(arch, state, data, seed).eval()
@@ -94,10 +111,16 @@ def crossfit_sweep(
         train(target, fit, short, seed + f, None, data.kind, device, progress, f"cross-fit {f + 1}/{FOLDS}")
         log = None if log_dir is None else Path(log_dir) / FOLD_LOG.format(fold=f + 1)
         folds.append((target, data.train.subset(held), fit, log))
+    evidence, fresh_models = _network_evidence(arch, data, folds, short, seed, device, progress) if fresh else (None, [])
+    extra = {} if evidence is None else {"network_evidence": evidence.to_dict()}
+    if evidence is not None and rows_if is not None and not rows_if(evidence):
+        sweep = _merged_empty(folds, config, data, time.perf_counter() - start)
+        return dataclasses.replace(sweep, extra=sweep.extra | extra | _diagnostics(source, folds, fresh_models, config, data, bounds, device, diagnose))
     if stop is None:  # every row: the batch sweep shares its cached frontiers across rows
         sweeps = [replacement_sweep(source, target, held, fit, config, data.kind, device, progress, log_path=log)
                   for target, held, fit, log in folds]  # fmt: skip
-        return pooled(sweeps, time.perf_counter() - start, bounds)
+        sweep = pooled(sweeps, time.perf_counter() - start, bounds)
+        return dataclasses.replace(sweep, extra=sweep.extra | extra)
     streams = [SweepStream(source, target, held, fit, config, data.kind, device, progress if f == 0 else None, log)
                for f, (target, held, fit, log) in enumerate(folds)]  # fmt: skip
     rows, stopped_at = [], None
@@ -107,7 +130,49 @@ def crossfit_sweep(
             stopped_at = rows[-1].depth
             break
     sweep = _merged([s.sweep() for s in streams], tuple(rows), time.perf_counter() - start)
-    return dataclasses.replace(sweep, extra=sweep.extra | {"stopped_at": stopped_at})
+    extra |= _diagnostics(source, folds, fresh_models, config, data, bounds, device, diagnose)
+    return dataclasses.replace(sweep, extra=sweep.extra | extra | {"stopped_at": stopped_at})
+
+
+def _network_evidence(arch, data: TaskData, folds, training: TrainConfig, seed: int, device, progress):
+    """Per fold, a fresh network trained as T_f was (same images, steps and seed); both scored per held-out image."""
+    start = time.perf_counter()
+    reuse, fresh, models = [], [], []
+    for f, (target, held, fit, _) in enumerate(folds):
+        torch.manual_seed(seed + FRESH_SEED + f)
+        model = build_model(arch, data.channels, data.num_outputs)
+        train(model, fit, training, seed + f, None, data.kind, device, progress, f"fresh {f + 1}/{FOLDS}")
+        targets = data.kind.targets(held)
+        reuse += data.kind.scores(predict(target, held, device), targets).tolist()
+        fresh += data.kind.scores(predict(model, held, device), targets).tolist()
+        models.append(model)
+    return NetworkEvidence(tuple(reuse), tuple(fresh), time.perf_counter() - start), models
+
+
+def _merged_empty(folds, config: SweepConfig, data: TaskData, seconds: float) -> Sweep:
+    """A sweep with no rows (the plan trains from scratch): the folds' baselines only."""
+    parts = []
+    for target, held, _, _ in folds:
+        value = float(data.kind.scores(predict(target, held), data.kind.targets(held)).mean())
+        parts.append(Sweep(data.kind.metric_name, value, (), config, "skipped", None, 0.0, len(held)))
+    return _merged(parts, (), seconds)
+
+
+def _diagnostics(source, folds, fresh_models, config: SweepConfig, data: TaskData, bounds, device, diagnose: bool) -> dict:
+    """The paper's J1 and J3 on the folds, for the benchmark's table of its claim; timed apart from the plan's evidence."""
+    if not diagnose or not fresh_models:
+        return {}
+    start = time.perf_counter()
+    j1_config = dataclasses.replace(config, params=(), cumulative_rows=False, network_rows=True, keep_diffs=True)
+    streams = [list(SweepStream(source, target, held, fit, j1_config, data.kind, device)) for target, held, fit, _ in folds]
+    j1 = {parts[0].params: {"drop": row.drop, "ci": list(row.ci), "n": row.n}
+          for parts in zip(*streams) for row in [pool_row(parts, j1_config, bounds)]}  # fmt: skip
+    positions = []
+    for fresh_model, (_, held, _, _) in zip(fresh_models, folds):
+        comparison = compare_models(source.cpu(), fresh_model.cpu(), "auto", example_input=held.x[:2], lineage="independent")
+        head = head_module_name(fresh_model)
+        positions.append([layer.null_position for layer in comparison.layers if not in_head(layer.name, head)])
+    return {"diagnostics": {"j1": j1, "j3_positions": positions, "seconds": time.perf_counter() - start}}
 
 
 def _complement(index: torch.Tensor, n: int) -> torch.Tensor:

@@ -56,6 +56,7 @@ class SweepConfig:
     cumulative_recalibrate: bool = True
     keep_diffs: bool = False
     network_rows: bool = True  # the two J1 rows (all conv kernels); a plan made from the curve alone skips them
+    cumulative_rows: bool = True  # the curve of S's units 1..k in T; J1 alone skips it
 
     def __post_init__(self) -> None:
         from paramreuse.config import DROP_BOUND, check_at_least, check_choice
@@ -153,7 +154,7 @@ def row_specs(units: tuple[Unit, ...], config: SweepConfig) -> list[RowSpec]:
             if keys:
                 rows.append(RowSpec(f"unit:{u.name}:{p}:{rec}", "unit", u.name, p, keys, rec))
     cum = config.cumulative_recalibrate
-    for k in range(1, len(units) + 1):
+    for k in range(1, len(units) + 1 if config.cumulative_rows else 1):
         keys = tuple(key for u in units[:k] for key in u.keys)
         rows.append(RowSpec(f"depth:{k}:{cum}", "cumulative", units[k - 1].name, f"units 1..{k}", keys, cum, k))
     if not config.network_rows:

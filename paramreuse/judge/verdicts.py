@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from paramreuse.models.heads import in_head
 from paramreuse.judge.kernels import Comparison
+from paramreuse.judge.network import SCRATCH_ON
 from paramreuse.config import DROP_BOUND, check_at_least, check_choice
 from paramreuse.judge.replacement import Row, Sweep
 from paramreuse.tasks import CLASSIFICATION, Task
@@ -76,6 +77,9 @@ class Thresholds:
     freeze_on: which end of a cumulative drop must be within layer_tolerance to freeze: ``ci``
     (the upper end of its 95% CI: undecided depths are not frozen) or ``mean`` (the estimate).
     warm_head: train the fresh head alone on the frozen body before the plan's training (LP-FT).
+    scratch_on, scratch_margin: the network decision (:mod:`paramreuse.judge.network`): train from
+    scratch when the cross-fitted difference "S-initialised minus fresh" (its mean, or the upper
+    end of its CI) is below ``-scratch_margin``; ``never`` always reuses S.
     """
 
     network_tolerance: float | None = None
@@ -85,11 +89,15 @@ class Thresholds:
     finetuned_rate: float = 1.0
     freeze_on: str = "ci"
     warm_head: bool = True
+    scratch_on: str = "mean"
+    scratch_margin: float = 0.0
 
     def __post_init__(self) -> None:
         check_at_least(self, ("network_tolerance", "layer_tolerance"), 0, DROP_BOUND)
         check_at_least(self, ("rmse_position", "reinit_position", "finetuned_rate"), 0, ">= 0")
         check_choice("freeze_on", self.freeze_on, FREEZE_ON)
+        check_choice("scratch_on", self.scratch_on, SCRATCH_ON)
+        check_at_least(self, ("scratch_margin",), 0, ">= 0")
 
     def for_task(self, task: Task) -> "Thresholds":
         """These thresholds with every tolerance left at None set to the task's default."""

@@ -25,12 +25,14 @@ from paramreuse.judge.crossfit import crossfit_sweep, held_out
 from paramreuse.data import TaskData, load_task, task_for
 from paramreuse.errors import CheckpointError
 from paramreuse.judge.verdicts import Decision, Thresholds, extends_prefix, frozen_depth
+from paramreuse.judge.network import NetworkDecision, NetworkEvidence, decide_network
 from paramreuse.judge.replacement import SweepConfig
+from paramreuse.tasks import Task
 from paramreuse.backends import LOCAL, DataSpec, Executor, remove_file, shippable_file
 from paramreuse.models import build_model, read_state_dict
 from paramreuse.models.heads import head_module_name
 from paramreuse.results import JsonlLog, fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
-from paramreuse.stats import paired_test, seed_interval
+from paramreuse.stats import difference_bounds, paired_test, seed_interval
 from paramreuse.training.run import FRESH_INIT_OFFSET
 from paramreuse.progress import Progress, ProgressEvent
 from paramreuse.training.loop import TrainConfig, evaluate, train
@@ -64,6 +66,7 @@ class TransferConfig:
     budget: str = "shots"
     thresholds: Thresholds = field(default_factory=Thresholds)
     depth_candidates: int = MAX_CANDIDATES
+    diagnose: bool = False  # the plan's runs also measure the paper's J1 and J3 (benchmarks; timed apart)
 
     def __post_init__(self) -> None:
         for name in self.strategies:
@@ -146,28 +149,51 @@ def fit(p: Prepared, images, task: TaskData, seed: int, device):
 
 
 def plan_from_shots(source: Source, task: TaskData, seed: int, config: TransferConfig, device) -> tuple[dict, dict]:
-    """The plan rule applied to this run's shots alone: decisions per unit, and the evidence."""
+    """The plan rule applied to this run's shots alone: decisions per unit, and the evidence.
+
+    First the network decision (reuse S or train from scratch, cross-fitted); when it reuses S,
+    the frozen prefix from the cumulative curve. A scratch plan re-initialises every unit.
+    """
     thresholds = config.thresholds.for_task(task.kind)
     tolerance, freeze_on = thresholds.layer_tolerance, thresholds.freeze_on
     # The cumulative curve only, and only up to the first depth that ends the frozen prefix.
     sweep_config = SweepConfig(params=(), tolerance=tolerance, network_rows=False)
+    decide = lambda evidence: network_decision(evidence, thresholds, task.kind, seed)  # noqa: E731
     sweep = crossfit_sweep(arch=source.arch, state=source.state, data=task, config=sweep_config,
                            training=config.training, seed=seed, device=device,
-                           stop=lambda row: not extends_prefix(row, tolerance, freeze_on))  # fmt: skip
-    depth = frozen_depth(sweep.by_kind("cumulative"), tolerance, freeze_on)
+                           stop=lambda row: not extends_prefix(row, tolerance, freeze_on),
+                           fresh=True, rows_if=lambda evidence: decide(evidence).reuses,
+                           diagnose=config.diagnose)  # fmt: skip
+    network = decide(NetworkEvidence.from_dict(sweep.extra["network_evidence"]))
     names = unit_names(build_model(source.arch, task.channels, task.num_outputs))
-    decisions = {n: (Decision.FROZEN if i < depth else Decision.FINETUNED).value for i, n in enumerate(names)}
+    depth = frozen_depth(sweep.by_kind("cumulative"), tolerance, freeze_on) if network.reuses else 0
+    reused = lambda i: Decision.FROZEN if i < depth else Decision.FINETUNED  # noqa: E731
+    decisions = {n: (reused(i) if network.reuses else Decision.REINIT).value for i, n in enumerate(names)}
     curve = [{"depth": r.depth, "drop": r.drop, "ci": list(r.ci)} for r in sweep.by_kind("cumulative")]
-    return decisions, {"depth": depth, "plan_seconds": sweep.seconds, "curve": curve, "tolerance": tolerance}
+    diagnostics = sweep.extra.get("diagnostics")
+    seconds = sweep.seconds - (diagnostics["seconds"] if diagnostics else 0.0)  # the plan's own evidence only
+    evidence = {"depth": depth, "plan_seconds": seconds, "curve": curve, "tolerance": tolerance,
+                "network": network.to_dict()}  # fmt: skip
+    return decisions, evidence | ({"diagnostics": diagnostics} if diagnostics else {})
+
+
+def network_decision(evidence: NetworkEvidence, thresholds: Thresholds, task: Task, seed: int) -> NetworkDecision:
+    """The network rule of ``thresholds`` on cross-fitted evidence, CI'd inside the task's difference bounds."""
+    return decide_network(evidence, scratch_on=thresholds.scratch_on, scratch_margin=thresholds.scratch_margin,
+                          bounds=difference_bounds(task.bounds), seed=seed)  # fmt: skip
 
 
 def _plan_run(source: Source, task: TaskData, plan: dict | None, seed: int, config: TransferConfig, device) -> dict:
-    """The plan strategy: a given plan applied as it is, or the plan made from this run's shots."""
+    """The plan strategy: a given plan applied as it is, or the plan made from this run's shots.
+
+    A plan that re-initialises every unit trains exactly as scratch does (no warm head: there is no body to probe).
+    """
     if plan is not None:
         return run_one(source, task, "plan", plan, seed, config, device)
     decisions, evidence = plan_from_shots(source, task, seed, config, device)
     planned = replace(config, finetuned_scale=config.thresholds.finetuned_rate)
-    return run_one(source, task, "plan", decisions, seed, planned, device, warm_head=config.thresholds.warm_head) | evidence
+    warm = config.thresholds.warm_head and any(d != Decision.REINIT.value for d in decisions.values())
+    return run_one(source, task, "plan", decisions, seed, planned, device, warm_head=warm) | evidence
 
 
 @dataclass(frozen=True, eq=False)
@@ -218,6 +244,11 @@ def summarise(runs: dict[str, dict], config: TransferConfig, headline: int, boun
             per_shots[str(n)] = seed_interval(values, bounds) | {"runs": values}
             if name in ("best-depth", "plan") and by[(name, n, 0)].get("depth") is not None:
                 per_shots[str(n)]["depths"] = [by[(name, n, s)]["depth"] for s in seeds]
+            if name == "plan" and "network" in by[(name, n, 0)]:  # the network decision of every draw
+                per_shots[str(n)]["network"] = [by[(name, n, s)]["network"]["choice"] for s in seeds]
+                per_shots[str(n)]["network_evidence"] = [by[(name, n, s)]["network"] for s in seeds]
+                if "diagnostics" in by[(name, n, 0)]:
+                    per_shots[str(n)]["diagnostics"] = [by[(name, n, s)]["diagnostics"] for s in seeds]
             for cost in ("seconds", "plan_seconds", "candidate_seconds"):  # compute, for side-by-side cost ratios
                 if cost in by[(name, n, 0)]:
                     per_shots[str(n)][cost] = [by[(name, n, s)][cost] for s in seeds]

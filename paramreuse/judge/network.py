@@ -1,0 +1,128 @@
+"""The network decision: reuse S at all, or train the target from scratch?
+
+Made from the shots alone, by cross-fitting (:mod:`paramreuse.judge.crossfit`): on every fold,
+S fine-tuned on the other folds (``reuse``) and a freshly initialised network trained the same
+way on the same images (``fresh``) are both scored on the held-out fold. The per-image
+differences (reuse minus fresh) of all folds are pooled, so every shot is judged once, by two
+models that never saw it, and the difference comes with a paired 95% bootstrap CI.
+
+The rule (``Thresholds.scratch_on`` and ``scratch_margin``, chosen on the calibration pairs of
+bench/README.md, "Reuse or start fresh"):
+
+- ``mean``: train from scratch when the mean difference is below ``-scratch_margin``;
+- ``ci``: only when the whole CI is below ``-scratch_margin`` (scratch must be decisively better);
+- ``never``: always reuse (the rule before the network decision existed).
+
+Everything else, ties included, reuses S: a tie costs nothing by definition, and reuse is what
+the rest of the plan (its frozen prefix) is built on.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+
+import torch
+
+from paramreuse.stats import Bounds, mean_ci
+
+SCRATCH_ON = ("mean", "ci", "never")
+
+
+class NetworkChoice(str, enum.Enum):
+    """The answer to the user's first question (its value is the name used in plan.json)."""
+
+    REUSE = "reuse"
+    SCRATCH = "scratch"
+
+
+@dataclass(frozen=True)
+class NetworkEvidence:
+    """Per-image held-out scores of S-initialised and freshly initialised training, pooled over folds."""
+
+    reuse: tuple[float, ...]
+    fresh: tuple[float, ...]
+    seconds: float = 0.0  # the fresh trainings and their scoring (the reuse side is the sweep's T_f)
+
+    def __post_init__(self) -> None:
+        if len(self.reuse) != len(self.fresh) or not self.reuse:
+            raise ValueError("network evidence needs the same, non-zero number of reuse and fresh scores")
+
+    @property
+    def differences(self) -> torch.Tensor:
+        return torch.tensor(self.reuse, dtype=torch.float64) - torch.tensor(self.fresh, dtype=torch.float64)
+
+    def to_dict(self) -> dict:
+        return {"reuse": list(self.reuse), "fresh": list(self.fresh), "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "NetworkEvidence":
+        return cls(tuple(doc["reuse"]), tuple(doc["fresh"]), doc.get("seconds", 0.0))
+
+
+@dataclass(frozen=True)
+class NetworkDecision:
+    """Reuse S or train from scratch, with the evidence and the rule that decided it."""
+
+    choice: NetworkChoice
+    difference: float  # mean held-out score of reuse minus fresh, in the metric's units
+    ci: tuple[float, float]  # its paired 95% bootstrap CI
+    n: int  # held-out images
+    reuse_value: float
+    fresh_value: float
+    scratch_on: str
+    scratch_margin: float
+    reason: str
+
+    @property
+    def reuses(self) -> bool:
+        return self.choice is NetworkChoice.REUSE
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"choice": self.choice.value, "ci": list(self.ci), "rule": rule_text(self.scratch_on, self.scratch_margin)}
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "NetworkDecision":
+        fields = {k: doc[k] for k in ("difference", "n", "reuse_value", "fresh_value", "scratch_on", "scratch_margin", "reason")}
+        return cls(choice=NetworkChoice(doc["choice"]), ci=tuple(doc["ci"]), **fields)
+
+
+def rule_text(scratch_on: str, margin: float) -> str:
+    """The network rule in words, as plan.json and the report print it."""
+    if scratch_on == "never":
+        return "always reuse S (the network decision is off)"
+    what = "the mean" if scratch_on == "mean" else "the upper end of the 95% CI"
+    return (f"train from scratch when {what} of (S-initialised minus freshly initialised held-out score, "
+            f"cross-fitted on the shots) is below {_below(margin)}; otherwise, ties included, reuse S")  # fmt: skip
+
+
+def _below(margin: float) -> str:
+    return f"-{margin:g}" if margin else "0"
+
+
+def decide_network(
+    evidence: NetworkEvidence, *, scratch_on: str, scratch_margin: float, bounds: Bounds | None = None,
+    bootstrap: int = 1000, seed: int = 0,
+) -> NetworkDecision:  # fmt: skip
+    """Apply the network rule (module doc) to the cross-fitted evidence; ``bounds``: a difference's range."""
+    diffs = evidence.differences
+    mean = float(diffs.mean())
+    ci = mean_ci(diffs, bootstrap, seed, bounds)
+    judged = {"mean": mean, "ci": ci[1], "never": float("inf")}[scratch_on]
+    scratch = judged < -scratch_margin
+    measured = f"reuse minus scratch {mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}] on {len(diffs)} held-out shots"
+    if scratch:
+        reason = f"scratch: {measured}, below {_below(scratch_margin)}"
+    elif scratch_on != "never" and ci[0] > 0:
+        reason = f"reuse: {measured}, clearly better"
+    elif scratch_on != "never":
+        reason = f"reuse: {measured}, not below {_below(scratch_margin)} (ties reuse S)"
+    else:
+        reason = f"reuse: the network decision is off ({measured})"
+    return NetworkDecision(
+        choice=NetworkChoice.SCRATCH if scratch else NetworkChoice.REUSE,
+        difference=mean, ci=ci, n=len(diffs),
+        reuse_value=float(torch.tensor(evidence.reuse, dtype=torch.float64).mean()),
+        fresh_value=float(torch.tensor(evidence.fresh, dtype=torch.float64).mean()),
+        scratch_on=scratch_on, scratch_margin=scratch_margin, reason=reason,
+    )  # fmt: skip
