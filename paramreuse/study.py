@@ -17,7 +17,7 @@ from paramreuse.judge.caveats import chance_caveat, validation_caveat
 from paramreuse.align.matching import METHODS
 from paramreuse.judge.assess import COMPARISON_FILE, PLAN_FILE, REPLACEMENT_FILE, assess, compare_pair
 from paramreuse.config import ConfigError, check_at_least, check_choice
-from paramreuse.judge.crossfit import crossfit_sweep
+from paramreuse.judge.crossfit import crossfit_sweep, network_evidence
 from paramreuse.data import TaskData
 from paramreuse.errors import DataError
 from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor
@@ -260,6 +260,8 @@ def _headlines(evidence: Evidence, transfer: dict) -> dict:
         },
         "plan": {
             "file": PLAN_FILE,
+            "decision": "reuse" if plan.reuses else "scratch",
+            "network": plan.network.to_dict() if plan.network else None,
             "network_reusable": plan.network_reusable,
             "network_drop": plan.network_drop,
             "reusable_depth": plan.reusable_depth,
@@ -364,15 +366,18 @@ def _assess_study(models: dict, data: StudyData, config: StudyConfig, out: Path,
         source = source_for_target(out / "source" / MODEL_FILE, data.target, config.seed)
     t_file = Checkpoint(str(out / "target" / MODEL_FILE), config.arch)
     inputs = SweepInputs(t_file, target_spec(config)) if executor.remote else None
-    sweep = None
-    if config.budget == "shots":
-        state = {k: v.detach().cpu() for k, v in models["source"].state_dict().items()}
+    sweep, network = None, None
+    state = {k: v.detach().cpu() for k, v in models["source"].state_dict().items()}
+    if config.budget == "shots":  # the network decision's evidence comes with the cross-fitted sweep
         sweep = crossfit_sweep(arch=config.arch, state=state, data=data.target, config=sweep_config,
                                training=config.training.fewshot, seed=config.seed, device=device, progress=progress,
-                               log_dir=out)  # fmt: skip
+                               log_dir=out, fresh=True)  # fmt: skip
+    else:  # judged on the validation set; the network decision is still made from the shots alone
+        network = network_evidence(arch=config.arch, state=state, data=data.target, training=config.training.fewshot,
+                                   seed=config.seed, device=device, progress=progress)  # fmt: skip
     judged = assess(source, models["target"], data.target, out, align=config.align, sweep_config=sweep_config,
                     thresholds=thresholds, device=device, progress=progress, key=key, executor=executor, inputs=inputs,
-                    sweep=sweep)  # fmt: skip
+                    sweep=sweep, network=network)  # fmt: skip
     comparisons = {"target": judged.comparison.to_dict()}
     for name in ("full", "scratch"):
         pair = compare_pair(source, models[name], data.target, out, config.align, None, config.seed, PAIR_FILES[name], key)

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from paramreuse.cli import app
 from paramreuse.report import FIGURES, SECTIONS, MetricStyle, load_run, metric_style, render_report, run_verdict
-from paramreuse.report.verdict import compact, plan_gain, strategy_label, verdict_sentence
+from paramreuse.report.verdict import compact, plan_gain, reuses, strategy_label, verdict_sentence
 from tests.conftest import TINY_ARCH
 
 runner = CliRunner()
@@ -194,7 +194,8 @@ def test_report_numbers_come_from_the_result_files(study_dir):
     run = load_run(study_dir)
     sentence = run_verdict(run)
     assert f"id='verdict-sentence'>{escape(sentence)}</p>" in html
-    assert ("is reusable as a whole" in sentence) == run.plan["network_reusable"]
+    assert sentence.startswith("Reuse S" if reuses(run.plan) else "Train the target from scratch")
+    assert run.plan["decision"] == ("reuse" if reuses(run.plan) else "scratch") and run.plan["network"] is not None
     for name in FIGURES:  # the PNG beside the report is the embedded one
         png = (study_dir / f"{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -229,7 +230,7 @@ def test_report_command_json_and_errors(study_dir, tmp_path):
     assert printed["verdict"] == run_verdict(load_run(study_dir))
     assert runner.invoke(app, ["report", str(study_dir), "--out", str(tmp_path), "--quiet"]).stdout == ""
     human = runner.invoke(app, ["report", str(study_dir), "--out", str(tmp_path)])
-    assert "report:" in human.stdout and "reusable" in human.stdout
+    assert "report:" in human.stdout and ("Reuse S" in human.stdout or "from scratch" in human.stdout)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "results.json").write_text("{not json")
@@ -249,7 +250,11 @@ def test_report_command_json_and_errors(study_dir, tmp_path):
 def fake_plan(decisions: list[str], reusable: bool, drop: float) -> dict:
     layers = [{"name": f"u{i}", "kind": "conv2d", "decision": d} for i, d in enumerate(decisions)]
     thresholds = {"network_tolerance": 0.02, "layer_tolerance": 0.02, "rmse_position": 0.5}
-    return {"network_reusable": reusable, "network_drop": drop, "thresholds": thresholds, "layers": layers}
+    scratch = not any(d.startswith("reuse") for d in decisions)
+    network = {"choice": "scratch" if scratch else "reuse", "difference": -0.1 if scratch else 0.1,
+               "ci": [-0.2, -0.02] if scratch else [0.02, 0.2], "n": 40, "rule": "the rule"}  # fmt: skip
+    return {"network_reusable": reusable, "network_drop": drop, "thresholds": thresholds, "layers": layers,
+            "network": network}  # fmt: skip
 
 
 def fake_transfer(plan_runs: list[float], scratch_runs: list[float], p: float | None = 0.01) -> dict:
@@ -265,7 +270,8 @@ def test_verdict_says_reusable_which_units_and_the_gain():
     plan = fake_plan(["reuse-frozen"] * 3 + ["reuse-finetuned", "reinit"], True, 0.01)
     sentence = verdict_sentence(plan, fake_transfer([0.80, 0.82, 0.84], [0.70, 0.71, 0.75]), metric_style("accuracy"))
     assert sentence.startswith(
-        "The network is reusable as a whole (S's conv kernels in T: accuracy drop +0.010, tolerance 0.02)"
+        "Reuse S: S-initialised training scored +0.100 accuracy against fresh training on 40 held-out shots "
+        "(95% CI +0.020 to +0.200, cross-fitted; rule: the rule)"
     )
     assert "reuse u0–u2 (3 units) frozen and u3 fine-tuned, and re-initialise u4" in sentence
     # paired differences 0.10, 0.11, 0.09: mean 0.100, t-interval 0.100 -/+ 4.303 * 0.01 / sqrt(3)
@@ -278,13 +284,10 @@ def test_verdict_says_reusable_which_units_and_the_gain():
 def test_verdict_when_nothing_is_reusable_or_no_transfer_ran():
     plan = fake_plan(["reinit", "reinit"], False, 0.4)
     sentence = verdict_sentence(plan, {"strategies": {}}, metric_style("accuracy"))
-    assert (
-        "is not reusable as a whole" in sentence
-        and "no unit passes J2 or J3, so train the target from scratch" in sentence
-    )
+    assert sentence.startswith("Train the target from scratch: S-initialised training scored -0.100 accuracy")
     assert "no gain is estimated" in sentence
     three_seeds = fake_transfer([0.7, 0.8, 0.75], [0.75, 0.74, 0.76], None)
-    overlap = verdict_sentence(plan, three_seeds, metric_style("accuracy"))
+    overlap = verdict_sentence(fake_plan(["reuse-finetuned"], False, 0.4), three_seeds, metric_style("accuracy"))
     assert "no clear difference" in overlap and "p =" not in overlap
     assert plan_gain(fake_transfer([0.7, 0.8], [0.75, 0.74]), "finetune-all") is None
 
@@ -353,7 +356,7 @@ def test_report_in_decibels(study_dir, tmp_path):
     accuracy = json.loads((study_dir / "results.json").read_text())["models"]["source"]["test_metric"]
     assert f"<td class='t'>psnr</td><td class='n'>{20 + 15 * accuracy:.2f} dB</td>" in html
     sentence = run_verdict(load_run(run))
-    assert re.search(r"psnr drop [+-]\d+\.\d\d dB", sentence)
+    assert re.search(r"scored [+-]\d+\.\d\d dB psnr against fresh training", sentence)
     assert re.search(r"scratch [+-]\d+\.\d\d dB psnr \(2 seeds: not enough seeds \(2 < 3\)", sentence)
     sweep = json.loads((run / "replacement.json").read_text())
     assert sweep["baseline"] > 20  # the conversion reached the files the report reads
@@ -387,11 +390,12 @@ def test_verdict_gives_the_gain_over_finetune_all_and_scratch():
 def test_verdict_with_two_seeds_prints_no_ci_or_p_even_from_an_older_file():
     runs = {"scratch": [0.70, 0.74], "finetune-all": [0.80, 0.79], "plan": [0.82, 0.81]}
     transfer = transfer_of(runs, {"plan_vs_scratch": 0.04, "plan_vs_finetune-all": 0.2})  # p over 2 seeds
-    sentence = verdict_sentence(fake_plan(["reinit"], False, 0.3), transfer, metric_style("accuracy"))
+    sentence = verdict_sentence(fake_plan(["reuse-finetuned"], False, 0.3), transfer, metric_style("accuracy"))
     expected = "over training from scratch +0.095 accuracy (2 seeds: not enough seeds (2 < 3) for a CI or p-value)"
     assert expected in sentence
     assert "over fine-tuning everything +0.020 accuracy (2 seeds: not enough seeds" in sentence
-    assert "95% CI" not in sentence and "p =" not in sentence
+    gains = sentence[sentence.index("expected gain"):]
+    assert "95% CI" not in gains and "p =" not in gains
     gain = plan_gain(transfer, "scratch", metric_style("accuracy"))
     assert gain["ci"] is None and gain["p"] is None and gain["enough_seeds"] is False
 

@@ -156,6 +156,7 @@ class Pair:
     input_size: tuple[int, int]
     channels: int  # T's
     source_channels: int
+    arch: str = ""  # T's architecture spec (S is built the same way)
 
 
 def load_models(source: Path, target: Path, arch: str | None, *, seed: int = 0, input_size: str | None = None) -> Pair:
@@ -176,7 +177,7 @@ def load_models(source: Path, target: Path, arch: str | None, *, seed: int = 0, 
         s, fit = fit_to(s, s_info, channels=channels, num_outputs=t_info.num_classes, seed=seed, keep_head=True,
                         where=f"source {source}")  # fmt: skip
         notes = tuple(fit.notes(f"S ({s_info.num_classes} classes; T has {t_info.num_classes})"))
-    return Pair(s.eval(), t.eval(), notes, t_info.input_size, t_info.in_channels, channels)
+    return Pair(s.eval(), t.eval(), notes, t_info.input_size, t_info.in_channels, channels, t_info.arch)
 
 
 def print_notes(console, notes) -> None:

@@ -14,10 +14,12 @@ from paramreuse.cli.common import (
     emit, load_models, print_notes, table, target_spec, with_backend,
 )  # fmt: skip
 from paramreuse.cli.replace import ParamsOpt, sweep_config
+from paramreuse.judge.crossfit import network_evidence
 from paramreuse.judge.verdicts import Thresholds
+from paramreuse.transfer.grid import FEWSHOT
 from paramreuse.backends import Checkpoint
 from paramreuse.judge.replacement import PARAM_GROUPS, SweepInputs
-from paramreuse.report.verdict import unit_j2
+from paramreuse.report.verdict import decision_clause, metric_style, unit_j2
 from paramreuse.results import read_json
 from paramreuse.devices import resolve_device
 
@@ -65,19 +67,26 @@ def plan_command(
     executor = backend.open(dev)
     inputs = SweepInputs(Checkpoint(str(target), arch), spec) if executor.remote else None
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
+        network = None
+        if shots is not None:  # reuse S at all? decided from the shots, cross-fitted, as a study does
+            state = {k: v.detach().cpu() for k, v in s.state_dict().items()}
+            network = network_evidence(arch=pair.arch, state=state, data=task, training=FEWSHOT,
+                                       seed=seed, device=dev, progress=bar)  # fmt: skip
         assess(s, t, task, out, align=align, lineage=lineage, sweep_config=config, thresholds=thresholds,
-               device=dev, progress=bar, executor=executor, inputs=inputs)
+               device=dev, progress=bar, executor=executor, inputs=inputs, network=network)
     plan = read_json(out / PLAN_FILE)  # printed as written
     emit(plan, fmt, lambda console: (print_notes(console, pair.notes), print_plan(console, plan, out)), quiet)
 
 
 def print_plan(console, plan: dict, out: Path | None = None) -> None:
     th = plan["thresholds"]
-    verdict = "REUSABLE" if plan["network_reusable"] else "NOT reusable"
+    style = metric_style(plan["metric"])
+    console.print(f"Decision: {decision_clause(plan, style)}.", highlight=False)
+    j1 = plan.get("network_j1") or ("reusable" if plan["network_reusable"] else "not reusable")
     console.print(
-        f"J1 network {verdict}: all conv kernels of S in T give {plan['metric']} {plan['network_value']:.4f} "
-        f"(drop {plan['network_drop']:+.4f}, {plan['network_variant']}) vs baseline {plan['baseline']:.4f}; "
-        f"threshold drop <= {th['network_tolerance']}"
+        f"J1, the paper's network test (reported, decides nothing): all conv kernels of S in T give {plan['metric']} "
+        f"{plan['network_value']:.4f} (drop {plan['network_drop']:+.4f}, {plan['network_variant']}) vs baseline "
+        f"{plan['baseline']:.4f}: {j1} against the tolerance {th['network_tolerance']}", highlight=False
     )
     rated = any("rate" in layer for layer in plan["layers"])  # plan files before the rate lack it
     rows = [

@@ -6,6 +6,7 @@ Each result file is written as soon as it exists: ``comparison.json``, ``replace
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from torch import nn
 from paramreuse.judge.kernels import Comparison, compare_models
 from paramreuse.data import TaskData
 from paramreuse.backends import LOCAL, Executor
+from paramreuse.judge.network import NetworkEvidence
 from paramreuse.judge.verdicts import Plan, Thresholds, judge, parameter_type_findings
 from paramreuse.models.heads import head_module_name
 from paramreuse.judge.replacement import Sweep, SweepConfig, SweepInputs, replacement_sweep
@@ -69,12 +71,14 @@ def assess(
     executor: Executor = LOCAL,
     inputs: SweepInputs | None = None,
     sweep: Sweep | None = None,
+    network: NetworkEvidence | None = None,
 ) -> Assessment:
     """Compare, sweep (S aligned to T when the pair is independent) and judge; persist each step.
 
     ``key`` is stored as the ``fingerprint`` of every file written, for callers that resume.
     ``executor`` runs the sweep's rows; a remote one needs ``inputs`` (see :class:`SweepInputs`).
     ``sweep``: evidence already measured (e.g. cross-fitted on the shots) instead of a sweep on ``data.val``.
+    ``network``: the network decision's evidence when the sweep does not carry it (see :mod:`paramreuse.judge.network`).
     """
     out = prepare_out_dir(out)
     comparison = compare_pair(source, target, data, out, align, lineage, sweep_config.seed, key=key)
@@ -83,6 +87,8 @@ def assess(
             comparison.aligned_source, target, data.val, data.train, sweep_config, data.kind, device=device,
             progress=progress, log_path=out / ROWS_LOG, executor=executor, inputs=inputs,
         )  # fmt: skip
+    if network is not None:
+        sweep = dataclasses.replace(sweep, extra=sweep.extra | {"network_evidence": network.to_dict()})
     findings = parameter_type_findings(sweep)
     extra = {"findings": findings, "lineage": comparison.lineage, "fingerprint": key}
     document = json_safe(sweep.to_dict() | extra)

@@ -175,6 +175,17 @@ def _diagnostics(source, folds, fresh_models, config: SweepConfig, data: TaskDat
     return {"diagnostics": {"j1": j1, "j3_positions": positions, "seconds": time.perf_counter() - start}}
 
 
+def network_evidence(
+    *, arch: str, state: dict[str, torch.Tensor], data: TaskData, training: TrainConfig, seed: int = 0,
+    device: torch.device | str = "cpu", progress: Progress | None = None,
+) -> NetworkEvidence:  # fmt: skip
+    """The network decision's evidence alone (no replacement rows): S-initialised vs fresh, cross-fitted on ``data.train``."""
+    sweep = crossfit_sweep(arch=arch, state=state, data=data, config=SweepConfig(params=(), network_rows=False),
+                           training=training, seed=seed, device=device, progress=progress, fresh=True,
+                           rows_if=lambda evidence: False)  # fmt: skip
+    return NetworkEvidence.from_dict(sweep.extra["network_evidence"])
+
+
 def _complement(index: torch.Tensor, n: int) -> torch.Tensor:
     keep = torch.ones(n, dtype=torch.bool)
     keep[index] = False

@@ -28,10 +28,11 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from paramreuse.models.heads import in_head
 from paramreuse.judge.kernels import Comparison
-from paramreuse.judge.network import SCRATCH_ON
+from paramreuse.judge.network import SCRATCH_ON, NetworkDecision, NetworkEvidence, decide_network
 from paramreuse.config import DROP_BOUND, check_at_least, check_choice
 from paramreuse.judge.replacement import Row, Sweep
-from paramreuse.tasks import CLASSIFICATION, Task
+from paramreuse.stats import difference_bounds
+from paramreuse.tasks import CLASSIFICATION, Task, metric_bounds
 
 
 class Decision(str, enum.Enum):
@@ -43,6 +44,7 @@ class Decision(str, enum.Enum):
 
 
 DECISIONS = tuple(d.value for d in Decision)
+REUSE_DECISIONS = (Decision.FROZEN.value, Decision.FINETUNED.value)
 FREEZE_ON = ("ci", "mean")
 
 
@@ -55,11 +57,13 @@ class J2(str, enum.Enum):
 
 
 RULE = (
+    "first the network decision: train from scratch (every unit reinit) when S-initialised training scores below "
+    "freshly initialised training on held-out shots by the network rule; otherwise reuse S: "
     "reuse-frozen: units 1..k, k the largest depth whose cumulative replacement (S's units 1..j in T, "
     "BN re-estimated) drops at most layer_tolerance for every j <= k, judged on the upper end of the 95% CI "
     "(undecided depths are not frozen); reinit: independent pairs only, where rmse/rmse_null >= reinit_position; "
     "reuse-finetuned: every other unit, at finetuned_rate x the learning rate; the head is always fresh and, "
-    "with warm_head, first trained alone on the frozen body (LP-FT); J1 is reported and never vetoes reuse"
+    "with warm_head, first trained alone on the frozen body (LP-FT); the paper's J1 is reported and decides nothing"
 )
 
 
@@ -139,7 +143,7 @@ class LayerVerdict:
 
 @dataclass(frozen=True)
 class Plan:
-    network_reusable: bool
+    network_reusable: bool | None  # J1 decisively within network_tolerance; None: undecided
     network_value: float
     network_drop: float
     network_variant: str
@@ -150,9 +154,16 @@ class Plan:
     thresholds: Thresholds
     layers: tuple[LayerVerdict, ...]
     evidence: str = "replacement sweep"
+    network: NetworkDecision | None = None  # reuse S at all, or train from scratch (None: not measured)
+    network_j1: str | None = None  # J1 against network_tolerance with its CI: reusable, not reusable, undecided
 
     def decisions(self) -> dict[str, str]:
         return {layer.name: layer.decision for layer in self.layers}
+
+    @property
+    def reuses(self) -> bool:
+        """Whether the plan reuses S at all (a no-go plan trains from scratch)."""
+        return any(layer.decision in REUSE_DECISIONS for layer in self.layers)
 
     @classmethod
     def from_dict(cls, doc: dict) -> "Plan":
@@ -163,8 +174,9 @@ class Plan:
                             "decision": Decision(layer["decision"]).value})
             for layer in doc["layers"]
         )  # fmt: skip
-        fields = {k: doc[k] for k in PLAN_FIELDS if k in doc}
-        return cls(**fields, thresholds=Thresholds(**doc["thresholds"]), layers=layers)
+        fields = {k: doc[k] for k in PLAN_FIELDS - {"network"} if k in doc}
+        network = NetworkDecision.from_dict(doc["network"]) if doc.get("network") else None
+        return cls(**fields, thresholds=Thresholds(**doc["thresholds"]), layers=layers, network=network)
 
     def to_dict(self) -> dict:
         return {
@@ -172,7 +184,10 @@ class Plan:
             "network_value": self.network_value,
             "network_drop": self.network_drop,
             "network_variant": self.network_variant,
-            "network_verdict": "reported only: J1 never vetoes reuse as initialisation",
+            "network_j1": self.network_j1,
+            "network_verdict": "the paper's J1 (S's conv kernels in T), reported; the network decision below decides",
+            "decision": "reuse" if self.reuses else "scratch",
+            "network": self.network.to_dict() if self.network else None,
             "baseline": self.baseline,
             "metric": self.metric,
             "reusable_depth": self.reusable_depth,
@@ -217,11 +232,22 @@ def extends_prefix(row: Row, tolerance: float, freeze_on: str = "ci") -> bool:
 
 
 def decide(
-    *, name: str, position: int, depth: int, lineage: str, null_position: float | None, thresholds: Thresholds
+    *, name: str, position: int, depth: int, lineage: str, null_position: float | None, thresholds: Thresholds,
+    network: NetworkDecision | None = None, j2: J2 | None = None,
 ) -> tuple[Decision, str]:
-    """The plan rule for one (non-head) unit at 0-based ``position``; returns the decision and why."""
+    """The plan rule for one (non-head) unit at 0-based ``position``; returns the decision and why.
+
+    ``network``: the network decision (a scratch decision re-initialises every unit); ``j2``: the
+    unit's own replacement verdict, for a reason that says why a unit is frozen against it.
+    """
+    if network is not None and not network.reuses:
+        return Decision.REINIT, f"the network decision is to train from scratch ({network.reason})"
     if position < depth:
-        return Decision.FROZEN, f"within the frozen prefix of {depth} unit(s)"
+        why = f"within the frozen prefix of {depth} unit(s)"
+        if j2 is not None and j2 is not J2.REUSABLE:
+            why += (f", although its own J2 row is {j2.value}: the prefix is judged on units 1..{depth} put back "
+                    "together (BN re-estimated), which is what freezing them does")
+        return Decision.FROZEN, why
     if lineage == "independent" and null_position is not None and null_position >= thresholds.reinit_position:
         return Decision.REINIT, (
             f"independent pair and rmse/null {null_position:.3f} >= {thresholds.reinit_position}: "
@@ -230,6 +256,12 @@ def decide(
     return Decision.FINETUNED, (
         f"beyond the frozen prefix of {depth}; starts from S, trains at {thresholds.finetuned_rate}x the rate"
     )
+
+
+def network_decision(evidence: NetworkEvidence, thresholds: Thresholds, bounds, seed: int = 0) -> NetworkDecision:
+    """The network rule of ``thresholds`` on cross-fitted evidence, its CI kept in a difference's ``bounds``."""
+    return decide_network(evidence, scratch_on=thresholds.scratch_on, scratch_margin=thresholds.scratch_margin,
+                          bounds=bounds, seed=seed)  # fmt: skip
 
 
 def judge(sweep: Sweep, comparison: Comparison, head: str, thresholds: Thresholds = Thresholds()) -> Plan:
@@ -243,7 +275,13 @@ def judge(sweep: Sweep, comparison: Comparison, head: str, thresholds: Threshold
     thresholds = replace(thresholds, network_tolerance=pick(thresholds.network_tolerance),
                          layer_tolerance=pick(thresholds.layer_tolerance))  # fmt: skip
     network = min(sweep.by_kind("network"), key=lambda r: r.drop)
-    depth = reusable_depth(sweep, thresholds.layer_tolerance, thresholds.freeze_on)
+    evidence = sweep.extra.get("network_evidence")
+    choice = None
+    if evidence is not None:
+        bounds = difference_bounds(metric_bounds(sweep.metric))
+        choice = network_decision(NetworkEvidence.from_dict(evidence), thresholds, bounds, sweep.config.seed)
+    reuses = choice is None or choice.reuses
+    depth = reusable_depth(sweep, thresholds.layer_tolerance, thresholds.freeze_on) if reuses else 0
     unit_rows = {r.layer: r for r in sweep.by_kind("unit") if r.params == "unit"}
     swept = [r.layer for r in sorted(sweep.by_kind("cumulative"), key=lambda r: r.depth)]
     layers = []
@@ -259,7 +297,8 @@ def judge(sweep: Sweep, comparison: Comparison, head: str, thresholds: Threshold
         by_rmse = distance.null_position <= thresholds.rmse_position
         position = swept.index(name) if name in swept else len(swept)
         decision, why = decide(name=name, position=position, depth=depth, lineage=comparison.lineage,
-                               null_position=distance.null_position, thresholds=thresholds)  # fmt: skip
+                               null_position=distance.null_position, thresholds=thresholds, network=choice,
+                               j2=status)  # fmt: skip
         evidence = (
             f"J2 drop {row.drop:+.4f} [{row.ci[0]:+.4f}, {row.ci[1]:+.4f}] vs tolerance {thresholds.layer_tolerance}: "
             f"{status.value}; " if row is not None else "J2 not swept; "
@@ -268,8 +307,9 @@ def judge(sweep: Sweep, comparison: Comparison, head: str, thresholds: Threshold
         layers.append(LayerVerdict(name, distance.kind, row.drop if row else None, row.ci if row else None,
                                    distance.null_position, status is J2.REUSABLE, by_rmse, position < depth,
                                    decision.value, f"{why} ({evidence})", status.value if status else None, rate))  # fmt: skip
+    j1 = j2_status(network.drop, network.ci, thresholds.network_tolerance)
     return Plan(
-        network_reusable=network.drop <= thresholds.network_tolerance,
+        network_reusable={J2.REUSABLE: True, J2.NOT_REUSABLE: False}.get(j1),
         network_value=network.value,
         network_drop=network.drop,
         network_variant=network.params,
@@ -280,6 +320,8 @@ def judge(sweep: Sweep, comparison: Comparison, head: str, thresholds: Threshold
         thresholds=thresholds,
         layers=tuple(layers),
         evidence=sweep.extra.get("evidence", "replacement sweep"),
+        network=choice,
+        network_j1=j1.value,
     )
 
 

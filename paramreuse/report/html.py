@@ -18,6 +18,7 @@ from paramreuse.report import plots
 from paramreuse.report.verdict import (
     MetricStyle,
     best_strategy,
+    reuses,
     comparison_label,
     is_oracle,
     metric_style,
@@ -180,12 +181,15 @@ def _strategy_items(run: RunFiles, style: MetricStyle) -> list[str]:
 def _verdict(run: RunFiles, style: MetricStyle) -> str:
     plan, res = run.plan, run.results
     sentence = run_verdict(run)
-    kind = "verdict" if plan["network_reusable"] else "verdict no"
+    kind = "verdict" if reuses(plan) else "verdict no"
     items = []
+    j1 = plan.get("network_j1")
     for key, entry in run.sweep.get("network", {}).items():
-        items.append(f"J1, {J1_VARIANTS.get(key, key)}: {style.name} {style.fmt(entry['value'])}, drop "
-                     f"{style.fmt(entry['drop'], True)} (95% CI {_ci(entry['ci'], style, True)}) "
-                     f"from T's {style.fmt(plan['baseline'])}")  # fmt: skip
+        items.append(f"J1, the paper's network test ({J1_VARIANTS.get(key, key)}): {style.name} "
+                     f"{style.fmt(entry['value'])}, drop {style.fmt(entry['drop'], True)} "
+                     f"(95% CI {_ci(entry['ci'], style, True)}) from T's {style.fmt(plan['baseline'])}"
+                     + (f"; the better variant is {j1} against the tolerance {plan['thresholds']['network_tolerance']}"
+                        " (reported; the network decision above decides)" if j1 else ""))  # fmt: skip
     items.append(f"Reusable depth (units 1..k within {plan['thresholds']['layer_tolerance']} of T): "
                  f"{plan['reusable_depth']} of {len(plan['layers'])} units; "
                  f"lineage of S and T: {plan['lineage']}.")  # fmt: skip

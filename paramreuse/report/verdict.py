@@ -11,7 +11,8 @@ CONTRACT_UNITS = {"accuracy": "fraction", "dice": "fraction", "iou": "fraction",
 # Strategies that choose with labels a user does not have: transfer.json flags them ("oracle": true);
 # files written before the flag name them here. Shown as "name (oracle)" wherever they appear.
 ORACLES = ("best-depth",)
-GAINS_AGAINST = ("scratch", "finetune-all")  # what the verdict sentence weighs the plan against
+GAINS_AGAINST = ("scratch", "finetune-all")  # what the verdict sentence weighs a plan that reuses S against
+REUSE_STRATEGIES = ("finetune-all", "lp-ft", "l2-sp", "auto-rgn", "linear-probe")  # a scratch plan's alternatives
 AGAINST = {"scratch": "training from scratch", "finetune-all": "fine-tuning everything"}
 
 
@@ -94,14 +95,19 @@ def compact(names: list[str], order: list[str]) -> str:
     return ", ".join(parts)
 
 
+def reuses(plan: dict) -> bool:
+    """Whether a plan.json reuses S at all; a plan that re-initialises every unit trains from scratch."""
+    return any(layer["decision"] in REUSE_DECISIONS for layer in plan["layers"])
+
+
 def units_clause(plan: dict) -> str:
     """Which units to reuse, frozen or fine-tuned, and which to re-initialise."""
     order = [layer["name"] for layer in plan["layers"]]
     by = {
         d: [layer["name"] for layer in plan["layers"] if layer["decision"] == d] for d in (*REUSE_DECISIONS, "reinit")
     }
-    if not by["reuse-frozen"] and not by["reuse-finetuned"]:
-        return "no unit passes J2 or J3, so train the target from scratch"
+    if not reuses(plan):
+        return "re-initialise every unit"
     parts = []
     if by["reuse-frozen"]:
         parts.append(f"{compact(by['reuse-frozen'], order)} frozen")
@@ -111,6 +117,49 @@ def units_clause(plan: dict) -> str:
     if by["reinit"]:
         text += f", and re-initialise {compact(by['reinit'], order)}"
     return text
+
+
+def decision_clause(plan: dict, style: MetricStyle) -> str:
+    """The network decision with its evidence: reuse S, or train from scratch."""
+    net = plan.get("network")
+    if not net:
+        lead = "Reuse S" if reuses(plan) else "Train the target from scratch"
+        return f"{lead} (the network decision was not measured: S-initialised against fresh training needs the shots)"
+    lo, hi = net["ci"]
+    evidence = (f"S-initialised training scored {style.fmt(net['difference'], True)} {style.name} against fresh "
+                f"training on {net['n']} held-out shots (95% CI {style.fmt(lo, True)} to {style.fmt(hi, True)}, "
+                f"cross-fitted; rule: {net['rule']})")  # fmt: skip
+    if not reuses(plan):
+        return f"Train the target from scratch: {evidence}"
+    return f"Reuse S: {evidence}"
+
+
+def _reuse_alternative(transfer: dict) -> str | None:
+    """The best reuse strategy of the transfer runs (by mean), the alternative to training from scratch."""
+    strategies = transfer.get("strategies", {})
+    present = [name for name in REUSE_STRATEGIES if name in strategies]
+    return max(present, key=lambda name: strategies[name]["mean"], default=None)
+
+
+def proof_clause(transfer: dict, style: MetricStyle) -> str | None:
+    """When the study's own proof shows the plan clearly below another strategy: which one, by how much, and to use it."""
+    strategies = transfer.get("strategies", {})
+    if "plan" not in strategies:
+        return None
+    worse = []
+    for name, entry in strategies.items():
+        if name == "plan" or is_oracle(name, entry):
+            continue
+        gain = plan_gain(transfer, name, style)
+        if gain is not None and gain["enough_seeds"] and gain["ci"] is not None and gain["ci"][1] < 0:
+            worse.append((gain["mean"], name, gain))
+    if not worse:
+        return None
+    _, name, gain = min(worse)
+    lo, hi = gain["ci"]
+    return (f"but the study's own proof puts the plan clearly below {strategy_label(name)} "
+            f"({style.fmt(gain['mean'], True)} {style.name}, 95% CI {style.fmt(lo, True)} to {style.fmt(hi, True)} "
+            f"over {gain['seeds']} seeds): use {strategy_label(name)} instead")  # fmt: skip
 
 
 def unit_j2(layer: dict) -> str | None:
@@ -180,25 +229,31 @@ def gain_clause(gain: dict | None, style: MetricStyle, against: str = "scratch")
     )
 
 
-def gains_clause(transfer: dict, style: MetricStyle) -> str:
-    """The plan's expected gain over each of :data:`GAINS_AGAINST`, at the headline shots."""
+def gains_clause(transfer: dict, style: MetricStyle, plan: dict | None = None) -> str:
+    """The recommendation's expected gain over its alternatives at the headline shots: a plan that reuses S
+    against scratch and fine-tune-all; a plan that trains from scratch against the best reuse strategy."""
     if "plan" not in transfer.get("strategies", {}):
         return "the transfer runs did not include the plan, so no gain is estimated"
     shots = transfer.get("headline_shots")
-    head = "expected gain of the plan" + (f" with {shots} shots per class" if shots is not None else "")
-    parts = [gain_clause(plan_gain(transfer, against, style), style, against) for against in GAINS_AGAINST]
+    scratch = plan is not None and not reuses(plan)
+    what = "training from scratch" if scratch else "the plan"
+    head = f"expected gain of {what}" + (f" with {shots} shots per class" if shots is not None else "")
+    against = [_reuse_alternative(transfer) or "finetune-all"] if scratch else list(GAINS_AGAINST)
+    parts = [gain_clause(plan_gain(transfer, other, style), style, other) for other in against]
     return f"{head}: " + ", ".join(parts)
 
 
 def verdict_sentence(plan: dict, transfer: dict, style: MetricStyle) -> str:
-    """One sentence: network reusable or not (J1), which units to reuse, and the expected gains with their CIs."""
-    th = plan["thresholds"]
-    status = "reusable" if plan["network_reusable"] else "not reusable"
-    network = (
-        f"The network is {status} as a whole (S's conv kernels in T: {style.name} drop "
-        f"{style.fmt(plan['network_drop'], True)}, tolerance {th['network_tolerance']})"
-    )
-    return f"{network}; {units_clause(plan)}; {gains_clause(transfer, style)}."
+    """One sentence: reuse S or train from scratch (with the evidence), which units, the expected gains with
+    their CIs, and, when the study's own proof contradicts the plan, what to use instead."""
+    parts = [decision_clause(plan, style)]
+    if reuses(plan):
+        parts.append(units_clause(plan))
+    parts.append(gains_clause(transfer, style, plan))
+    proof = proof_clause(transfer, style)
+    if proof:
+        parts.append(proof)
+    return "; ".join(parts) + "."
 
 
 def best_strategy(transfer: dict, oracles: bool = True) -> tuple[str, float] | None:

@@ -24,10 +24,10 @@ from paramreuse.config import ConfigError, check_at_least, check_choice
 from paramreuse.judge.crossfit import crossfit_sweep, held_out
 from paramreuse.data import TaskData, load_task, task_for
 from paramreuse.errors import CheckpointError
-from paramreuse.judge.verdicts import Decision, Thresholds, extends_prefix, frozen_depth
-from paramreuse.judge.network import NetworkDecision, NetworkEvidence, decide_network
+from paramreuse.judge.verdicts import Decision, Thresholds, extends_prefix, frozen_depth, network_decision
+from paramreuse.judge.verdicts import decide as decide_unit
+from paramreuse.judge.network import NetworkEvidence
 from paramreuse.judge.replacement import SweepConfig
-from paramreuse.tasks import Task
 from paramreuse.backends import LOCAL, DataSpec, Executor, remove_file, shippable_file
 from paramreuse.models import build_model, read_state_dict
 from paramreuse.models.heads import head_module_name
@@ -158,7 +158,8 @@ def plan_from_shots(source: Source, task: TaskData, seed: int, config: TransferC
     tolerance, freeze_on = thresholds.layer_tolerance, thresholds.freeze_on
     # The cumulative curve only, and only up to the first depth that ends the frozen prefix.
     sweep_config = SweepConfig(params=(), tolerance=tolerance, network_rows=False)
-    decide = lambda evidence: network_decision(evidence, thresholds, task.kind, seed)  # noqa: E731
+    bounds = difference_bounds(task.kind.bounds)
+    decide = lambda evidence: network_decision(evidence, thresholds, bounds, seed)  # noqa: E731
     sweep = crossfit_sweep(arch=source.arch, state=source.state, data=task, config=sweep_config,
                            training=config.training, seed=seed, device=device,
                            stop=lambda row: not extends_prefix(row, tolerance, freeze_on),
@@ -167,20 +168,16 @@ def plan_from_shots(source: Source, task: TaskData, seed: int, config: TransferC
     network = decide(NetworkEvidence.from_dict(sweep.extra["network_evidence"]))
     names = unit_names(build_model(source.arch, task.channels, task.num_outputs))
     depth = frozen_depth(sweep.by_kind("cumulative"), tolerance, freeze_on) if network.reuses else 0
-    reused = lambda i: Decision.FROZEN if i < depth else Decision.FINETUNED  # noqa: E731
-    decisions = {n: (reused(i) if network.reuses else Decision.REINIT).value for i, n in enumerate(names)}
+    # The plan rule of judge.decide: T_f is S fine-tuned, so J3 re-initialises nothing here.
+    decisions = {n: decide_unit(name=n, position=i, depth=depth, lineage="finetuned", null_position=None,
+                                thresholds=thresholds, network=network)[0].value
+                 for i, n in enumerate(names)}  # fmt: skip
     curve = [{"depth": r.depth, "drop": r.drop, "ci": list(r.ci)} for r in sweep.by_kind("cumulative")]
     diagnostics = sweep.extra.get("diagnostics")
     seconds = sweep.seconds - (diagnostics["seconds"] if diagnostics else 0.0)  # the plan's own evidence only
     evidence = {"depth": depth, "plan_seconds": seconds, "curve": curve, "tolerance": tolerance,
                 "network": network.to_dict()}  # fmt: skip
     return decisions, evidence | ({"diagnostics": diagnostics} if diagnostics else {})
-
-
-def network_decision(evidence: NetworkEvidence, thresholds: Thresholds, task: Task, seed: int) -> NetworkDecision:
-    """The network rule of ``thresholds`` on cross-fitted evidence, CI'd inside the task's difference bounds."""
-    return decide_network(evidence, scratch_on=thresholds.scratch_on, scratch_margin=thresholds.scratch_margin,
-                          bounds=difference_bounds(task.bounds), seed=seed)  # fmt: skip
 
 
 def _plan_run(source: Source, task: TaskData, plan: dict | None, seed: int, config: TransferConfig, device) -> dict:
