@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo quick test test-all test-gpu clean
+.PHONY: setup demo quick lint test test-all test-gpu clean
 
 setup: $(STAMP)
 	@bash scripts/ensure-data.sh
@@ -23,7 +23,10 @@ demo: setup
 quick: setup
 	$(VENV)/bin/paramreuse study --quick --out runs/quick
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check
+
+test: setup lint
 	$(PY) -m pytest -q
 
 test-all: setup

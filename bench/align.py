@@ -18,8 +18,8 @@ import time
 import torch
 
 from paramreuse.align.matching import align_models
-from paramreuse.judge.kernels import LINEAGE_RULE, compare_models
 from paramreuse.data import load_task
+from paramreuse.judge.kernels import LINEAGE_RULE, compare_models
 from paramreuse.models import build_model
 from paramreuse.training.loop import TrainConfig, evaluate, train
 
@@ -72,7 +72,7 @@ def rmse_table(title: str, comparison) -> None:
     print(f"{'layer':14s} {'kind':7s} {'shape':16s} {'rmse_raw':>9s} {'rmse':>9s} {'rmse_norm':>9s} "
           f"{'rmse_null':>9s} {'raw/null':>8s} {'null_pos':>8s} {'cosine':>7s}")  # fmt: skip
     for layer in comparison.layers:
-        print(f"{layer.name:14s} {layer.kind:7s} {str(layer.shape):16s} {layer.rmse_raw:9.4f} {layer.rmse:9.4f} "
+        print(f"{layer.name:14s} {layer.kind:7s} {layer.shape!s:16s} {layer.rmse_raw:9.4f} {layer.rmse:9.4f} "
               f"{layer.rmse_normalized:9.3f} {layer.rmse_null:9.4f} {layer.rmse_raw / layer.rmse_null:8.3f} "
               f"{layer.null_position:8.3f} {layer.cosine:7.3f}")  # fmt: skip
     print()

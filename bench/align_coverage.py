@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.test_align_contract import ARCHS, permuted_comparison  # noqa: E402
+from tests.test_align_contract import ARCHS, permuted_comparison
 
 
 def kind_of(reason: str) -> str:

@@ -27,8 +27,8 @@ import torch
 from paramreuse.backends import LOCAL, DataSpec, RayExecutor
 from paramreuse.models import load_checkpoint, read_state_dict
 from paramreuse.results import read_json, state_digest
-from paramreuse.training.run import MODEL_FILE
 from paramreuse.study import StudyConfig, _transfer_study, quick, run_study
+from paramreuse.training.run import MODEL_FILE
 from paramreuse.transfer.grid import TRANSFER_FILE, TransferJob, transfer_job
 
 

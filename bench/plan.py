@@ -29,14 +29,14 @@ import torch
 
 from paramreuse.config import from_mapping
 from paramreuse.data import TaskData, load_task
+from paramreuse.devices import resolve_device
 from paramreuse.judge.verdicts import Thresholds
 from paramreuse.results import read_json
-from paramreuse.training.run import RunSpec, run_training
 from paramreuse.stats import paired_test, seed_interval
-from paramreuse.devices import resolve_device
 from paramreuse.training.loop import TrainConfig
-from paramreuse.transfer.strategies import ORACLES, STRATEGIES
+from paramreuse.training.run import RunSpec, run_training
 from paramreuse.transfer.grid import TRANSFER_FILE, Source, TransferConfig, run_transfer
+from paramreuse.transfer.strategies import ORACLES, STRATEGIES
 
 BASELINES = ("finetune-all", "lp-ft", "l2-sp", "auto-rgn")  # what a knowledgeable practitioner would pick among
 

@@ -27,17 +27,17 @@ import torch
 from scipy import stats
 
 from paramreuse.data import ImageSet, TaskData, load_task
-from paramreuse.rank.features import extract_features
-from paramreuse.models.units import inventory
+from paramreuse.judge.replacement import SweepConfig, replacement_sweep
 from paramreuse.models import load_checkpoint
 from paramreuse.models.heads import head_module_name
+from paramreuse.models.units import inventory
+from paramreuse.rank.features import extract_features
 from paramreuse.rank.ranking import labelled_pool, our_signal, score_features, score_source, source_for_target
-from paramreuse.judge.replacement import SweepConfig, replacement_sweep
-from paramreuse.results import write_json
-from paramreuse.training.run import MODEL_FILE, RunSpec, run_training
 from paramreuse.rank.scores import FEATURE_SCORES
+from paramreuse.results import write_json
 from paramreuse.study import StudyTraining
 from paramreuse.training.loop import TrainConfig
+from paramreuse.training.run import MODEL_FILE, RunSpec, run_training
 
 FEWSHOT = StudyTraining().fewshot
 SOURCE_BASELINES = ("logme", "leep", "nce", "hscore", "hscore_shrinkage", "knn_loo", "linear_probe")

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from paramreuse.config import from_mapping
+from paramreuse.devices import resolve_device
 from paramreuse.judge.verdicts import holds_text
 from paramreuse.results import read_json
 from paramreuse.study import StudyConfig, run_study
-from paramreuse.devices import resolve_device
 
 NETWORKS = ("smp:Unet/resnet18", "smp:PSPNet/resnet18", "builtin:unet")
 GROUPS = ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.stats", "unit")

@@ -71,8 +71,8 @@ def calibration(run: Path) -> str:
         values = [r["null_position"] for r in layers if r["null_position"] is not None]
         positions[title] = (min(values), statistics.median(values), max(values))
     lines = [
-        f"- 95% CI half-width of a row's drop: median {statistics.median(halves):.4f}, max {max(halves):.4f} "
-        f"({len(halves)} rows evaluated on all {full} images with a non-degenerate CI)",
+        (f"- 95% CI half-width of a row's drop: median {statistics.median(halves):.4f}, max {max(halves):.4f} "
+         f"({len(halves)} rows evaluated on all {full} images with a non-degenerate CI)"),
     ]
     lines += [f"- rmse/null, {t}: min {a:.3f}, median {b:.3f}, max {c:.3f}" for t, (a, b, c) in positions.items()]
     return "\n".join(lines)

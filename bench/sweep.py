@@ -18,12 +18,12 @@ import torch
 
 from paramreuse.data import load_task
 from paramreuse.judge.replacement import PARAM_GROUPS, SweepConfig, replacement_sweep
-from paramreuse.training.run import RunSpec, run_training
 from paramreuse.study import StudyTraining
 from paramreuse.training.loop import TrainConfig
+from paramreuse.training.run import RunSpec, run_training
 
-ENGINES = {"naive": dict(cached=False, adaptive=False), "cached": dict(cached=True, adaptive=False),
-           "cached+adaptive": dict(cached=True, adaptive=True)}  # fmt: skip
+ENGINES = {"naive": {"cached": False, "adaptive": False}, "cached": {"cached": True, "adaptive": False},
+           "cached+adaptive": {"cached": True, "adaptive": True}}  # fmt: skip
 
 
 def pair(arch: str, root: Path):

@@ -3,13 +3,13 @@
 __version__ = "0.1.0"
 
 from paramreuse.data import TaskData, load_task, parse_classes
+from paramreuse.devices import resolve_device
 from paramreuse.errors import CheckpointError, DataError, ParamreuseError, SpecError
 from paramreuse.models import ModelInfo, build_model, load_checkpoint, save_checkpoint
-from paramreuse.training.run import RunSpec, run_training
 from paramreuse.study import StudyConfig, run_study
 from paramreuse.tasks import get_task
-from paramreuse.devices import resolve_device
 from paramreuse.training.loop import TrainConfig, evaluate, train
+from paramreuse.training.run import RunSpec, run_training
 
 __all__ = [
     "CheckpointError",

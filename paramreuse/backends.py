@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import torch
 
@@ -47,7 +47,7 @@ class DataSpec:
     options: dict = field(default_factory=dict)
 
     @classmethod
-    def of(cls, name: str, **options: Any) -> "DataSpec":
+    def of(cls, name: str, **options: Any) -> DataSpec:
         return cls(name, options)
 
     def load(self):
@@ -107,10 +107,10 @@ class LocalExecutor:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "LocalExecutor":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -215,10 +215,10 @@ class RayExecutor:
             self.ray.shutdown()
         self.started = False
 
-    def __enter__(self) -> "RayExecutor":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

@@ -13,25 +13,33 @@ from pathlib import Path
 
 import torch
 
-from paramreuse.judge.caveats import chance_caveat, validation_caveat
 from paramreuse.align.matching import METHODS
-from paramreuse.judge.assess import COMPARISON_FILE, PLAN_FILE, REPLACEMENT_FILE, assess, compare_pair
+from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor
 from paramreuse.config import ConfigError, check_at_least, check_choice
-from paramreuse.judge.crossfit import crossfit_sweep, network_evidence
 from paramreuse.data import TaskData
 from paramreuse.errors import DataError
-from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor
-from paramreuse.judge.verdicts import Plan, Thresholds
+from paramreuse.judge.assess import COMPARISON_FILE, PLAN_FILE, REPLACEMENT_FILE, assess, compare_pair
+from paramreuse.judge.caveats import chance_caveat, validation_caveat
+from paramreuse.judge.crossfit import crossfit_sweep, network_evidence
 from paramreuse.judge.replacement import SweepConfig, SweepInputs
-from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
+from paramreuse.judge.verdicts import Plan, Thresholds
 from paramreuse.models import build_model, fit_state, is_pretrained, load_checkpoint, save_checkpoint
 from paramreuse.models.checkpoint import pretrained_spec
 from paramreuse.models.heads import head_names
-from paramreuse.training.run import FRESH_INIT_OFFSET, MODEL_FILE, TRAIN_FILE, RunSpec, environment, run_training, source_for_target
-from paramreuse.tasks import task_key
-from paramreuse.stats import mean_ci
 from paramreuse.progress import Progress
+from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
+from paramreuse.stats import mean_ci
+from paramreuse.tasks import task_key
 from paramreuse.training.loop import TrainConfig, predict
+from paramreuse.training.run import (
+    FRESH_INIT_OFFSET,
+    MODEL_FILE,
+    TRAIN_FILE,
+    RunSpec,
+    environment,
+    run_training,
+    source_for_target,
+)
 from paramreuse.transfer.grid import BUDGETS, FEWSHOT, TRANSFER_FILE, Source, TransferConfig, run_transfer
 
 RESULTS_FILE = "results.json"

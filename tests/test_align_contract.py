@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
 import torch
@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from paramreuse.align import rules as channel_rules
+from paramreuse.align.specs import MISREAD, apply_permutation, permutation_spec, random_permutation
 from paramreuse.judge.kernels import compare_models
 from paramreuse.models import build_model
-from paramreuse.align.specs import MISREAD, apply_permutation, permutation_spec, random_permutation
 from tests.test_align import max_output_diff, randomize_norms
 
 

@@ -14,15 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import ray
+import torch
 from typer.testing import CliRunner
 
+from paramreuse.backends import Checkpoint, DataSpec, JobError, JobFailed, LocalExecutor, RayExecutor, make_executor
 from paramreuse.cli import app
 from paramreuse.errors import DataError
-from paramreuse.backends import Checkpoint, DataSpec, JobError, JobFailed, LocalExecutor, RayExecutor, make_executor
-from paramreuse.models import ModelInfo, save_checkpoint
-from paramreuse.rank.ranking import rank_sources
 from paramreuse.judge.replacement import (
     SWEEP_SOURCE_FILE,
     SweepConfig,
@@ -33,10 +31,12 @@ from paramreuse.judge.replacement import (
     row_specs,
     sweep_units,
 )  # fmt: skip
+from paramreuse.models import ModelInfo, save_checkpoint
+from paramreuse.rank.ranking import rank_sources
 from paramreuse.study import StudyConfig, load_study_data, quick, target_spec
 from paramreuse.training.loop import TrainConfig
-from paramreuse.transfer.strategies import unit_names
 from paramreuse.transfer.grid import RUNS_LOG, Source, TransferConfig, run_transfer
+from paramreuse.transfer.strategies import unit_names
 from tests.conftest import TINY_ARCH, make_fake_fashion_mnist
 
 runner = CliRunner()

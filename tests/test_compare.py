@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from paramreuse.align.specs import apply_permutation, permutation_spec, random_permutation
+from paramreuse.data import load_task
+from paramreuse.errors import ParamreuseError
 from paramreuse.judge.kernels import (
     LINEAGE_RULE,
     compare_models,
@@ -23,10 +25,8 @@ from paramreuse.judge.kernels import (
     rms,
     rmse,
 )
-from paramreuse.data import load_task
-from paramreuse.errors import ParamreuseError
-from paramreuse.models.units import PairingError, inventory
 from paramreuse.models import build_model
+from paramreuse.models.units import PairingError, inventory
 from paramreuse.training.loop import TrainConfig, train
 
 ARCH = "builtin:cnn?width=4"

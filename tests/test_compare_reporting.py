@@ -13,11 +13,11 @@ from torch import nn
 from typer.testing import CliRunner
 
 from bench.study_tables import j3_tables
-from paramreuse.judge.assess import compare_pair
+from paramreuse.align.specs import AlignmentError, apply_permutation, permutation_spec, random_permutation
 from paramreuse.cli import app
+from paramreuse.judge.assess import compare_pair
 from paramreuse.judge.kernels import compare_models, units_aligned_text
 from paramreuse.models import build_model
-from paramreuse.align.specs import AlignmentError, apply_permutation, permutation_spec, random_permutation
 from paramreuse.report.html import RunFiles, _rmse
 from tests.conftest import TINY_ARCH
 
@@ -201,7 +201,7 @@ def test_report_rmse_table_has_the_aligned_column_counts_and_note(comparisons, t
     page = _rmse(run, tmp_path)
     tables = page.split("<h3>")[1:]
     assert len(tables) == 3
-    new, finetuned, old = comparisons["target"], comparisons["full"], comparisons["scratch"]
+    new = comparisons["target"]
     units = len(new["layers"])
     assert "<th>aligned</th>" in tables[0] and tables[0].count("<td class='t'>yes</td>") == units
     assert f"alignment weights, {units} of {units} units aligned</h3>" in tables[0]

@@ -109,16 +109,16 @@ def test_plan_from_shots_trains_from_scratch_when_fresh_training_scores_higher(t
 def test_a_curve_stopped_where_the_prefix_ends_is_the_full_curve_up_to_there(trained_pair, fake_fmnist, monkeypatch):
     """The plan's sweep stops at the first depth not decisively within the tolerance: the rows up to
     it are the full curve's, the rows past it are never evaluated, and the frozen depth is unchanged."""
+    from paramreuse.data import load_task
     from paramreuse.judge import replacement_engine as sweep_engine
     from paramreuse.judge.crossfit import crossfit_sweep
-    from paramreuse.data import load_task
     from paramreuse.judge.verdicts import extends_prefix, frozen_depth
     from paramreuse.training.loop import TrainConfig
 
     s, _ = trained_pair
     task = load_task("fashion-mnist", "5-9", shots=6, seed=0, val_per_class=0)
-    args = dict(arch="builtin:cnn?width=4", state=s.state_dict(), data=task, training=TrainConfig(min_steps=4),
-                config=SweepConfig(params=(), network_rows=False, bootstrap=200))  # fmt: skip
+    args = {"arch": "builtin:cnn?width=4", "state": s.state_dict(), "data": task, "training": TrainConfig(min_steps=4),
+                "config": SweepConfig(params=(), network_rows=False, bootstrap=200)}  # fmt: skip
     full = crossfit_sweep(**args).by_kind("cumulative")
     assert len(full) > 3
     evaluated = []
@@ -131,7 +131,7 @@ def test_a_curve_stopped_where_the_prefix_ends_is_the_full_curve_up_to_there(tra
     monkeypatch.setattr(sweep_engine.Evaluator, "evaluate_all", counted)
     for ends_at in (1, 3):  # a stop rule that ends the curve at a known depth
         evaluated.clear()
-        stopped = crossfit_sweep(**args, stop=lambda row: row.depth == ends_at)
+        stopped = crossfit_sweep(**args, stop=lambda row, ends_at=ends_at: row.depth == ends_at)
         assert [r.depth for r in stopped.rows] == list(range(1, ends_at + 1)) and stopped.extra["stopped_at"] == ends_at
         assert len(evaluated) == 2 * ends_at  # each fold's rows up to the stop, nothing past it
         for a, b in zip(stopped.rows, full):
@@ -139,7 +139,7 @@ def test_a_curve_stopped_where_the_prefix_ends_is_the_full_curve_up_to_there(tra
     tolerances = (0.0, 0.1, 0.3)
     assert len({frozen_depth(full, t) for t in tolerances}) == 3  # none, part and all of the curve frozen
     for tolerance in tolerances:  # the plan rule's own stop keeps the depth the full curve gives
-        rule = lambda row: not extends_prefix(row, tolerance)  # noqa: E731
+        rule = lambda row, tolerance=tolerance: not extends_prefix(row, tolerance)  # noqa: E731
         stopped = crossfit_sweep(**args, stop=rule).by_kind("cumulative")
         assert frozen_depth(stopped, tolerance) == frozen_depth(full, tolerance)
         assert len(stopped) == min(frozen_depth(full, tolerance) + 1, len(full))

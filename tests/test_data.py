@@ -96,7 +96,7 @@ def test_unknown_data_set():
 
 
 def test_missing_fashion_mnist(tmp_path, monkeypatch):
-    import paramreuse.data.sources as sources
+    from paramreuse.data import sources
 
     monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
     monkeypatch.setenv("PARAMREUSE_DATA", str(tmp_path))

@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 
-from paramreuse.models import build_model
-from paramreuse.judge.replacement import SweepConfig, replacement_sweep
 from paramreuse.devices import resolve_device
+from paramreuse.judge.replacement import SweepConfig, replacement_sweep
+from paramreuse.models import build_model
 from paramreuse.training.loop import TrainConfig, evaluate, train
 from tests.conftest import TINY_ARCH, synthetic_set
 

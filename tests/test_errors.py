@@ -255,7 +255,7 @@ ELSEWHERE = {48, 49, 50, 51, 56, 58}  # rows tested through the CLI in tests/tes
 
 def test_the_table_in_the_docs_is_the_table_here():
     """Every case here is a row of docs/reliability.md with the line the test expects; every row is a case."""
-    rows = re.findall(r"^\| (\d+) \| (.*?) \| `.*?` \| `+ ?(.*?) ?`+ \|$", RELIABILITY.read_text(), flags=re.M)
+    rows = re.findall(r"^\| (\d+) \| (.*?) \| `.*?` \| `+ ?(.*?) ?`+ \|$", RELIABILITY.read_text(), flags=re.MULTILINE)
     documented = {name: (int(number), line) for number, name, line in rows}
     assert sorted(n for n, _ in documented.values()) == list(range(1, len(rows) + 1))
     for case, _, message in CASES:

@@ -2,10 +2,10 @@
 
 import pytest
 
-from paramreuse.judge.kernels import Comparison, LayerDistance
 from paramreuse.config import ConfigError
-from paramreuse.judge.verdicts import J2, Decision, Thresholds, frozen_depth, j2_status, judge, plan_decisions
+from paramreuse.judge.kernels import Comparison, LayerDistance
 from paramreuse.judge.replacement import Row, Sweep, SweepConfig
+from paramreuse.judge.verdicts import J2, Decision, Thresholds, frozen_depth, j2_status, judge, plan_decisions
 
 UNITS = ("c1", "c2", "c3", "fc")  # fc is the head
 

@@ -11,19 +11,18 @@ import json
 import struct
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from paramreuse.align.matching import align_models
-from paramreuse.judge.kernels import compare_models, rmse
+from paramreuse.align.specs import apply_permutation, permutation_spec, random_permutation
 from paramreuse.config import from_mapping
 from paramreuse.errors import ParamreuseError
-from paramreuse.models import ModelInfo, build_model, load_checkpoint, save_checkpoint
-from paramreuse.align.specs import apply_permutation, permutation_spec, random_permutation
+from paramreuse.judge.kernels import compare_models, rmse
 from paramreuse.judge.replacement import SweepConfig, replacement_sweep
+from paramreuse.models import ModelInfo, build_model, load_checkpoint, save_checkpoint
 from paramreuse.study import StudyConfig
 from tests.conftest import TINY_ARCH, synthetic_set
 from tests.test_align import max_output_diff, max_param_diff, randomize_norms

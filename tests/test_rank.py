@@ -13,9 +13,9 @@ from paramreuse.cli import app
 from paramreuse.data import load_task
 from paramreuse.errors import ParamreuseError
 from paramreuse.rank.ranking import OURS_LAYER, OURS_SOURCE, column_ranks, sort_rows
-from paramreuse.training.run import RunSpec, run_training
 from paramreuse.rank.scores import FEATURE_SCORES, SCORES
 from paramreuse.training.loop import TrainConfig
+from paramreuse.training.run import RunSpec, run_training
 from tests.conftest import TINY_ARCH
 
 runner = CliRunner()

@@ -258,7 +258,7 @@ def fake_plan(decisions: list[str], reusable: bool, drop: float) -> dict:
 
 
 def fake_transfer(plan_runs: list[float], scratch_runs: list[float], p: float | None = 0.01) -> dict:
-    entry = lambda runs: {"mean": sum(runs) / len(runs), "ci": [min(runs), max(runs)], "runs": runs}
+    entry = lambda runs: {"mean": sum(runs) / len(runs), "ci": [min(runs), max(runs)], "runs": runs}  # noqa: E731
     return {
         "headline_shots": 10,
         "strategies": {"scratch": entry(scratch_runs), "plan": entry(plan_runs)},

@@ -23,8 +23,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from paramreuse.rank import scores as S
 from paramreuse.errors import ParamreuseError
+from paramreuse.rank import scores as S
 
 
 def blobs(n: int, d: int, c: int, sep: float = 1.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

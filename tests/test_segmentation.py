@@ -14,17 +14,17 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from paramreuse.align.matching import align_models
-from paramreuse.judge.assess import assess
+from paramreuse.align.specs import apply_permutation, permutation_spec, random_permutation
 from paramreuse.cli import app
-from paramreuse.judge.kernels import compare_models
 from paramreuse.data import load_task
 from paramreuse.errors import DataError
-from paramreuse.models import build_model, load_checkpoint
-from paramreuse.align.specs import apply_permutation, permutation_spec, random_permutation
+from paramreuse.judge.assess import assess
+from paramreuse.judge.kernels import compare_models
 from paramreuse.judge.replacement import SweepConfig, replacement_sweep
-from paramreuse.training.run import RunSpec, run_training
+from paramreuse.models import build_model, load_checkpoint
 from paramreuse.tasks import RECONSTRUCTION, SEGMENTATION, SEGMENTATION_DICE
 from paramreuse.training.loop import TrainConfig
+from paramreuse.training.run import RunSpec, run_training
 from paramreuse.transfer.grid import Source, TransferConfig, run_transfer
 from tests.conftest import stripe_rows
 from tests.test_align import max_param_diff, randomize_norms
@@ -221,7 +221,7 @@ def unet_pair(request, fake_seg_dir, tmp_path_factory):
 
 
 def test_training_records_the_task_metric(unet_pair):
-    task, out, _, _, _, s_rec, t_rec = unet_pair
+    task, out, _, _, _, s_rec, _ = unet_pair
     metric, extra = ("dice", "iou") if task == "segmentation" else ("psnr", "ssim")
     assert s_rec["metric"] == metric and set(s_rec["test_metrics"]) == {metric, extra}
     if task == "segmentation":
@@ -265,7 +265,7 @@ def test_compare_replace_plan_on_the_unet(unet_pair, tmp_path):
 
 
 def test_transfer_grid_on_the_unet(unet_pair, fake_seg_dir, tmp_path):
-    task, out, s, _, _, _, _ = unet_pair
+    task, _, s, _, _, _, _ = unet_pair
     data = "fashion-mnist-seg" if task == "segmentation" else "fashion-mnist"
     plan = {name: "reuse-frozen" for name in ("down.0.0.0", "down.0.1.0")}
     config = TransferConfig(strategies=("scratch", "finetune-all", "plan"), shots=(3,), seeds=2, training=FEW, test_per_class=5)

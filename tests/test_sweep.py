@@ -6,7 +6,7 @@ from paramreuse.judge.replacement import SweepConfig, replacement_sweep, row_spe
 from paramreuse.training.loop import evaluate
 from tests.conftest import synthetic_set
 
-FAST = dict(bootstrap=200, batch_size=100)
+FAST = {"bootstrap": 200, "batch_size": 100}
 
 
 def test_rows_cover_units_groups_depths_and_network(trained_pair):
@@ -42,7 +42,7 @@ def test_baseline_matches_torchmetrics_accuracy(trained_pair):
 def test_adaptive_verdicts_equal_full_verdicts(trained_pair):
     s, t = trained_pair
     val = synthetic_set(2000, seed=4)
-    config = dict(tolerance=0.02, bootstrap=100, batch_size=100)
+    config = {"tolerance": 0.02, "bootstrap": 100, "batch_size": 100}
     full = replacement_sweep(s, t, val, val, SweepConfig(adaptive=False, **config))
     fast = replacement_sweep(s, t, val, val, SweepConfig(adaptive=True, **config))
     assert any(r.stopped_early for r in fast.rows)  # the fixture exercises early stopping
@@ -93,8 +93,8 @@ def test_a_sweep_resumed_with_a_reordered_source_recomputes_every_row(trained_pa
 
 
 def test_a_curve_only_sweep_has_no_network_rows():
-    from paramreuse.models import build_model
     from paramreuse.judge.replacement import SweepConfig, row_specs, sweep_units
+    from paramreuse.models import build_model
 
     model = build_model("builtin:cnn?width=4", 1, 5)
     units = sweep_units(model, model)

@@ -4,10 +4,10 @@ import dataclasses
 import pytest
 import torch
 
-from paramreuse.judge.replacement_engine import Evaluator, GraphCutter, StopRule, Variant, replaced
 from paramreuse.data import ImageSet
-from paramreuse.models import build_model
 from paramreuse.judge.replacement import SweepConfig, replacement_sweep
+from paramreuse.judge.replacement_engine import Evaluator, GraphCutter, StopRule, Variant, replaced
+from paramreuse.models import build_model
 from paramreuse.tasks import CLASSIFICATION, SEGMENTATION, Task
 from tests.conftest import TINY_ARCH
 

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from paramreuse.data import load_task
+from paramreuse.devices import resolve_device
 from paramreuse.errors import ParamreuseError
 from paramreuse.models import build_model
-from paramreuse.devices import resolve_device
 from paramreuse.training.loop import TrainConfig, evaluate, param_groups, train
 from tests.conftest import TINY_ARCH
 

@@ -6,8 +6,8 @@ import torch
 from paramreuse.data import load_task
 from paramreuse.errors import CheckpointError
 from paramreuse.models import ModelInfo, build_model, load_checkpoint, save_checkpoint
-from paramreuse.training.run import RunSpec, init_from_checkpoint, run_training
 from paramreuse.training.loop import TrainConfig
+from paramreuse.training.run import RunSpec, init_from_checkpoint, run_training
 from tests.conftest import TINY_ARCH
 
 CONFIG = TrainConfig(epochs=1, batch_size=16)

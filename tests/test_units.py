@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from paramreuse.errors import ParamreuseError
-from paramreuse.models.units import GraphError, PairingError, group_values, inventory, pair_units, trace
 from paramreuse.models import build_model
+from paramreuse.models.units import GraphError, PairingError, group_values, inventory, pair_units, trace
 
 
 class Untraceable(nn.Module):

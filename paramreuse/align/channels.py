@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from itertools import pairwise
 
 import torch
 from torch import fx
@@ -116,7 +117,7 @@ class Spaces:
     def layer_pieces(self, name: str, size: int, boundaries=()) -> tuple[Piece, ...]:
         """Fresh free spaces for the ``size`` output channels of layer ``name``, cut where asked."""
         cuts = sorted({0, size, *boundaries, *self.splits.get(name, ())} & set(range(size + 1)))
-        return tuple(Piece(self._new(b - a, (name, a, size)), b - a, a) for a, b in zip(cuts, cuts[1:]))
+        return tuple(Piece(self._new(b - a, (name, a, size)), b - a, a) for a, b in pairwise(cuts))
 
     def find(self, i: int) -> int:
         while self.parent[i] != i:

@@ -17,10 +17,17 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import fx, nn
 
-from paramreuse.models.units import Unit, pair_units, trace
 from paramreuse.align.specs import (
-    AlignmentError, AxisRef, PermGroup, PermSpec, apply_permutation, permutation_spec, permuted_tensor, refs_by_key,
+    AlignmentError,
+    AxisRef,
+    PermGroup,
+    PermSpec,
+    apply_permutation,
+    permutation_spec,
+    permuted_tensor,
+    refs_by_key,
 )  # fmt: skip
+from paramreuse.models.units import Unit, pair_units, trace
 
 METHODS = ("none", "weights", "activations")
 

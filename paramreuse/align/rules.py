@@ -18,11 +18,22 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from paramreuse.align.probes import probe, probe_function
 from paramreuse.align.channels import (
-    NETWORK_INPUT, NETWORK_OUTPUT, Layout, ParamRef, Piece, Spaces, Static, Value, cut_at, merge, reshaped, shape_of,
+    NETWORK_INPUT,
+    NETWORK_OUTPUT,
+    Layout,
+    ParamRef,
+    Piece,
+    Spaces,
+    Static,
+    Value,
+    cut_at,
+    merge,
+    reshaped,
+    shape_of,
     unknown,
 )  # fmt: skip
+from paramreuse.align.probes import probe, probe_function
 
 _POINTWISE_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh,
@@ -104,10 +115,11 @@ def _grouped(sp: Spaces, node: fx.Node, m, x: Value) -> tuple[Piece, ...]:
     key, g = f"{node.target}.weight", m.groups
     in_size, out_size = m.in_channels // g, m.out_channels // g
     out = sp.layer_pieces(node.target, m.out_channels, range(0, m.out_channels, out_size))
-    if isinstance(x, Layout):
-        if not (all(p.plain for p in x.pieces) and cut_at(sp, x.pieces, set(range(0, m.in_channels, in_size)))):
-            sp.fix(x, "grouped convolution: its input channels are not cut into its groups")
-            x = Static("grouped convolution: its input channels are not cut into its groups")
+    if isinstance(x, Layout) and not (
+        all(p.plain for p in x.pieces) and cut_at(sp, x.pieces, set(range(0, m.in_channels, in_size)))
+    ):
+        sp.fix(x, "grouped convolution: its input channels are not cut into its groups")
+        x = Static("grouped convolution: its input channels are not cut into its groups")
     if not isinstance(x, Layout):  # fixed input channels: one fixed slice per group
         spaces = [sp.fixed_pieces(in_size, x.reason, x.natural)[0].space for _ in range(g)]
         x = Layout(1, tuple(Piece(s, in_size, b * in_size) for b, s in enumerate(spaces)))

@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Self
 
 import typer
 from rich.console import Console
@@ -17,8 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from paramreuse.errors import ParamreuseError, SpecError
-from paramreuse.results import json_safe  # the same rules as the result files: NaN -> null
 from paramreuse.progress import ProgressEvent
+from paramreuse.results import json_safe  # the same rules as the result files: NaN -> null
 
 err = Console(stderr=True)
 out_console = Console()
@@ -80,11 +81,11 @@ class ProgressBar:
         )
         self.tasks: dict[str, int] = {}
 
-    def __enter__(self) -> "ProgressBar":
+    def __enter__(self) -> Self:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)
 
     def __call__(self, event: ProgressEvent) -> None:

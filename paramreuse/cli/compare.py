@@ -8,12 +8,30 @@ from typing import Annotated
 import torch
 import typer
 
-from paramreuse.judge.assess import COMPARISON_FILE, compare_pair
 from paramreuse.cli.common import (
-    SOURCE_HELP, AlignOpt, ArchOpt, ClassesOpt, DataDirOpt, Format, FormatOpt, InputSizeOpt, LineageOpt, OutOpt,
-    QuietOpt, SeedOpt, SizeOpt, TaskOpt, check_pair_takes, clean_errors, emit, layer_table, load_models, print_notes,
+    SOURCE_HELP,
+    AlignOpt,
+    ArchOpt,
+    ClassesOpt,
+    DataDirOpt,
+    Format,
+    FormatOpt,
+    InputSizeOpt,
+    LineageOpt,
+    OutOpt,
+    QuietOpt,
+    SeedOpt,
+    SizeOpt,
+    TaskOpt,
+    check_pair_takes,
+    clean_errors,
+    emit,
+    layer_table,
+    load_models,
+    print_notes,
     target_data,
 )  # fmt: skip
+from paramreuse.judge.assess import COMPARISON_FILE, compare_pair
 from paramreuse.judge.kernels import units_aligned_text
 from paramreuse.results import read_json
 

@@ -7,21 +7,44 @@ from typing import Annotated
 
 import typer
 
-from paramreuse.judge.assess import PLAN_FILE, assess
-from paramreuse.cli.common import (
-    AlignOpt, ArchOpt, BackendChoice, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, LineageOpt,
-    OutOpt, ProgressBar, QuietOpt, SOURCE_HELP, SeedOpt, ShotsOpt, SizeOpt, TaskOpt, check_pair_takes, clean_errors,
-    emit, load_models, print_notes, table, target_spec, with_backend,
-)  # fmt: skip
-from paramreuse.cli.replace import ParamsOpt, sweep_config
-from paramreuse.judge.crossfit import network_evidence
-from paramreuse.judge.verdicts import Thresholds
-from paramreuse.transfer.grid import FEWSHOT
 from paramreuse.backends import Checkpoint
-from paramreuse.judge.replacement import PARAM_GROUPS, SweepInputs
+from paramreuse.cli.common import (
+    SOURCE_HELP,
+    AlignOpt,
+    ArchOpt,
+    BackendChoice,
+    ClassesOpt,
+    DataDirOpt,
+    Device,
+    DeviceOpt,
+    Format,
+    FormatOpt,
+    LineageOpt,
+    OutOpt,
+    ProgressBar,
+    QuietOpt,
+    SeedOpt,
+    ShotsOpt,
+    SizeOpt,
+    TaskOpt,
+    check_pair_takes,
+    clean_errors,
+    emit,
+    load_models,
+    print_notes,
+    table,
+    target_spec,
+    with_backend,
+)  # fmt: skip
+from paramreuse.cli.replace import ALL_PARAMS, ParamsOpt, sweep_config
+from paramreuse.devices import resolve_device
+from paramreuse.judge.assess import PLAN_FILE, assess
+from paramreuse.judge.crossfit import network_evidence
+from paramreuse.judge.replacement import SweepInputs
+from paramreuse.judge.verdicts import Thresholds
 from paramreuse.report.verdict import decision_clause, metric_style, unit_j2
 from paramreuse.results import read_json
-from paramreuse.devices import resolve_device
+from paramreuse.transfer.grid import FEWSHOT
 
 DEFAULTS = Thresholds()
 
@@ -39,7 +62,7 @@ def plan_command(
     network_tolerance: Annotated[float | None, typer.Option(help="J1: largest drop (metric units) for which the network counts as reusable; default 0.02, or 0.5 for PSNR in dB.")] = None,
     layer_tolerance: Annotated[float | None, typer.Option(help="J2: largest drop (metric units) for which a unit counts as reusable; default 0.02, or 0.5 for PSNR in dB.")] = None,
     rmse_position: Annotated[float, typer.Option(help="J3: largest rmse/rmse_null for which a unit's kernel counts as reusable.")] = DEFAULTS.rmse_position,
-    params: ParamsOpt = ",".join(PARAM_GROUPS),
+    params: ParamsOpt = ALL_PARAMS,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Naive sweep engine.")] = False,
     align: AlignOpt = "auto",
     lineage: LineageOpt = None,

@@ -8,17 +8,32 @@ from typing import Annotated
 import typer
 from rich import box
 
-from paramreuse.cli.common import (
-    ArchOpt, BackendChoice, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar,
-    QuietOpt, SOURCE_HELP, SeedOpt, clean_errors, emit, table, with_backend,
-)  # fmt: skip
-from paramreuse.errors import ParamreuseError
 from paramreuse.backends import DataSpec
+from paramreuse.cli.common import (
+    SOURCE_HELP,
+    ArchOpt,
+    BackendChoice,
+    ClassesOpt,
+    DataDirOpt,
+    Device,
+    DeviceOpt,
+    Format,
+    FormatOpt,
+    OutOpt,
+    ProgressBar,
+    QuietOpt,
+    SeedOpt,
+    clean_errors,
+    emit,
+    table,
+    with_backend,
+)  # fmt: skip
+from paramreuse.devices import resolve_device
+from paramreuse.errors import ParamreuseError
 from paramreuse.models.checkpoint import pretrained_spec
 from paramreuse.rank.ranking import OURS_LAYER, OURS_SOURCE, RANK_FILE, Ranking, columns, rank_layers, rank_sources
-from paramreuse.results import write_json
 from paramreuse.rank.scores import SCORES
-from paramreuse.devices import resolve_device
+from paramreuse.results import write_json
 
 
 @with_backend

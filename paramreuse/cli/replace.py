@@ -7,18 +7,42 @@ from typing import Annotated
 
 import typer
 
-from paramreuse.judge.assess import REPLACEMENT_FILE, assess
-from paramreuse.cli.common import (
-    AlignOpt, ArchOpt, BackendChoice, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, LineageOpt,
-    OutOpt, ProgressBar, QuietOpt, SOURCE_HELP, SeedOpt, ShotsOpt, SizeOpt, TaskOpt, check_pair_takes, clean_errors,
-    emit, load_models, print_notes, table, target_spec, with_backend,
-)  # fmt: skip
-from paramreuse.errors import ParamreuseError
 from paramreuse.backends import Checkpoint
+from paramreuse.cli.common import (
+    SOURCE_HELP,
+    AlignOpt,
+    ArchOpt,
+    BackendChoice,
+    ClassesOpt,
+    DataDirOpt,
+    Device,
+    DeviceOpt,
+    Format,
+    FormatOpt,
+    LineageOpt,
+    OutOpt,
+    ProgressBar,
+    QuietOpt,
+    SeedOpt,
+    ShotsOpt,
+    SizeOpt,
+    TaskOpt,
+    check_pair_takes,
+    clean_errors,
+    emit,
+    load_models,
+    print_notes,
+    table,
+    target_spec,
+    with_backend,
+)  # fmt: skip
+from paramreuse.devices import resolve_device
+from paramreuse.errors import ParamreuseError
+from paramreuse.judge.assess import REPLACEMENT_FILE, assess
 from paramreuse.judge.replacement import PARAM_GROUPS, SweepConfig, SweepInputs
 from paramreuse.results import read_json
-from paramreuse.devices import resolve_device
 
+ALL_PARAMS = ",".join(PARAM_GROUPS)
 ParamsOpt = Annotated[
     str, typer.Option("--params", help=f"Comma-separated parameter groups to sweep per unit: {', '.join(PARAM_GROUPS)}.")
 ]
@@ -44,7 +68,7 @@ def replace_command(
     shots: ShotsOpt = None,
     task: TaskOpt = None,
     size: SizeOpt = None,
-    params: ParamsOpt = ",".join(PARAM_GROUPS),
+    params: ParamsOpt = ALL_PARAMS,
     recalibrate_bn: Annotated[bool, typer.Option("--recalibrate-bn", help="Re-estimate BN statistics on target training data in every row.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Naive engine: a full forward pass per row.")] = False,
     no_adaptive: Annotated[bool, typer.Option("--no-adaptive", help="Evaluate every row on the whole evaluation set.")] = False,

@@ -10,18 +10,29 @@ import typer
 from rich.markup import escape
 
 from paramreuse.cli.common import (
-    BackendChoice, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar, QuietOpt, clean_errors,
-    emit, table, with_backend,
+    BackendChoice,
+    DataDirOpt,
+    Device,
+    DeviceOpt,
+    Format,
+    FormatOpt,
+    OutOpt,
+    ProgressBar,
+    QuietOpt,
+    clean_errors,
+    emit,
+    table,
+    with_backend,
 )  # fmt: skip
 from paramreuse.cli.plan import print_plan
 from paramreuse.cli.transfer import print_transfer
 from paramreuse.config import load_toml
+from paramreuse.devices import resolve_device
 from paramreuse.judge.verdicts import holds_text
 from paramreuse.report import load_run, run_verdict
 from paramreuse.report.html import MODEL_LABELS
 from paramreuse.results import read_json
 from paramreuse.study import StudyConfig, quick, run_study
-from paramreuse.devices import resolve_device
 
 
 @with_backend

@@ -8,13 +8,25 @@ from typing import Annotated
 import typer
 
 from paramreuse.cli.common import (
-    DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar, QuietOpt, SeedOpt, SizeOpt, TaskOpt,
-    clean_errors, emit, table,
+    DataDirOpt,
+    Device,
+    DeviceOpt,
+    Format,
+    FormatOpt,
+    OutOpt,
+    ProgressBar,
+    QuietOpt,
+    SeedOpt,
+    SizeOpt,
+    TaskOpt,
+    clean_errors,
+    emit,
+    table,
 )  # fmt: skip
 from paramreuse.data import load_task
-from paramreuse.training.run import RunSpec, run_training
 from paramreuse.devices import resolve_device
 from paramreuse.training.loop import TrainConfig
+from paramreuse.training.run import RunSpec, run_training
 
 
 @clean_errors

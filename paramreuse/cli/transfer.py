@@ -8,17 +8,34 @@ from typing import Annotated
 import typer
 
 from paramreuse.cli.common import (
-    ArchOpt, BackendChoice, ClassesOpt, DataDirOpt, Device, DeviceOpt, Format, FormatOpt, OutOpt, ProgressBar,
-    QuietOpt, SOURCE_HELP, SizeOpt, TaskOpt, clean_errors, emit, table, target_spec, with_backend,
+    SOURCE_HELP,
+    ArchOpt,
+    BackendChoice,
+    ClassesOpt,
+    DataDirOpt,
+    Device,
+    DeviceOpt,
+    Format,
+    FormatOpt,
+    OutOpt,
+    ProgressBar,
+    QuietOpt,
+    SizeOpt,
+    TaskOpt,
+    clean_errors,
+    emit,
+    table,
+    target_spec,
+    with_backend,
 )  # fmt: skip
+from paramreuse.devices import resolve_device
 from paramreuse.errors import ParamreuseError
+from paramreuse.judge.verdicts import plan_decisions
 from paramreuse.models import is_pretrained
 from paramreuse.models.loading import fit_to, load_source
 from paramreuse.results import read_json
-from paramreuse.devices import resolve_device
-from paramreuse.judge.verdicts import plan_decisions
-from paramreuse.transfer.strategies import STRATEGIES
 from paramreuse.transfer.grid import TRANSFER_FILE, Source, TransferConfig, run_transfer
+from paramreuse.transfer.strategies import STRATEGIES
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:

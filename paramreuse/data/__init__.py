@@ -14,7 +14,13 @@ from pathlib import Path
 
 from paramreuse.data.sampling import carve, parse_classes, resolve_classes, select_classes
 from paramreuse.data.sources import (
-    ImageSet, load_digits, load_fashion_mnist, load_fashion_mnist_seg, load_folder, load_segfolder, resized,
+    ImageSet,
+    load_digits,
+    load_fashion_mnist,
+    load_fashion_mnist_seg,
+    load_folder,
+    load_segfolder,
+    resized,
 )  # fmt: skip
 from paramreuse.errors import DataError
 from paramreuse.tasks import CLASSIFICATION, SEGMENTATION, Task, get_task

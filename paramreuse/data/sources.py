@@ -20,7 +20,15 @@ import torch
 import torch.nn.functional as F
 
 from paramreuse.data.images import (  # noqa: F401 - IMAGE_SUFFIXES stays importable from here
-    IMAGE_SUFFIXES, ImageRule, header_of, image_files, image_rule, images_tensor, peek, read_image, visible_dirs,
+    IMAGE_SUFFIXES,
+    ImageRule,
+    header_of,
+    image_files,
+    image_rule,
+    images_tensor,
+    peek,
+    read_image,
+    visible_dirs,
 )  # fmt: skip
 from paramreuse.errors import DataError
 
@@ -65,7 +73,7 @@ class ImageSet:
     def size(self) -> tuple[int, int]:
         return int(self.x.shape[2]), int(self.x.shape[3])
 
-    def subset(self, index: torch.Tensor) -> "ImageSet":
+    def subset(self, index: torch.Tensor) -> ImageSet:
         mask = None if self.mask is None else self.mask[index]
         return replace(self, x=self.x[index], y=self.y[index], mask=mask)
 
@@ -138,7 +146,7 @@ def find_fashion_mnist(data_dir: str | Path | None = None, download: bool = True
 
             torchvision.datasets.FashionMNIST(str(_download_root()), download=True)
             return find_fashion_mnist(data_dir, download=False)
-        except Exception:  # noqa: BLE001 - any failure to download means "not available"
+        except Exception:  # noqa: BLE001, S110 - any failure to download means "not available"
             pass
     searched = ", ".join(str(d) for d in fashion_mnist_dirs(data_dir)[:-1])
     raise DataError(

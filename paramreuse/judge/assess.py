@@ -13,15 +13,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from paramreuse.judge.kernels import Comparison, compare_models
-from paramreuse.data import TaskData
 from paramreuse.backends import LOCAL, Executor
+from paramreuse.data import TaskData
+from paramreuse.judge.kernels import Comparison, compare_models
 from paramreuse.judge.network import NetworkEvidence
+from paramreuse.judge.replacement import Sweep, SweepConfig, SweepInputs, replacement_sweep
 from paramreuse.judge.verdicts import Plan, Thresholds, judge, parameter_type_findings
 from paramreuse.models.heads import head_module_name
-from paramreuse.judge.replacement import Sweep, SweepConfig, SweepInputs, replacement_sweep
-from paramreuse.results import json_safe, prepare_out_dir, write_json
 from paramreuse.progress import Progress
+from paramreuse.results import json_safe, prepare_out_dir, write_json
 
 COMPARISON_FILE, REPLACEMENT_FILE, PLAN_FILE = "comparison.json", "replacement.json", "plan.json"
 ROWS_LOG = "replacement.rows.jsonl"

@@ -27,13 +27,13 @@ from torch import nn
 
 from paramreuse.data import ImageSet, TaskData
 from paramreuse.errors import DataError
-from paramreuse.models import build_model
-from paramreuse.models.heads import head_module_name, in_head
 from paramreuse.judge.kernels import compare_models
 from paramreuse.judge.network import NetworkEvidence
 from paramreuse.judge.replacement import Row, Sweep, SweepConfig, SweepStream, replacement_sweep
-from paramreuse.stats import difference_bounds, mean_ci
+from paramreuse.models import build_model
+from paramreuse.models.heads import head_module_name, in_head
 from paramreuse.progress import Progress
+from paramreuse.stats import difference_bounds, mean_ci
 from paramreuse.training.loop import TrainConfig, predict, train
 from paramreuse.transfer.strategies import transplant, unit_names
 

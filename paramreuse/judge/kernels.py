@@ -173,10 +173,8 @@ def layer_distances(
         )
         head = groups[0]  # the kernel for conv/linear units; a lone norm layer leads with its weight
         fields = {k: getattr(head, k) for k in ("rmse_raw", "rmse", "rmse_normalized", "rmse_null", "null_position")}
-        layers.append(
-            LayerDistance(unit.name, unit.kind, unit.shape, **fields, cosine=head.cosine, groups=groups,
-                          aligned=unit_status.aligned, reason=unit_status.reason)  # fmt: skip
-        )
+        layers.append(LayerDistance(unit.name, unit.kind, unit.shape, **fields, cosine=head.cosine, groups=groups,
+                                    aligned=unit_status.aligned, reason=unit_status.reason))  # fmt: skip
     return tuple(layers)
 
 

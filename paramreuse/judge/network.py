@@ -56,7 +56,7 @@ class NetworkEvidence:
         return {"reuse": list(self.reuse), "fresh": list(self.fresh), "seconds": self.seconds}
 
     @classmethod
-    def from_dict(cls, doc: dict) -> "NetworkEvidence":
+    def from_dict(cls, doc: dict) -> NetworkEvidence:
         return cls(tuple(doc["reuse"]), tuple(doc["fresh"]), doc.get("seconds", 0.0))
 
 
@@ -82,7 +82,7 @@ class NetworkDecision:
         return asdict(self) | {"choice": self.choice.value, "ci": list(self.ci), "rule": rule_text(self.scratch_on, self.scratch_margin)}
 
     @classmethod
-    def from_dict(cls, doc: dict) -> "NetworkDecision":
+    def from_dict(cls, doc: dict) -> NetworkDecision:
         fields = {k: doc[k] for k in ("difference", "n", "reuse_value", "fresh_value", "scratch_on", "scratch_margin", "reason")}
         return cls(choice=NetworkChoice(doc["choice"]), ci=tuple(doc["ci"]), **fields)
 

@@ -19,17 +19,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from paramreuse.data import ImageSet
-from paramreuse.judge.replacement_engine import Evaluated, Evaluator, GraphCutter, StopRule, Variant
-from paramreuse.errors import DataError
 from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor, remove_file, shippable_file
-from paramreuse.models.units import Unit, pair_units
+from paramreuse.data import ImageSet
+from paramreuse.errors import DataError
+from paramreuse.judge.replacement_engine import Evaluated, Evaluator, GraphCutter, StopRule, Variant
 from paramreuse.models import load_state_dict_checked, read_state_dict
 from paramreuse.models.heads import head_module_name, in_head
+from paramreuse.models.units import Unit, pair_units
+from paramreuse.progress import Progress, ProgressEvent
 from paramreuse.results import JsonlLog, fingerprint, state_digest
 from paramreuse.stats import difference_bounds, mean_ci
 from paramreuse.tasks import CLASSIFICATION, Task
-from paramreuse.progress import Progress, ProgressEvent
 
 PARAM_GROUPS = ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.stats", "unit")
 CONV_KINDS = ("conv1d", "conv2d", "conv3d", "convtranspose2d")

@@ -12,9 +12,9 @@ of its drop lies clearly on one side of the tolerance.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 from torch import fx, nn
@@ -286,7 +286,6 @@ class Evaluator:
             for b, (x, y) in enumerate(self.batches):
                 scores.append(self.score(forward(x, b), y).cpu())
                 seen += len(y)
-                if rule is not None and b + 1 < len(self.batches):
-                    if rule.decided(self.baseline[:seen] - torch.cat(scores)):
-                        return Evaluated(torch.cat(scores), True)
+                if rule is not None and b + 1 < len(self.batches) and rule.decided(self.baseline[:seen] - torch.cat(scores)):
+                    return Evaluated(torch.cat(scores), True)
             return Evaluated(torch.cat(scores), False)

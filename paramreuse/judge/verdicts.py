@@ -26,11 +26,11 @@ from __future__ import annotations
 import enum
 from dataclasses import asdict, dataclass, fields, replace
 
-from paramreuse.models.heads import in_head
+from paramreuse.config import DROP_BOUND, check_at_least, check_choice
 from paramreuse.judge.kernels import Comparison
 from paramreuse.judge.network import SCRATCH_ON, NetworkDecision, NetworkEvidence, decide_network
-from paramreuse.config import DROP_BOUND, check_at_least, check_choice
 from paramreuse.judge.replacement import Row, Sweep
+from paramreuse.models.heads import in_head
 from paramreuse.stats import difference_bounds
 from paramreuse.tasks import CLASSIFICATION, Task, metric_bounds
 
@@ -103,7 +103,7 @@ class Thresholds:
         check_choice("scratch_on", self.scratch_on, SCRATCH_ON)
         check_at_least(self, ("scratch_margin",), 0, ">= 0")
 
-    def for_task(self, task: Task) -> "Thresholds":
+    def for_task(self, task: Task) -> Thresholds:
         """These thresholds with every tolerance left at None set to the task's default."""
         pick = lambda v: task.tolerance if v is None else v  # noqa: E731
         return replace(self, network_tolerance=pick(self.network_tolerance), layer_tolerance=pick(self.layer_tolerance))
@@ -166,7 +166,7 @@ class Plan:
         return any(layer.decision in REUSE_DECISIONS for layer in self.layers)
 
     @classmethod
-    def from_dict(cls, doc: dict) -> "Plan":
+    def from_dict(cls, doc: dict) -> Plan:
         """The plan back from its plan.json document (extra keys such as ``rule`` are ignored)."""
         layers = tuple(
             LayerVerdict(**{k: v for k, v in layer.items() if k in LAYER_FIELDS}

@@ -9,9 +9,9 @@ from paramreuse.models.checkpoint import (
     read_state_dict,
     save_checkpoint,
 )
-from paramreuse.models.state_dicts import Fit, fit_state, size_keys, sizes_from_state
 from paramreuse.models.heads import head_names
 from paramreuse.models.registry import architecture_of, build_model, list_kinds, register_kind, wants_pretrained
+from paramreuse.models.state_dicts import Fit, fit_state, size_keys, sizes_from_state
 
 __all__ = [
     "Fit",

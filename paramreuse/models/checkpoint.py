@@ -22,8 +22,8 @@ from safetensors.torch import load_file, safe_open, save
 from torch import nn
 
 from paramreuse.errors import CheckpointError
-from paramreuse.models.state_dicts import sizes_from_state
 from paramreuse.models.registry import architecture_of, build_model, wants_pretrained
+from paramreuse.models.state_dicts import sizes_from_state
 from paramreuse.results import write_atomic
 
 METADATA_KEY = "paramreuse"
@@ -46,7 +46,7 @@ class ModelInfo:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelInfo":
+    def from_dict(cls, d: dict) -> ModelInfo:
         names = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
         d["input_size"] = tuple(d.get("input_size", (28, 28)))

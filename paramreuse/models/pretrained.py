@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from paramreuse.errors import CheckpointError, SpecError
-from paramreuse.models.state_dicts import fit_state
 from paramreuse.models.registry import spec_options
+from paramreuse.models.state_dicts import fit_state
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from torch import nn
 

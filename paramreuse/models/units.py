@@ -90,7 +90,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
     """
     try:
         return fx.GraphModule(model, _Tracer().trace(model))
-    except Exception:  # noqa: BLE001 - any tracing failure gets one retry, then one clean error
+    except Exception:  # noqa: BLE001, S110 - any tracing failure gets one retry, then one clean error
         pass
     try:
         with _tracing_flag():

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from paramreuse.errors import ParamreuseError
-from paramreuse.models.units import inventory
 from paramreuse.models.heads import head_module_name, in_head
+from paramreuse.models.units import inventory
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,19 +23,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from paramreuse.judge.assess import assess
+from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor
 from paramreuse.data import ImageSet, TaskData
 from paramreuse.errors import DataError, ParamreuseError
-from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor
-from paramreuse.rank.features import Features, extract_features
-from paramreuse.judge.verdicts import Thresholds
-from paramreuse.models.units import inventory
-from paramreuse.models.loading import fit_to, load_source
+from paramreuse.judge.assess import assess
 from paramreuse.judge.replacement import SweepConfig, SweepInputs, image_digest
+from paramreuse.judge.verdicts import Thresholds
+from paramreuse.models.loading import fit_to, load_source
+from paramreuse.models.units import inventory
+from paramreuse.progress import Progress, ProgressEvent
+from paramreuse.rank.features import Features, extract_features
+from paramreuse.rank.scores import FEATURE_SCORES, SCORES, TransferabilityWarning
 from paramreuse.results import prepare_out_dir
 from paramreuse.training.run import MODEL_FILE, TRAIN_FILE, RunSpec, run_training, source_for_target
-from paramreuse.rank.scores import FEATURE_SCORES, SCORES, TransferabilityWarning
-from paramreuse.progress import Progress, ProgressEvent
 
 RANK_FILE = "rank.json"
 OURS_SOURCE = ("j1_value", "reusable_depth", "rmse_position")

@@ -12,16 +12,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from paramreuse.judge.kernels import units_aligned_text
 from paramreuse.errors import ParamreuseError
+from paramreuse.judge.kernels import units_aligned_text
 from paramreuse.report import plots
 from paramreuse.report.verdict import (
     MetricStyle,
     best_strategy,
-    reuses,
     comparison_label,
     is_oracle,
     metric_style,
+    reuses,
     strategy_label,
     undecided_units,
     unit_j2,

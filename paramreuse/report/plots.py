@@ -12,7 +12,7 @@ from paramreuse.report.verdict import MetricStyle, strategy_label
 from paramreuse.stats import MIN_SEEDS
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 PAIR_LABELS = {"target": "S vs T (fine-tuned)", "full": "S vs T_full", "scratch": "S vs T_scratch"}
 MODEL_COLOURS = {"source": "#777777", "target": "#2a7", "scratch": "#c44", "full": "#37c"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -13,7 +13,6 @@ from torch import nn
 from paramreuse.data import ImageSet
 from paramreuse.progress import Progress, ProgressEvent
 from paramreuse.tasks import CLASSIFICATION, Task
-
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "constant")

@@ -17,11 +17,21 @@ from torch import nn
 
 from paramreuse.data import TaskData
 from paramreuse.errors import CheckpointError, SpecError
-from paramreuse.models import Fit, ModelInfo, architecture_of, build_model, fit_state, is_pretrained, load_checkpoint, read_state_dict, save_checkpoint
+from paramreuse.models import (
+    Fit,
+    ModelInfo,
+    architecture_of,
+    build_model,
+    fit_state,
+    is_pretrained,
+    load_checkpoint,
+    read_state_dict,
+    save_checkpoint,
+)
 from paramreuse.models.loading import check_takes, fit_to, load_source
-from paramreuse.tasks import task_key
-from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
 from paramreuse.progress import Progress
+from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
+from paramreuse.tasks import task_key
 from paramreuse.training.loop import TrainConfig, evaluate_metrics, train
 
 MODEL_FILE = "model.safetensors"

@@ -20,22 +20,22 @@ from pathlib import Path
 
 import torch
 
+from paramreuse.backends import LOCAL, DataSpec, Executor, remove_file, shippable_file
 from paramreuse.config import ConfigError, check_at_least, check_choice
-from paramreuse.judge.crossfit import crossfit_sweep, held_out
 from paramreuse.data import TaskData, load_task, task_for
 from paramreuse.errors import CheckpointError
-from paramreuse.judge.verdicts import Decision, Thresholds, extends_prefix, frozen_depth, network_decision
-from paramreuse.judge.verdicts import decide as decide_unit
+from paramreuse.judge.crossfit import crossfit_sweep, held_out
 from paramreuse.judge.network import NetworkEvidence
 from paramreuse.judge.replacement import SweepConfig
-from paramreuse.backends import LOCAL, DataSpec, Executor, remove_file, shippable_file
+from paramreuse.judge.verdicts import Decision, Thresholds, extends_prefix, frozen_depth, network_decision
+from paramreuse.judge.verdicts import decide as decide_unit
 from paramreuse.models import build_model, read_state_dict
 from paramreuse.models.heads import head_module_name
+from paramreuse.progress import Progress, ProgressEvent
 from paramreuse.results import JsonlLog, fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
 from paramreuse.stats import difference_bounds, paired_test, seed_interval
-from paramreuse.training.run import FRESH_INIT_OFFSET
-from paramreuse.progress import Progress, ProgressEvent
 from paramreuse.training.loop import TrainConfig, evaluate, train
+from paramreuse.training.run import FRESH_INIT_OFFSET
 from paramreuse.transfer.strategies import L2SP, ORACLES, STRATEGIES, strategy, transplant, unit_names
 
 TRANSFER_FILE, RUNS_LOG = "transfer.json", "transfer.runs.jsonl"

@@ -9,12 +9,13 @@ it gently, 1 trains it as new.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from paramreuse.errors import CheckpointError
-from paramreuse.models.units import Unit, inventory
 from paramreuse.models.heads import head_module_name, in_head
+from paramreuse.models.units import Unit, inventory
 
 STRATEGIES = ("scratch", "finetune-all", "linear-probe", "lp-ft", "l2-sp", "auto-rgn", "plan", "best-depth")
 ORACLES = ("best-depth",)  # choose among trained candidates on held-out labels: a ceiling, not a baseline
