@@ -204,7 +204,7 @@ def verdicts(rows: list[dict]) -> list[str]:
 
 
 def report(out: Path, shots: tuple[int, ...]) -> None:
-    for split in ("evaluation (round 2)", "evaluation", "calibration"):
+    for split in ("evaluation (round 3)", "evaluation (round 2)", "evaluation", "calibration"):
         for n in shots:
             rows = []
             for key, pair in PAIRS.items():

@@ -271,7 +271,7 @@ def test_verdict_says_reusable_which_units_and_the_gain():
     sentence = verdict_sentence(plan, fake_transfer([0.80, 0.82, 0.84], [0.70, 0.71, 0.75]), metric_style("accuracy"))
     assert sentence.startswith(
         "Reuse S: S-initialised training scored +0.100 accuracy against fresh training on 40 held-out shots "
-        "(95% CI +0.020 to +0.200, cross-fitted; rule: the rule)"
+        "(95% CI +0.020 to +0.200, cross-fitted; scratch when its mean is below 0)"
     )
     assert "reuse u0–u2 (3 units) frozen and u3 fine-tuned, and re-initialise u4" in sentence
     # paired differences 0.10, 0.11, 0.09: mean 0.100, t-interval 0.100 -/+ 4.303 * 0.01 / sqrt(3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from paramreuse.stats import Bounds, clip, difference_bounds, not_enough_seeds, seed_interval
+from paramreuse.tasks import TASKS
 
 REUSE_DECISIONS = ("reuse-frozen", "reuse-finetuned")
 CONTRACT_UNITS = {"accuracy": "fraction", "dice": "fraction", "iou": "fraction", "psnr": "dB"}  # DESIGN.md
@@ -70,8 +71,6 @@ def metric_style(name: str, values: list[float] = (), units: str | None = None) 
 
     An unknown metric is a fraction when every value lies in [0, 1].
     """
-    from paramreuse.tasks import TASKS
-
     if units:
         return MetricStyle(name, units)
     for task in TASKS.values():
@@ -128,10 +127,19 @@ def decision_clause(plan: dict, style: MetricStyle) -> str:
     lo, hi = net["ci"]
     evidence = (f"S-initialised training scored {style.fmt(net['difference'], True)} {style.name} against fresh "
                 f"training on {net['n']} held-out shots (95% CI {style.fmt(lo, True)} to {style.fmt(hi, True)}, "
-                f"cross-fitted; rule: {net['rule']})")  # fmt: skip
+                f"cross-fitted; {short_rule(net)})")  # fmt: skip
     if not reuses(plan):
         return f"Train the target from scratch: {evidence}"
     return f"Reuse S: {evidence}"
+
+
+def short_rule(net: dict) -> str:
+    """The network rule in a few words (plan.json's ``network.rule`` says it in full)."""
+    on, margin = net.get("scratch_on", "mean"), net.get("scratch_margin", 0.0)
+    if on == "never":
+        return "the decision was off: S is always reused"
+    below = f"-{margin:g}" if margin else "0"
+    return f"scratch when {'its mean' if on == 'mean' else 'its whole CI'} is below {below}"
 
 
 def _reuse_alternative(transfer: dict) -> str | None:

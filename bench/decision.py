@@ -1,0 +1,224 @@
+"""Reuse or start fresh: the network decision on benchmark pairs, and the paper's claim as a prediction.
+
+Reads the transfer runs that ``bench/plan.py`` wrote with the decision switched off
+(``--thresholds 'scratch_on = "never"'``): every draw then trains the plan that reuses S and
+records the network decision's evidence (S-initialised minus fresh, cross-fitted on the
+shots), the paper's J1 and J3 (``TransferConfig.diagnose``), and scratch trains beside it. A
+plan that decides "scratch" trains exactly as the scratch strategy does (same initialisation,
+steps and test metric; tests/test_crossfit.py), so the plan under any network rule is known
+per draw: the scratch run where the rule says scratch, the reuse plan's run elsewhere.
+
+    .venv/bin/python bench/decision.py --out runs/r3 --calibrate   # choose the rule on calibration pairs only
+    .venv/bin/python bench/decision.py --out runs/r3               # the chosen rule on the evaluation pairs
+
+The rule is chosen on the calibration pairs (every pair before round 3) and then frozen in
+:data:`CHOSEN`; the evaluation pairs (round 3, V1-V8) are reported on their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from plan import PAIRS  # noqa: E402  (the pairs, with their split)
+
+from paramreuse.results import read_json  # noqa: E402
+from paramreuse.stats import paired_test, seed_interval  # noqa: E402
+from paramreuse.transfer.grid import TRANSFER_FILE  # noqa: E402
+
+BASELINES = ("finetune-all", "lp-ft", "l2-sp", "auto-rgn")  # the practitioner's reuse baselines (non-oracle)
+RULES = (("mean", 0.0), ("mean", 0.02), ("mean", 0.05), ("mean", 0.1), ("ci", 0.0))  # candidates, fixed before the evaluation pairs were looked at
+CHOSEN = ("mean", 0.0)  # frozen after --calibrate (bench/README.md, "Reuse or start fresh")
+EVALUATION = "evaluation (round 3)"
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One (pair, shots, seed) draw: the values of the strategies and the plan's evidence."""
+
+    values: dict[str, float]
+    network: dict
+    diagnostics: dict | None
+
+    def says_scratch(self, rule: tuple[str, float]) -> bool:
+        on, margin = rule
+        judged = self.network["difference"] if on == "mean" else self.network["ci"][1]
+        return judged < -margin
+
+    def plan(self, rule: tuple[str, float]) -> float:
+        return self.values["scratch"] if self.says_scratch(rule) else self.values["plan"]
+
+
+def draws(doc: dict, n: int) -> list[Draw]:
+    by = {name: entry["by_shots"][str(n)] for name, entry in doc["strategies"].items()}
+    plan = by["plan"]
+    out = []
+    for s in range(doc["seeds"]):
+        values = {name: b["runs"][s] for name, b in by.items()}
+        diagnostics = plan["diagnostics"][s] if "diagnostics" in plan else None
+        out.append(Draw(values, plan["network_evidence"][s], diagnostics))
+    return out
+
+
+def pair_summary(key: str, doc: dict, n: int, rule: tuple[str, float]) -> dict:
+    """Means, the best reuse baseline, the regret of the plan under ``rule``, agreement and cost."""
+    ds = draws(doc, n)
+    mean = lambda name: statistics.fmean(d.values[name] for d in ds)  # noqa: E731
+    present = [b for b in BASELINES if b in ds[0].values]
+    best = max(present, key=mean)
+    plan = [d.plan(rule) for d in ds]
+    scratch, reuse = [d.values["scratch"] for d in ds], [d.values[best] for d in ds]
+    best_overall = max(mean("scratch"), mean(best))
+    test = paired_test(reuse, scratch)
+    winner = None if test["p"] is None or test["p"] >= 0.05 else ("reuse" if mean(best) > mean("scratch") else "scratch")
+    decisions = ["scratch" if d.says_scratch(rule) else "reuse" for d in ds]
+    per_draw = ["reuse" if d.values[best] >= d.values["scratch"] else "scratch" for d in ds]
+    by = doc["strategies"]
+    cost = None
+    if "best-depth" in by:
+        evidence = sum(by["plan"]["by_shots"][str(n)]["plan_seconds"])
+        candidates = sum(by["best-depth"]["by_shots"][str(n)]["candidate_seconds"])
+        cost = evidence / candidates
+    return {
+        "key": key, "shots": n, "scratch": mean("scratch"), "best": best, "best_mean": mean(best),
+        "plan": statistics.fmean(plan), "plan_runs": plan, "reuse_plan": mean("plan"),
+        "regret": best_overall - statistics.fmean(plan), "p": test["p"], "winner": winner,
+        "decisions": decisions, "agree": sum(a == b for a, b in zip(decisions, per_draw)),
+        "majority": max(set(decisions), key=decisions.count), "cost": cost,
+        "finetune_all": mean("finetune-all") if "finetune-all" in ds[0].values else None,
+        "best_depth": mean("best-depth") if "best-depth" in ds[0].values else None,
+        "claim": claim(ds, doc, n),
+    }  # fmt: skip
+
+
+def claim(ds: list[Draw], doc: dict, n: int) -> dict | None:
+    """The paper's two conditions per draw: J1 (all S's conv kernels in T_f within the tolerance, the better
+    BN variant) and J3 (S's kernels closer to a freshly trained target than half the random null, median unit)."""
+    if ds[0].diagnostics is None:
+        return None
+    tolerance = doc["config"]["thresholds"]["network_tolerance"]
+    tolerance = 0.02 if tolerance is None else tolerance
+    j1 = [min(v["drop"] for v in d.diagnostics["j1"].values()) <= tolerance for d in ds]
+    j3 = [statistics.median(p for fold in d.diagnostics["j3_positions"] for p in fold) <= 0.5 for d in ds]
+    return {"j1": sum(j1), "j3": sum(j3), "both": sum(a and b for a, b in zip(j1, j3)), "draws": len(ds)}
+
+
+def summaries(out: Path, shots: tuple[int, ...], rule, evaluation: bool) -> list[dict]:
+    rows = []
+    for key, pair in PAIRS.items():
+        path = out / key / "transfer" / TRANSFER_FILE
+        if (pair.split == EVALUATION) != evaluation or not path.is_file():
+            continue
+        doc = read_json(path)
+        for n in shots:
+            if str(n) in doc["strategies"]["plan"]["by_shots"]:
+                rows.append(pair_summary(key, doc, n, rule))
+    return rows
+
+
+def calibrate(out: Path, shots: tuple[int, ...]) -> None:
+    print("### Calibration pairs: mean regret of each candidate rule (better of scratch and the best reuse "
+          "baseline, minus the plan), points\n")  # fmt: skip
+    print("| rule | " + " | ".join(f"{n} shots" for n in shots) + " | worst pair | draws that train from scratch |")
+    print("|---|" + "---|" * (len(shots) + 2))
+    for rule in (("never", 0.0), *RULES):
+        cells, worst, scratch, total = [], (0.0, ""), 0, 0
+        for n in shots:
+            rows = summaries(out, (n,), rule if rule[0] != "never" else ("mean", float("inf")), evaluation=False)
+            regrets = [r["regret"] for r in rows]
+            cells.append(f"{statistics.fmean(regrets) * 100:+.2f} ({len(rows)} pairs)" if rows else "–")
+            for r in rows:
+                worst = max(worst, (r["regret"], f"{r['key']} {n}"))
+                scratch += r["decisions"].count("scratch")
+                total += len(r["decisions"])
+        name = "never (always reuse)" if rule[0] == "never" else f"{rule[0]}, margin {rule[1]}"
+        print(f"| {name} | " + " | ".join(cells) + f" | {worst[0] * 100:.2f} ({worst[1]}) | {scratch} of {total} |")
+
+
+def report(out: Path, shots: tuple[int, ...], evaluation: bool) -> None:
+    split = "evaluation pairs (round 3)" if evaluation else "calibration pairs"
+    print(f"### The chosen rule ({CHOSEN[0]}, margin {CHOSEN[1]}) on the {split}\n")
+    for n in shots:
+        rows = summaries(out, (n,), CHOSEN, evaluation)
+        if not rows:
+            continue
+        print(f"\n#### {n} shots, 5 seeds (target test metric, mean over seeds)\n")
+        print("| pair | scratch | best reuse baseline | plan (reuse) | plan (decided) | regret, pts | decisions "
+              "(reuse/scratch) | scratch vs reuse: p, winner | draws agreeing | cost |")  # fmt: skip
+        print("|---|" + "---|" * 9)
+        for r in rows:
+            p = "–" if r["p"] is None else f"{r['p']:.2g}"
+            cost = "–" if r["cost"] is None else f"{r['cost']:.2f}"
+            print(f"| {r['key']} | {r['scratch']:.3f} | {r['best_mean']:.3f} ({r['best']}) | {r['reuse_plan']:.3f} | "
+                  f"{r['plan']:.3f} | {r['regret'] * 100:+.1f} | {r['decisions'].count('reuse')}/"
+                  f"{r['decisions'].count('scratch')} | {p}, {r['winner'] or 'no clear winner'} | "
+                  f"{r['agree']} of {len(r['decisions'])} | {cost} |")  # fmt: skip
+        regrets = [r["regret"] for r in rows]
+        spread = seed_interval(regrets)
+        ci = f"[{spread['ci'][0] * 100:+.2f}, {spread['ci'][1] * 100:+.2f}]" if spread["ci"] else "(too few pairs)"
+        agree = sum(r["agree"] for r in rows), sum(len(r["decisions"]) for r in rows)
+        clear = [r for r in rows if r["winner"]]
+        right = sum(r["majority"] == r["winner"] for r in clear)
+        costs = [r["cost"] for r in rows if r["cost"] is not None]
+        print(f"\n- regret, mean over pairs: {statistics.fmean(regrets) * 100:+.2f} pts (95% t-interval over pairs "
+              f"{ci}); goal <= 0.5: {'holds' if statistics.fmean(regrets) <= 0.005 else 'does not hold'}; "
+              f"worst pair {max(regrets) * 100:+.2f} ({rows[regrets.index(max(regrets))]['key']}); goal <= 2: "
+              f"{'holds' if max(regrets) <= 0.02 else 'does not hold'}")  # fmt: skip
+        print(f"- pairs where scratch and the best reuse baseline differ with p < 0.05: {len(clear)}; the majority "
+              f"decision is the winner on {right} of them; per-draw agreement with the draw's better of the two: "
+              f"{agree[0]} of {agree[1]}")  # fmt: skip
+        if costs:
+            print(f"- the plan's evidence / best-depth's candidate trainings: {min(costs):.2f}-{max(costs):.2f}; "
+                  f"goal <= 0.33: {'holds' if max(costs) <= 1 / 3 else 'does not hold'}")  # fmt: skip
+
+
+def claim_table(out: Path, shots: tuple[int, ...]) -> None:
+    """The paper's conditions (J1, J3) and the network decision against the measured gain of reuse over scratch."""
+    print("\n### The paper's claim as a prediction: does reuse beat scratch where J1 and J3 say so?\n")
+    print("| pair | split | shots | gain of the best reuse baseline over scratch, pts (p) | J1 reusable | "
+          "J3 small | J1 and J3 | decision: reuse |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    hits = {"J1 and J3": [0, 0], "network decision": [0, 0]}
+    for evaluation in (False, True):
+        for n in shots:
+            for r in summaries(out, (n,), CHOSEN, evaluation):
+                c = r["claim"]
+                if c is None:
+                    continue
+                gain = r["best_mean"] - r["scratch"]
+                p = "–" if r["p"] is None else f"{r['p']:.2g}"
+                reuse = r["decisions"].count("reuse")
+                split = "evaluation" if evaluation else "calibration"
+                print(f"| {r['key']} | {split} | {n} | {gain * 100:+.1f} ({p}) | {c['j1']}/{c['draws']} | "
+                      f"{c['j3']}/{c['draws']} | {c['both']}/{c['draws']} | {reuse}/{c['draws']} |")  # fmt: skip
+                if r["winner"]:  # only where the measured difference is clear
+                    helps = r["winner"] == "reuse"
+                    for name, votes in (("J1 and J3", c["both"]), ("network decision", reuse)):
+                        hits[name][0] += (votes * 2 > c["draws"]) == helps
+                        hits[name][1] += 1
+    for name, (right, total) in hits.items():
+        print(f"- {name} predicts the clear winner (majority of draws) on {right} of {total} (pair, shots) cells")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/r3"))
+    parser.add_argument("--shots", default="5,10")
+    parser.add_argument("--calibrate", action="store_true", help="compare the candidate rules on calibration pairs only")
+    args = parser.parse_args()
+    shots = tuple(int(s) for s in args.shots.split(","))
+    if args.calibrate:
+        calibrate(args.out, shots)
+        report(args.out, shots, evaluation=False)
+        return
+    report(args.out, shots, evaluation=True)
+    claim_table(args.out, shots)
+
+
+if __name__ == "__main__":
+    main()
