@@ -66,3 +66,23 @@ def test_summarise_gives_no_interval_or_p_below_three_seeds():
     scratch = doc["strategies"]["scratch"]
     assert scratch["mean"] == pytest.approx(np.mean(VALUES["scratch"][5][:2])) and scratch["ci"] is None
     assert doc["significance"]["plan_vs_scratch"]["p"] is None
+
+
+def test_the_transfer_summary_counts_the_plans_network_decisions():
+    """Each draw makes its own plan: the summary says how often it reused S and how often it trained from scratch."""
+    from rich.console import Console
+
+    from paramreuse.cli.transfer import print_transfer
+
+    config = TransferConfig(strategies=STRATEGIES, shots=(5, 10), seeds=4)
+    runs = _runs(4)
+    for run in runs.values():
+        if run["strategy"] == "plan":
+            choice = "scratch" if (run["shots"], run["seed"]) in ((5, 0), (5, 3), (10, 1)) else "reuse"
+            run["network"] = {"choice": choice, "difference": -0.1 if choice == "scratch" else 0.1}
+    doc = summarise(runs, config, headline=10, bounds=(0.0, 1.0)) | {"shots": [5, 10], "metric": "accuracy", "seeds": 4}
+    assert doc["strategies"]["plan"]["by_shots"]["5"]["network"] == ["scratch", "reuse", "reuse", "scratch"]
+    console = Console(width=200, record=True)
+    print_transfer(console, doc)
+    text = console.export_text()
+    assert "5 shots: reuse S on 2 of 4, scratch on 2; 10 shots: reuse S on 3 of 4, scratch on 1" in text

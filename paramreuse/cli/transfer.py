@@ -118,3 +118,9 @@ def print_transfer(console, doc: dict) -> None:
             for n, b in ((n, sig["by_shots"][str(n)]) for n in shots)
         )
         console.print(f"{key}: {ps}" if sig["p"] is None else f"{key} ({sig['test']}): {ps}")
+    plan = doc["strategies"].get("plan", {}).get("by_shots", {})
+    made = [(n, plan[str(n)]["network"]) for n in shots if "network" in plan.get(str(n), {})]
+    if made:  # the plan made from each draw's shots: how often it reused S
+        console.print("plan's network decision per draw: " + "; ".join(
+            f"{n} shots: reuse S on {choices.count('reuse')} of {len(choices)}, scratch on {choices.count('scratch')}"
+            for n, choices in made), highlight=False)  # fmt: skip
