@@ -23,7 +23,9 @@ demo: setup
 quick: setup
 	$(VENV)/bin/paramreuse study --quick --out runs/quick
 
+# The layer contracts (pyproject.toml [tool.importlinter]) and ruff, before any test runs.
 lint: setup
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check
 
 test: setup lint

@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/backends.py [--workers 2] [--address HOST:6379] [--out runs/bench-ray]
 
-S and the plan come from the quick study (run once into --out, resumed afterwards). Its
+S comes from the quick study (run once into --out, resumed afterwards). Its
 transfer grid (every strategy x 10 shots x 2 seeds) then runs twice into fresh folders: with
 the local executor, and as Ray tasks with one CPU each (a new local Ray instance with
 --workers CPUs, or the cluster at --address). Prints the seconds, the ratio, whether both
@@ -26,8 +26,8 @@ import torch
 
 from paramreuse.backends import LOCAL, DataSpec, RayExecutor
 from paramreuse.models import load_checkpoint, read_state_dict
-from paramreuse.results import read_json, state_digest
-from paramreuse.study import StudyConfig, _transfer_study, quick, run_study
+from paramreuse.models.state_dicts import state_digest
+from paramreuse.study import StudyConfig, quick, run_study, transfer_study
 from paramreuse.training.run import MODEL_FILE
 from paramreuse.transfer.grid import TRANSFER_FILE, TransferJob, transfer_job
 
@@ -58,10 +58,11 @@ class Timed:
             yield key, result
 
 
-def grid(executor, source, plan, config, out: Path) -> tuple[float, dict]:
+def grid(executor, source, config, out: Path) -> tuple[float, dict]:
+    """The study's transfer grid (each run makes its plan from its own shots) into a fresh ``out``, timed."""
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    doc = _transfer_study(source, plan, config, out, "cpu", None, executor)
+    doc = transfer_study(source, config, out, device="cpu", executor=executor)
     return time.perf_counter() - start, doc
 
 
@@ -117,13 +118,12 @@ def main() -> None:
     prep = time.perf_counter() - prep_start
     s_path = args.out / "study" / "source" / MODEL_FILE
     source, _ = load_checkpoint(s_path)
-    plan = read_json(args.out / "study" / "plan.json")
 
     local = Timed(LOCAL)
-    local_seconds, local_doc = grid(local, source, plan, config, args.out / "local")
+    local_seconds, local_doc = grid(local, source, config, args.out / "local")
 
     start = time.perf_counter()
-    import ray
+    import ray  # optional (the ray extra); its import time is measured
 
     import_seconds = time.perf_counter() - start
     start = time.perf_counter()
@@ -134,7 +134,7 @@ def main() -> None:
     start = time.perf_counter()
     list(on_ray.inner.map_unordered(nothing, [(str(i), i) for i in range(on_ray.workers)]))
     warm_seconds = time.perf_counter() - start
-    ray_seconds, ray_doc = grid(on_ray, source, plan, config, args.out / "ray")
+    ray_seconds, ray_doc = grid(on_ray, source, config, args.out / "ray")
 
     # Scheduling and serialisation: no-op jobs whose spec is a real job's (S as a file path, the data spec).
     spec = TransferJob(config.arch, str(s_path), None, DataSpec.of("fashion-mnist", classes="5-9", shots=10, seed=0),

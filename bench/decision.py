@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from plan import PAIRS  # noqa: E402  (the pairs, with their split)
+from plan import PAIRS  # the pairs, with their split
 
-from paramreuse.results import read_json  # noqa: E402
-from paramreuse.stats import paired_test, seed_interval  # noqa: E402
-from paramreuse.transfer.grid import TRANSFER_FILE  # noqa: E402
+from paramreuse.results import read_json
+from paramreuse.stats import paired_test, seed_interval
+from paramreuse.transfer.grid import TRANSFER_FILE
 
 BASELINES = ("finetune-all", "lp-ft", "l2-sp", "auto-rgn")  # the practitioner's reuse baselines (non-oracle)
 RULES = (("mean", 0.0), ("mean", 0.02), ("mean", 0.05), ("mean", 0.1), ("ci", 0.0))  # candidates, fixed before the evaluation pairs were looked at

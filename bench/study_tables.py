@@ -12,8 +12,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from paramreuse.judge.kernels import units_aligned_text
 from paramreuse.judge.verdicts import holds_text
+from paramreuse.results import units_aligned_text
 
 PAIRS = {"comparison.json": "S vs T (fine-tuned on the shots)", "comparison-full.json": "S vs T_full",
          "comparison-scratch.json": "S vs T_scratch (independent)"}  # fmt: skip

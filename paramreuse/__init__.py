@@ -1,7 +1,5 @@
 """paramreuse: which parameters of a trained CNN can be reused for a new task, and how much it helps."""
 
-__version__ = "0.1.0"
-
 from paramreuse.data import TaskData, load_task, parse_classes
 from paramreuse.devices import resolve_device
 from paramreuse.errors import CheckpointError, DataError, ParamreuseError, SpecError
@@ -10,6 +8,7 @@ from paramreuse.study import StudyConfig, run_study
 from paramreuse.tasks import get_task
 from paramreuse.training.loop import TrainConfig, evaluate, train
 from paramreuse.training.run import RunSpec, run_training
+from paramreuse.version import __version__
 
 __all__ = [
     "CheckpointError",
@@ -21,6 +20,7 @@ __all__ = [
     "StudyConfig",
     "TaskData",
     "TrainConfig",
+    "__version__",
     "build_model",
     "evaluate",
     "get_task",

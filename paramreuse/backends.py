@@ -18,8 +18,12 @@ from pathlib import Path
 from typing import Any, Protocol, Self
 
 import torch
+from safetensors.torch import save
 
+from paramreuse.data import load_task
 from paramreuse.errors import ParamreuseError
+from paramreuse.models import load_checkpoint
+from paramreuse.results import write_atomic
 
 BACKENDS = ("local", "ray")
 INSTALL_HINT = "pip install 'paramreuse[ray]'"
@@ -51,8 +55,6 @@ class DataSpec:
         return cls(name, options)
 
     def load(self):
-        from paramreuse.data import load_task
-
         return load_task(self.name, **self.options)
 
 
@@ -64,8 +66,6 @@ class Checkpoint:
     arch: str | None = None
 
     def load(self) -> torch.nn.Module:
-        from paramreuse.models import load_checkpoint
-
         return load_checkpoint(self.path, self.arch)[0].eval()
 
 
@@ -117,7 +117,7 @@ class LocalExecutor:
 def require_ray():
     """The ray module, or a clear error saying how to install it."""
     try:
-        import ray
+        import ray  # optional: the ray extra
     except ImportError:
         raise ParamreuseError(
             f"--backend ray needs Ray, which is not installed; install it with: {INSTALL_HINT}"
@@ -250,10 +250,6 @@ def make_executor(
 
 def shippable_file(path: Path, state: dict[str, torch.Tensor]) -> str:
     """Write tensors that exist only in this process to ``path`` (safetensors), for workers to read."""
-    from safetensors.torch import save
-
-    from paramreuse.results import write_atomic
-
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     return str(write_atomic(path, save(tensors)))
 

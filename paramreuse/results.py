@@ -7,6 +7,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,6 @@ def prepare_out_dir(path: str | Path) -> Path:
 
 def remove_stale_temporaries(folder: Path, older_than: float = STALE_TMP_SECONDS) -> list[Path]:
     """Delete the ``.NAME.*.tmp`` files of :func:`write_atomic` that a killed run left behind."""
-    import time
-
     removed = []
     for tmp in folder.glob(".*.tmp"):
         try:
@@ -92,22 +91,6 @@ def fingerprint(obj: Any) -> str:
     """A short stable hash of a configuration, stored with a stage's result to decide resumption."""
     text = json.dumps(json_safe(obj), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def state_digest(state: dict) -> str:
-    """A content hash of a state dict: every key, dtype, shape and byte of every tensor, in the dict's order.
-
-    Two states hash alike only when they hold the same tensors (a reordered or permuted tensor
-    differs), so stored work from other weights is never reused.
-    """
-    import torch
-
-    h = hashlib.sha256()
-    for key, value in state.items():
-        tensor = torch.as_tensor(value).detach().cpu().contiguous()
-        h.update(json.dumps([key, str(tensor.dtype), list(tensor.shape)]).encode())
-        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def load_if_current(path: str | Path, key: str) -> dict | None:
@@ -165,3 +148,11 @@ class JsonlLog:
         """Remove the log once the work's result file is written."""
         if self.path is not None and self.path.exists():
             self.path.unlink()
+
+
+def units_aligned_text(alignment: dict) -> str | None:
+    """``N of M units aligned`` (and how many not) from ``comparison.json``'s alignment block; None in older files."""
+    if "units_aligned" not in alignment:
+        return None
+    done, missed = alignment["units_aligned"], alignment.get("units_not_aligned", 0)
+    return f"{done} of {done + missed} units aligned" + (f", {missed} not" if missed else "")

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 import statistics
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from scipy import stats
+
+if TYPE_CHECKING:
+    import torch
 
 MIN_SEEDS = 3
 Bounds = tuple[float | None, float | None]  # (low, high); None on a side means unbounded there
@@ -46,7 +49,7 @@ def mean_ci(
 
     A constant sample (or a single value) has the degenerate interval (mean, mean).
     """
-    d = diffs.numpy() if isinstance(diffs, torch.Tensor) else np.asarray(diffs, dtype=np.float64)
+    d = diffs.numpy() if hasattr(diffs, "numpy") else np.asarray(diffs, dtype=np.float64)  # a tensor as it is
     if len(d) < 2 or np.all(d == d[0]):
         return clip((float(d.mean()), float(d.mean())), bounds)
     res = stats.bootstrap(

@@ -26,10 +26,12 @@ from paramreuse.judge.verdicts import Plan, Thresholds
 from paramreuse.models import build_model, fit_state, is_pretrained, load_checkpoint, save_checkpoint
 from paramreuse.models.checkpoint import pretrained_spec
 from paramreuse.models.heads import head_names
+from paramreuse.models.state_dicts import state_digest
 from paramreuse.progress import Progress
-from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
+from paramreuse.report import render_report
+from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
 from paramreuse.stats import mean_ci
-from paramreuse.tasks import task_key
+from paramreuse.tasks import TASKS, task_key
 from paramreuse.training.loop import TrainConfig, predict
 from paramreuse.training.run import (
     FRESH_INIT_OFFSET,
@@ -40,7 +42,8 @@ from paramreuse.training.run import (
     run_training,
     source_for_target,
 )
-from paramreuse.transfer.grid import BUDGETS, FEWSHOT, TRANSFER_FILE, Source, TransferConfig, run_transfer
+from paramreuse.transfer.grid import FEWSHOT, TRANSFER_FILE, Source, TransferConfig, run_transfer
+from paramreuse.vocabulary import BUDGETS, Budget
 
 RESULTS_FILE = "results.json"
 ALIGNMENTS = ("auto", *METHODS)
@@ -65,8 +68,6 @@ class DataConfig:
     checkpoint: str | None = None  # [source] only: an existing S (file or pretrained spec); not trained, no data read
 
     def __post_init__(self) -> None:
-        from paramreuse.tasks import TASKS
-
         if self.task is not None:
             check_choice("task", self.task, tuple(TASKS))
         check_at_least(self, ("shots", "limit_per_class", "size"), 1)
@@ -152,7 +153,7 @@ def target_spec(config: StudyConfig) -> DataSpec:
 
     With the shots budget the target has no validation set: only the shots are labelled.
     """
-    common = _common(config) | ({"val_per_class": 0} if config.budget == "shots" else {})
+    common = _common(config) | Budget(config.budget).data_options
     return config.target.spec(shots=config.target.shots, limit_per_class=config.target.limit_per_class, **common)
 
 
@@ -184,8 +185,6 @@ def run_study(
 
     ``executor`` runs the independent jobs: the sweep's rows and the transfer grid's runs.
     """
-    from paramreuse.report import render_report
-
     out = prepare_out_dir(out)
     start = time.perf_counter()
     data = load_study_data(config)
@@ -210,7 +209,7 @@ def run_study(
     evidence = _assess_study(models, data, config, out, key, device, progress, executor)
     gains = {f"{a}_vs_{b}": paired_gain(models[a], models[b], data.target, device, config.seed)
              for a, b in (("target", "scratch"), ("full", "scratch"))}  # fmt: skip
-    transfer = _transfer_study(models["source"], config, out, device, progress, executor)
+    transfer = transfer_study(models["source"], config, out, device=device, progress=progress, executor=executor)
     results = {
         "config": config.to_dict(),
         "metric": records["target"]["metric"],
@@ -323,8 +322,8 @@ def caveats(config: StudyConfig, data: StudyData, records: dict) -> list[str]:
     """What limits the study's verdicts: too few images to judge the tolerance, a model at chance."""
     target = data.target
     tolerance = config.thresholds.for_task(target.kind).layer_tolerance
-    judged = target.train if config.budget == "shots" else target.val
-    what = "cross-fitted evaluation set (the shots)" if config.budget == "shots" else "validation set"
+    judged = target.train if config.budget == Budget.SHOTS else target.val
+    what = "cross-fitted evaluation set (the shots)" if config.budget == Budget.SHOTS else "validation set"
     found = [validation_caveat(len(judged), tolerance, metric=target.kind.metric_name, units=target.kind.units, what=what)]
     if data.source is not None and records["source"]["test_metric"] is not None:
         found.append(chance_caveat("S (on its own test set)", records["source"]["test_metric"], data.source.kind,
@@ -342,8 +341,8 @@ def paired_gain(a: torch.nn.Module, b: torch.nn.Module, data: TaskData, device, 
             "ci_over": "target test images (paired bootstrap); seed-to-seed spread needs several study seeds"}  # fmt: skip
 
 
-def _transfer_study(source: torch.nn.Module, config: StudyConfig, out: Path, device, progress,
-                    executor: Executor = LOCAL) -> dict:  # fmt: skip
+def transfer_study(source: torch.nn.Module, config: StudyConfig, out: Path, *, device: torch.device | str = "cpu",
+                   progress: Progress | None = None, executor: Executor = LOCAL) -> dict:  # fmt: skip
     """The plan rule against the other strategies, on the study's target and shots (transfer/); each run
     makes its plan from its own shots, so plan.json is the plan for the study's own draw."""
     tgt = config.target
@@ -376,7 +375,7 @@ def _assess_study(models: dict, data: StudyData, config: StudyConfig, out: Path,
     inputs = SweepInputs(t_file, target_spec(config)) if executor.remote else None
     sweep, network = None, None
     state = {k: v.detach().cpu() for k, v in models["source"].state_dict().items()}
-    if config.budget == "shots":  # the network decision's evidence comes with the cross-fitted sweep
+    if config.budget == Budget.SHOTS:  # the network decision's evidence comes with the cross-fitted sweep
         sweep = crossfit_sweep(arch=config.arch, state=state, data=data.target, config=sweep_config,
                                training=config.training.fewshot, seed=config.seed, device=device, progress=progress,
                                log_dir=out, fresh=True)  # fmt: skip

@@ -113,7 +113,7 @@ def _per_image(fn, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 
 def _dice_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    from segmentation_models_pytorch.losses import DiceLoss
+    from segmentation_models_pytorch.losses import DiceLoss  # optional heavy dependency: only Dice training needs it
 
     return DiceLoss(mode="multiclass", from_logits=True)(outputs, targets)
 

@@ -22,7 +22,6 @@ from paramreuse.backends import Checkpoint, DataSpec, JobError, JobFailed, Local
 from paramreuse.cli import app
 from paramreuse.errors import DataError
 from paramreuse.judge.replacement import (
-    SWEEP_SOURCE_FILE,
     SweepConfig,
     SweepInputs,
     chunk_rows,
@@ -31,6 +30,7 @@ from paramreuse.judge.replacement import (
     row_specs,
     sweep_units,
 )  # fmt: skip
+from paramreuse.judge.replacement_jobs import SWEEP_SOURCE_FILE
 from paramreuse.models import ModelInfo, save_checkpoint
 from paramreuse.rank.ranking import rank_sources
 from paramreuse.study import StudyConfig, load_study_data, quick, target_spec

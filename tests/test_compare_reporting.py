@@ -16,9 +16,10 @@ from bench.study_tables import j3_tables
 from paramreuse.align.specs import AlignmentError, apply_permutation, permutation_spec, random_permutation
 from paramreuse.cli import app
 from paramreuse.judge.assess import compare_pair
-from paramreuse.judge.kernels import compare_models, units_aligned_text
+from paramreuse.judge.kernels import compare_models
 from paramreuse.models import build_model
 from paramreuse.report.html import RunFiles, _rmse
+from paramreuse.results import units_aligned_text
 from tests.conftest import TINY_ARCH
 
 runner = CliRunner()

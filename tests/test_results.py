@@ -5,7 +5,8 @@ import time
 
 import torch
 
-from paramreuse.results import prepare_out_dir, state_digest, write_json
+from paramreuse.models.state_dicts import state_digest
+from paramreuse.results import prepare_out_dir, write_json
 
 
 def test_state_digest_hashes_every_byte_dtype_shape_and_order():

@@ -24,7 +24,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torch.utils._pytree import tree_leaves
 
 from paramreuse.align.channels import Layout, Spaces, positions
-from paramreuse.align.rules import settled_flow
+from paramreuse.align.flow import settled_flow
 from paramreuse.errors import ParamreuseError
 from paramreuse.models.units import trace
 

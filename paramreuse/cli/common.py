@@ -17,7 +17,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from paramreuse.backends import DataSpec, make_executor
 from paramreuse.errors import ParamreuseError, SpecError
+from paramreuse.models import is_pretrained, read_info
+from paramreuse.models.loading import check_takes, fit_to, load_source
 from paramreuse.progress import ProgressEvent
 from paramreuse.results import json_safe  # the same rules as the result files: NaN -> null
 
@@ -166,9 +169,6 @@ def load_models(source: Path, target: Path, arch: str | None, *, seed: int = 0, 
     When T has another number of classes, S gets a fresh head for them (as the study pairs
     them); S from pretrained weights gets its input layer adapted to T's channels.
     """
-    from paramreuse.models import is_pretrained
-    from paramreuse.models.loading import fit_to, load_source
-
     size = parse_input_size(input_size)
     s, s_info = load_source(source, arch, input_size=size)
     t, t_info = load_source(target, arch, input_size=size)
@@ -188,8 +188,6 @@ def print_notes(console, notes) -> None:
 
 def check_pair_takes(pair: Pair, example, *, fix: str) -> None:
     """Run S and T once on ``example``: an input they cannot take is one line, not a torch traceback."""
-    from paramreuse.models.loading import check_takes
-
     check_takes(pair.target, example, what="T", fix=fix)
     if pair.source_channels == example.shape[1]:  # else the pairing names the difference
         check_takes(pair.source, example, what="S", fix=fix)
@@ -226,9 +224,6 @@ def target_data(data: str, classes, shots, seed: int, data_dir, task: str | None
 
 def target_spec(data: str, classes, shots, seed: int, data_dir, task: str | None, size: int | None, target: Path | None = None):
     """The target data as a spec (what :func:`target_data` loads), for jobs that load it themselves."""
-    from paramreuse.backends import DataSpec
-    from paramreuse.models import read_info
-
     info = read_info(target) if target is not None and target.suffix == ".safetensors" and target.is_file() else None
     if info is not None:
         task = task or (info.task if info.task != "classification" else None)
@@ -298,6 +293,4 @@ def with_backend(command: Callable) -> Callable:
 
 def open_executor(backend: Backend, address: str | None, cpus_per_job: float, gpus_per_job: float | None, device):
     """The executor the options ask for (a context manager: a Ray instance it starts is shut down after)."""
-    from paramreuse.backends import make_executor
-
     return make_executor(backend.value, address, cpus_per_job, gpus_per_job, device)

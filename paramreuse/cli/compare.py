@@ -32,8 +32,7 @@ from paramreuse.cli.common import (
     target_data,
 )  # fmt: skip
 from paramreuse.judge.assess import COMPARISON_FILE, compare_pair
-from paramreuse.judge.kernels import units_aligned_text
-from paramreuse.results import read_json
+from paramreuse.results import read_json, units_aligned_text
 
 
 @clean_errors

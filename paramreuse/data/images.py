@@ -59,7 +59,7 @@ def _decoded(im):
 
 def _opened(path: Path, use):
     """``use(image)`` on the image at ``path``; a file that is no image is a clear error."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # only image folders need it
 
     try:
         with Image.open(path) as im:

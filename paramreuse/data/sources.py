@@ -142,7 +142,7 @@ def find_fashion_mnist(data_dir: str | Path | None = None, download: bool = True
             return folder
     if download:
         try:
-            import torchvision
+            import torchvision  # heavy: only a download needs it
 
             torchvision.datasets.FashionMNIST(str(_download_root()), download=True)
             return find_fashion_mnist(data_dir, download=False)
@@ -177,7 +177,7 @@ SILHOUETTE_THRESHOLD = 10  # of 255: the background of Fashion-MNIST is (nearly)
 @lru_cache(maxsize=4)
 def _silhouettes(folder: Path, split: str) -> np.ndarray:
     """The garment silhouette of every image: pixels above the threshold, holes filled."""
-    from scipy.ndimage import binary_fill_holes
+    from scipy.ndimage import binary_fill_holes  # only this data set needs it
 
     images, _ = _fashion_mnist_arrays(folder, split)
     per_image = np.zeros((3, 3, 3), dtype=bool)
@@ -201,7 +201,7 @@ DIGITS_SPLIT_SEED = 0  # fixed: the test split must not move with the user's see
 
 def load_digits(split: str, size: tuple[int, int] | None = (28, 28)) -> ImageSet:
     """scikit-learn's 8x8 digits, resized; a fixed 25% stratified test split."""
-    from sklearn.datasets import load_digits as sk_load_digits
+    from sklearn.datasets import load_digits as sk_load_digits  # heavy: only this data set needs it
 
     bunch = sk_load_digits()
     x = to_unit_range(torch.from_numpy(bunch.images.astype(np.float32)).unsqueeze(1), 16.0)

@@ -212,14 +212,6 @@ class Comparison:
         )
 
 
-def units_aligned_text(alignment: dict) -> str | None:
-    """``N of M units aligned`` (and how many not) from ``comparison.json``'s alignment block; None in older files."""
-    if "units_aligned" not in alignment:
-        return None
-    done, missed = alignment["units_aligned"], alignment.get("units_not_aligned", 0)
-    return f"{done} of {done + missed} units aligned" + (f", {missed} not" if missed else "")
-
-
 def _json_safe(obj):
     if isinstance(obj, dict):
         return {k: _json_safe(v) for k, v in obj.items()}

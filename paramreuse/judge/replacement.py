@@ -8,134 +8,31 @@ the drop over evaluation samples (paired: the same samples for T and the variant
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor, remove_file, shippable_file
+from paramreuse.backends import LOCAL, Executor, remove_file
 from paramreuse.data import ImageSet
-from paramreuse.errors import DataError
-from paramreuse.judge.replacement_engine import Evaluated, Evaluator, GraphCutter, StopRule, Variant
-from paramreuse.models import load_state_dict_checked, read_state_dict
+from paramreuse.judge.replacement_engine import Evaluated, Evaluator, StopRule, Variant
+from paramreuse.judge.replacement_jobs import SweepInputs, SweepJob, chunk_rows, image_digest, job_inputs, remote_jobs
+from paramreuse.judge.replacement_rows import CONV_KINDS, PARAM_GROUPS, Row, RowSpec, Sweep, SweepConfig
 from paramreuse.models.heads import head_module_name, in_head
+from paramreuse.models.state_dicts import state_digest
 from paramreuse.models.units import Unit, pair_units
 from paramreuse.progress import Progress, ProgressEvent
-from paramreuse.results import JsonlLog, fingerprint, state_digest
+from paramreuse.results import JsonlLog, fingerprint
 from paramreuse.stats import difference_bounds, mean_ci
 from paramreuse.tasks import CLASSIFICATION, Task
 
-PARAM_GROUPS = ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.stats", "unit")
-CONV_KINDS = ("conv1d", "conv2d", "conv3d", "convtranspose2d")
-SWEEP_SOURCE_FILE = "replacement.source.safetensors"  # S as swept, for the workers of a remote sweep
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """What to sweep and how. ``tolerance`` (metric units; None: the task's default) is the
-    early-stopping boundary. ``recalibrate_bn`` applies to the per-unit rows; the cumulative
-    rows (S's units 1..k in T) re-estimate BN statistics unless ``cumulative_recalibrate`` is
-    off, because that variant ranks frozen depths (bench/README.md). ``keep_diffs`` keeps the
-    per-sample differences on every row (for pooling folds)."""
-
-    params: tuple[str, ...] = PARAM_GROUPS
-    recalibrate_bn: bool = False
-    cached: bool = True
-    adaptive: bool = True
-    tolerance: float | None = None
-    batch_size: int = 250
-    bootstrap: int = 1000
-    seed: int = 0
-    max_calibration: int = 1000
-    cumulative_recalibrate: bool = True
-    keep_diffs: bool = False
-    network_rows: bool = True  # the two J1 rows (all conv kernels); a plan made from the curve alone skips them
-    cumulative_rows: bool = True  # the curve of S's units 1..k in T; J1 alone skips it
-
-    def __post_init__(self) -> None:
-        from paramreuse.config import DROP_BOUND, check_at_least, check_choice
-
-        for group in self.params:
-            check_choice("params", group, PARAM_GROUPS)
-        check_at_least(self, ("tolerance",), 0, DROP_BOUND)
-        check_at_least(self, ("batch_size", "bootstrap", "max_calibration"), 1)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class RowSpec:
-    id: str
-    kind: str  # unit | cumulative | network
-    layer: str
-    params: str
-    keys: tuple[str, ...]
-    recalibrate: bool = False
-    depth: int | None = None
-
-
-@dataclass(frozen=True)
-class Row:
-    id: str
-    kind: str
-    layer: str
-    params: str
-    value: float
-    drop: float
-    ci: tuple[float, float]
-    n: int
-    stopped_early: bool
-    recalibrated: bool
-    depth: int | None = None
-    diffs: tuple[float, ...] | None = None  # per-sample drops, when the sweep keeps them
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Sweep:
-    metric: str
-    baseline: float
-    rows: tuple[Row, ...]
-    config: SweepConfig
-    mode: str
-    fallback: str | None
-    seconds: float
-    samples: int
-    resumed_rows: int = 0
-    extra: dict = field(default_factory=dict)
-
-    def by_kind(self, kind: str) -> list[Row]:
-        return [r for r in self.rows if r.kind == kind]
-
-    def to_dict(self) -> dict:
-        row = lambda r: {k: v for k, v in r.to_dict().items() if k not in ("kind", "depth", "diffs")}  # noqa: E731
-        return {
-            "metric": self.metric,
-            "baseline": self.baseline,
-            "tolerance": self.config.tolerance,
-            "rows": [row(r) for r in self.by_kind("unit")],
-            "cumulative": [{"depth": r.depth, **row(r)} for r in self.by_kind("cumulative")],
-            "network": {r.params: row(r) for r in self.by_kind("network")},
-            "timing": {
-                "seconds": self.seconds,
-                "mode": self.mode,
-                "adaptive": self.config.adaptive,
-                "fallback": self.fallback,
-                "samples_evaluated": sum(r.n for r in self.rows),
-                "samples_full": self.samples * len(self.rows),
-                "resumed_rows": self.resumed_rows,
-            },
-            "config": self.config.to_dict(),
-        } | self.extra
+# The sweep's public names, wherever they are defined.
+__all__ = ["PARAM_GROUPS", "Row", "Sweep", "SweepConfig", "SweepInputs", "SweepStream", "chunk_rows", "image_digest",
+           "replacement_sweep", "row_specs", "sweep_units"]  # fmt: skip
 
 
 def sweep_units(source: nn.Module, target: nn.Module) -> tuple[Unit, ...]:
@@ -172,34 +69,6 @@ def _batches(data: ImageSet, size: int, seed: int, device, task: Task = CLASSIFI
     return [(x[i : i + size].to(device), y[i : i + size].to(device)) for i in range(0, len(y), size)]
 
 
-@dataclass(frozen=True)
-class SweepInputs:
-    """Where workers of a remote executor find the sweep's inputs.
-
-    T is ``target`` (a checkpoint), the evaluation set is the validation split of ``data`` and
-    the calibration set its training split. S as swept (aligned to T) exists only in memory; it
-    is written next to the rows log for them.
-    """
-
-    target: Checkpoint
-    data: DataSpec
-
-
-@dataclass(frozen=True, eq=False)
-class SweepJob:
-    """One chunk of rows: live models and images (in-process), or files and a data spec (workers)."""
-
-    source: nn.Module | str  # S as swept, or a state-dict file loaded into T's architecture
-    target: nn.Module | Checkpoint
-    val: ImageSet | DataSpec  # a DataSpec: its validation split (and its training split for calibration)
-    calibration: ImageSet | None
-    rows: tuple[RowSpec, ...]
-    config: SweepConfig
-    task: Task
-    device: str | torch.device
-    digests: dict = field(default_factory=dict)  # what a worker's loaded inputs must hash to
-
-
 def sweep_rows(job: SweepJob) -> Iterator[dict]:
     """Evaluate one chunk of rows; yields a header (T's baseline, the engine mode), then each row as a dict."""
     evaluator, s_state = _evaluator(job)
@@ -211,7 +80,7 @@ def sweep_rows(job: SweepJob) -> Iterator[dict]:
 
 def _evaluator(job: SweepJob) -> tuple[Evaluator, dict[str, torch.Tensor]]:
     """T's evaluator on the job's images (T's baseline scored), and S's values."""
-    source, target, val, calibration = _job_inputs(job)
+    source, target, val, calibration = job_inputs(job)
     config, device = job.config, job.device
     source, target = source.to(device).eval(), target.to(device).eval()
     s_state = {k: v.detach() for k, v in source.state_dict().items()}
@@ -243,54 +112,6 @@ def _record(spec: RowSpec, result: Evaluated, baseline_scores: torch.Tensor, job
                result.stopped_early, spec.recalibrate, spec.depth, kept).to_dict()  # fmt: skip
 
 
-def _job_inputs(job: SweepJob) -> tuple[nn.Module, nn.Module, ImageSet, ImageSet | None]:
-    """The job's models and images: as given, or loaded from files and checked against the driver's."""
-    if not isinstance(job.val, DataSpec):
-        return job.source, job.target, job.val, job.calibration
-    target = job.target.load()
-    source = copy.deepcopy(target)
-    load_state_dict_checked(source, read_state_dict(job.source), f"S as swept ({job.source})")
-    data = job.val.load()
-    val, calibration = data.val, (data.train if "calibration" in job.digests else None)
-    seen = {"t": state_digest(target.state_dict()), "val": image_digest(val)}
-    if calibration is not None:
-        seen["calibration"] = image_digest(calibration)
-    differ = [k for k, v in seen.items() if job.digests.get(k) != v]
-    if differ:
-        raise DataError(
-            f"a worker loaded other inputs than the driver holds ({', '.join(differ)} differ, from {job.target.path} "
-            f"and data {job.val.name!r}); make the same checkpoints and data visible to every worker at the same path"
-        )
-    return source, target, val, calibration
-
-
-def image_digest(data: ImageSet) -> str:
-    """A content hash of images, labels and masks (to check that a worker loaded the driver's data)."""
-    masks = {} if getattr(data, "mask", None) is None else {"mask": data.mask}
-    return state_digest({"x": data.x, "y": data.y} | masks)
-
-
-def chunk_rows(rows: list[RowSpec], model: nn.Module, jobs: int) -> list[tuple[RowSpec, ...]]:
-    """At most ``jobs`` chunks of similar cost, contiguous in cut order so that rows of a chunk share prefixes.
-
-    A row's cost is the number of graph nodes it runs after its cut (every node when the model
-    cannot be traced).
-    """
-    cutter = GraphCutter(model)
-    size = max(len(cutter.nodes), 1)
-    cuts = [cutter.cut(r.keys, r.recalibrate) if cutter.usable else 0 for r in rows]
-    order = sorted(range(len(rows)), key=cuts.__getitem__)
-    costs = [size - cuts[i] for i in order]
-    share, chunks, current, spent = sum(costs) / max(jobs, 1), [], [], 0.0
-    for i, cost in zip(order, costs):
-        current.append(rows[i])
-        spent += cost
-        if spent >= share * (len(chunks) + 1) and len(chunks) < jobs - 1:
-            chunks.append(tuple(current))
-            current = []
-    return chunks + ([tuple(current)] if current else [])
-
-
 def replacement_sweep(
     source: nn.Module,
     target: nn.Module,
@@ -319,7 +140,7 @@ def replacement_sweep(
     todo = [s for s in specs if s.id not in log.done]
     local = dataclasses.replace(whole, rows=tuple(todo))
     if todo and executor.remote:
-        jobs = _remote_jobs(local, s_state, t_digest, executor, inputs, log_path)
+        jobs = remote_jobs(local, s_state, t_digest, executor, inputs, log_path)
     else:  # in-process, one chunk: the cached engine shares its frontiers across all rows
         executor, jobs = LOCAL, [("rows", local)]
     header, done, s_file = None, 0, jobs[0][1].source if executor.remote else None
@@ -408,24 +229,6 @@ class SweepStream:
         job = self._job
         return Sweep(job.task.metric_name, header["baseline"], tuple(self.rows), job.config, header["mode"],
                      header["fallback"], time.perf_counter() - self._start, len(job.val), self._resumed)  # fmt: skip
-
-
-def _remote_jobs(local: SweepJob, s_state: dict, t_digest: str, executor: Executor, inputs: SweepInputs | None,
-                 log_path: str | Path | None) -> list[tuple[str, SweepJob]]:  # fmt: skip
-    """Chunks of rows whose inputs are files and a data spec, with the digests workers check them against."""
-    if inputs is None or log_path is None:
-        raise ValueError(
-            "a remote sweep needs inputs=SweepInputs(...) and a log_path: its workers load T, the data and S from files"
-        )
-    s_file = shippable_file(Path(log_path).with_name(SWEEP_SOURCE_FILE), s_state)
-    digests = {"t": t_digest, "val": image_digest(local.val)}
-    if local.calibration is not None:
-        digests["calibration"] = image_digest(local.calibration)
-    chunks = chunk_rows(list(local.rows), local.target, executor.workers)
-    device = executor.job_device(local.device)
-    remote = dataclasses.replace(local, source=s_file, target=inputs.target, val=inputs.data, calibration=None,
-                                 device=device, digests=digests)  # fmt: skip
-    return [(f"rows {i}/{len(chunks)}", dataclasses.replace(remote, rows=c)) for i, c in enumerate(chunks, start=1)]
 
 
 def _row(record: dict) -> Row:

@@ -33,18 +33,8 @@ from paramreuse.judge.replacement import Row, Sweep
 from paramreuse.models.heads import in_head
 from paramreuse.stats import difference_bounds
 from paramreuse.tasks import CLASSIFICATION, Task, metric_bounds
+from paramreuse.vocabulary import DECISIONS, REUSE_DECISIONS, Decision  # noqa: F401 - re-exported: the plan's words
 
-
-class Decision(str, enum.Enum):
-    """What the plan does with one unit (its value is the name used in plan.json)."""
-
-    FROZEN = "reuse-frozen"
-    FINETUNED = "reuse-finetuned"
-    REINIT = "reinit"
-
-
-DECISIONS = tuple(d.value for d in Decision)
-REUSE_DECISIONS = (Decision.FROZEN.value, Decision.FINETUNED.value)
 FREEZE_ON = ("ci", "mean")
 
 

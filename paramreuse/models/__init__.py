@@ -1,17 +1,22 @@
-"""Architectures, checkpoints and pretrained weights."""
+"""Architectures, checkpoints and pretrained weights.
 
-from paramreuse.models.checkpoint import (
-    ModelInfo,
-    is_pretrained,
-    load_checkpoint,
-    load_state_dict_checked,
-    read_info,
-    read_state_dict,
-    save_checkpoint,
-)
+``registry`` (spec -> builder table), ``factory`` (builders + pretrained weights), ``pretrained``
+(the local caches), ``state_dicts`` (read, check, fit), ``checkpoint`` (the file format),
+``loading`` (a source as the verbs read it); ``units`` and ``heads`` name a model's parts.
+"""
+
+from paramreuse.models.checkpoint import ModelInfo, is_pretrained, load_checkpoint, read_info, save_checkpoint
+from paramreuse.models.factory import build_model
 from paramreuse.models.heads import head_names
-from paramreuse.models.registry import architecture_of, build_model, list_kinds, register_kind, wants_pretrained
-from paramreuse.models.state_dicts import Fit, fit_state, size_keys, sizes_from_state
+from paramreuse.models.registry import architecture_of, list_kinds, register_kind, wants_pretrained
+from paramreuse.models.state_dicts import (
+    Fit,
+    fit_state,
+    load_state_dict_checked,
+    read_state_dict,
+    size_keys,
+    sizes_from_state,
+)
 
 __all__ = [
     "Fit",

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pickle
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save
+from safetensors.torch import safe_open, save
 from torch import nn
 
 from paramreuse.errors import CheckpointError
-from paramreuse.models.registry import architecture_of, build_model, wants_pretrained
-from paramreuse.models.state_dicts import sizes_from_state
+from paramreuse.models.factory import build_model
+from paramreuse.models.pretrained import pretrained
+from paramreuse.models.registry import architecture_of, wants_pretrained
+from paramreuse.models.state_dicts import check_finite, load_state_dict_checked, read_state_dict, sizes_from_state
 from paramreuse.results import write_atomic
 
 METADATA_KEY = "paramreuse"
@@ -91,87 +90,6 @@ def read_info(path: str | Path) -> ModelInfo | None:
         raise CheckpointError(f"{path}: corrupt paramreuse metadata ({exc})") from None
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` or ``.pt`` file; ``.pt`` is read with weights_only=True."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path")
-    if path.suffix == ".safetensors":
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({exc})") from None
-    if path.suffix in (".pt", ".pth", ".bin"):
-        return _read_pt(path)
-    raise CheckpointError(f"{path}: unknown checkpoint format; use .safetensors (preferred) or .pt")
-
-
-def _read_pt(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols; the error below says it all
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused to load: the file holds more than tensors ({_unpickling_reason(exc)}); "
-            "re-save it as a plain state dict or as .safetensors"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - on damaged bytes the unpickler fails in many ways (IndexError, KeyError, ...)
-        first = str(exc).strip().split(". ")[0] or type(exc).__name__
-        raise CheckpointError(f"{path}: corrupt or truncated .pt file ({first}); re-save or re-download it") from None
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: expected a state dict of tensors, found {type(obj).__name__}")
-    return obj
-
-
-def _unpickling_reason(exc: Exception) -> str:
-    """The line of torch's weights-only refusal that names what the pickle asked for."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
-    return (named or lines or ["unsupported content"])[0].rstrip(".")
-
-
-def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise CheckpointError(f"{where}: NaN or Inf values in {', '.join(bad[:5])}; the model diverged, retrain it")
-
-
-def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Copy ``state`` into ``model`` after checking key sets and shapes; list every mismatch."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing {_short(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {_short(unexpected)}")
-    if shapes:
-        problems.append(f"shape mismatch {_short(shapes)}")
-    if problems:
-        raise CheckpointError(
-            f"{where} does not fit the architecture: {'; '.join(problems)}; "
-            "use a checkpoint of the same architecture (--arch), input channels and classes"
-        )
-    with torch.no_grad():
-        for k, v in own.items():
-            v.copy_(state[k])
-
-
-def _short(items: list[str], n: int = 6) -> str:
-    more = f" and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
-
-
 def pretrained_spec(source: str | Path) -> str | None:
     """``source`` when it is a spec naming pretrained weights rather than a file, else None."""
     text = str(source)
@@ -230,8 +148,6 @@ def load_checkpoint(
 
 
 def _load_pretrained(spec: str, input_size: tuple[int, int] | None) -> tuple[nn.Module, ModelInfo]:
-    from paramreuse.models.pretrained import pretrained
-
     weights = pretrained(spec)
     info = ModelInfo(
         arch=architecture_of(spec), in_channels=weights.in_channels, num_classes=weights.num_classes,

@@ -14,7 +14,8 @@ from torch import nn
 
 from paramreuse.errors import SpecError
 from paramreuse.models.checkpoint import ModelInfo, is_pretrained, load_checkpoint, read_info
-from paramreuse.models.registry import architecture_of, build_model
+from paramreuse.models.factory import build_model
+from paramreuse.models.registry import architecture_of
 from paramreuse.models.state_dicts import Fit, fit_state
 
 

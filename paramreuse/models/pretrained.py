@@ -17,7 +17,7 @@ from torch import nn
 
 from paramreuse.errors import CheckpointError, SpecError
 from paramreuse.models.registry import spec_options
-from paramreuse.models.state_dicts import fit_state
+from paramreuse.models.state_dicts import check_finite, fit_state, load_state_dict_checked, read_state_dict
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def torch_hub_file(url: str) -> Path:
 
 
 def _torchvision(name: str, weights_name: str, spec: str) -> Pretrained:
-    import torchvision
+    import torchvision  # heavy: only torchvision weights need it
 
     try:
         enum = torchvision.models.get_model_weights(name)
@@ -58,8 +58,8 @@ def _torchvision(name: str, weights_name: str, spec: str) -> Pretrained:
 
 def _timm_file(name: str) -> tuple[Path | None, list[str]]:
     """The cached weights file of timm model ``name`` (with tag), and the places looked at."""
-    from huggingface_hub import constants, try_to_load_from_cache
-    from timm.models import get_pretrained_cfg
+    from huggingface_hub import constants, try_to_load_from_cache  # heavy: only timm weights need it
+    from timm.models import get_pretrained_cfg  # heavy: only timm weights need it
 
     cfg = get_pretrained_cfg(name)
     if cfg is None:
@@ -81,7 +81,7 @@ def _timm_file(name: str) -> tuple[Path | None, list[str]]:
 
 
 def _timm(name: str, spec: str) -> Pretrained:
-    import timm
+    import timm  # heavy: only timm weights need it
 
     if not timm.is_model(name):
         raise SpecError(f"unknown timm model {name!r}; see timm.list_models()")
@@ -92,8 +92,6 @@ def _timm(name: str, spec: str) -> Pretrained:
             f"with network run timm.create_model('{name}', pretrained=True) and copy its Hugging Face cache here, "
             "or set HF_HOME to where it is"
         )
-    from paramreuse.models.checkpoint import read_state_dict
-
     state = read_state_dict(file)
     try:  # timm's own loading: its per-model key filters, strict key check
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"state_dict": state})
@@ -104,8 +102,6 @@ def _timm(name: str, spec: str) -> Pretrained:
 
 
 def _load(model: nn.Module, file: Path, spec: str) -> None:
-    from paramreuse.models.checkpoint import check_finite, load_state_dict_checked, read_state_dict
-
     state = read_state_dict(file)
     check_finite(state, str(file))
     load_state_dict_checked(model, state, f"{spec} (cached weights {file})")

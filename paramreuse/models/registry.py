@@ -1,9 +1,9 @@
-"""One registry for architecture specs: ``KIND:NAME`` -> ``nn.Module``.
+"""The table of architecture specs: ``KIND:NAME`` -> a builder of a fresh ``nn.Module``.
 
 Kinds: ``builtin:NAME[?key=value&...]``, ``torchvision:NAME[?weights=DEFAULT|ENUM]``,
 ``timm:NAME[.TAG][?pretrained=true|false]``, ``smp:ARCH/ENCODER`` and ``py:FILE.py:FACTORY``.
 Input channels and the number of outputs are always adapted explicitly. Pretrained weights
-are read from the local caches (see :mod:`paramreuse.models.pretrained`), never downloaded.
+are put in by :mod:`paramreuse.models.factory` (see :mod:`paramreuse.models.pretrained`).
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def split_spec(spec: str) -> tuple[str, str]:
     return kind, name
 
 
-def build_model(spec: str, in_channels: int, num_classes: int, *, strict: bool = True) -> nn.Module:
-    """Build the architecture named by ``spec``: fresh parameters, or the pretrained ones it names
-    (input layer adapted to ``in_channels``, a fresh head when ``num_classes`` differs).
+def build_fresh(spec: str, in_channels: int, num_classes: int, *, strict: bool = True) -> nn.Module:
+    """Build the architecture named by ``spec`` with fresh parameters (its weights, if it names
+    any, are :func:`paramreuse.models.factory.build_model`'s business).
 
     ``strict=False`` skips the check that a ``py:`` factory honoured ``in_channels`` (used to
     find which tensors follow the sizes).
@@ -63,15 +63,10 @@ def build_model(spec: str, in_channels: int, num_classes: int, *, strict: bool =
     if in_channels < 1 or num_classes < 1:
         raise SpecError(f"in_channels and num_classes must be positive, got {in_channels}, {num_classes}")
     kind, name = split_spec(spec)
-    if not wants_pretrained(spec):
-        model = _BUILDERS[kind](name, in_channels, num_classes)
-        if strict and kind == "py":
-            _check_factory_channels(model, name, in_channels)
-        return model
-    from paramreuse.models.pretrained import pretrained_into  # reads the caches; imports this module
-
-    base = architecture_of(spec)
-    return pretrained_into(build_model(base, in_channels, num_classes), spec, base)
+    model = _BUILDERS[kind](name, in_channels, num_classes)
+    if strict and kind == "py":
+        _check_factory_channels(model, name, in_channels)
+    return model
 
 
 def spec_options(spec: str) -> tuple[str, str, dict]:
@@ -175,7 +170,7 @@ def _no_options(name: str, spec: str) -> str:
 
 @register_kind("torchvision")
 def _build_torchvision(name: str, in_channels: int, num_classes: int) -> nn.Module:
-    import torchvision
+    import torchvision  # heavy: only this kind of spec needs it
 
     name = _no_options(name, f"torchvision:{name}")
     if name not in torchvision.models.list_models():
@@ -186,7 +181,7 @@ def _build_torchvision(name: str, in_channels: int, num_classes: int) -> nn.Modu
 
 @register_kind("timm")
 def _build_timm(name: str, in_channels: int, num_classes: int) -> nn.Module:
-    import timm
+    import timm  # heavy: only this kind of spec needs it
 
     name = _no_options(name, f"timm:{name}")
     if not timm.is_model(name):
@@ -196,7 +191,7 @@ def _build_timm(name: str, in_channels: int, num_classes: int) -> nn.Module:
 
 @register_kind("smp")
 def _build_smp(name: str, in_channels: int, num_classes: int) -> nn.Module:
-    import segmentation_models_pytorch as smp
+    import segmentation_models_pytorch as smp  # heavy: only this kind of spec needs it
 
     arch, sep, encoder = name.partition("/")
     if not sep or not encoder:

@@ -35,6 +35,7 @@ from paramreuse.progress import Progress, ProgressEvent
 from paramreuse.rank.features import Features, extract_features
 from paramreuse.rank.scores import FEATURE_SCORES, SCORES, TransferabilityWarning
 from paramreuse.results import prepare_out_dir
+from paramreuse.training.loop import FEWSHOT  # the study's few-shot recipe makes T
 from paramreuse.training.run import MODEL_FILE, TRAIN_FILE, RunSpec, run_training, source_for_target
 
 RANK_FILE = "rank.json"
@@ -142,7 +143,7 @@ def our_signal(
     """
     out = prepare_out_dir(out)
     _, info = load_source(source, arch)
-    spec = RunSpec(info.arch, _fewshot(), seed, init=str(source))
+    spec = RunSpec(info.arch, FEWSHOT, seed, init=str(source))
     t_model, record = run_training(spec, data, out / "target", device, progress, "target", file_digest(source))
     s_model = source_for_target(source, data, seed, arch=arch)
     start = time.perf_counter()
@@ -165,12 +166,6 @@ def our_signal(
     mean_position = float(np.nanmean([layer["rmse_position"] for layer in layers])) if layers else float("nan")
     return Ours(plan.network_value, plan.reusable_depth, mean_position, plan.baseline, layers,
                 str(out / "target" / MODEL_FILE), record["training"]["seconds"], seconds, recalibrate_bn)  # fmt: skip
-
-
-def _fewshot():
-    from paramreuse.study import StudyTraining  # the study's few-shot recipe makes T
-
-    return StudyTraining().fewshot
 
 
 @dataclass(frozen=True)

@@ -235,7 +235,7 @@ def h_score_shrinkage(features: np.ndarray, labels: np.ndarray) -> float:
     metrics, their peculiarities, stability and performance", ECML-PKDD 2022. Well-posed for
     N < D; constant features score 0.
     """
-    from sklearn.covariance import ledoit_wolf
+    from sklearn.covariance import ledoit_wolf  # heavy: only this score needs it
 
     f, y, c = _features(features, labels)
     f = f - f.mean(0)
@@ -297,7 +297,7 @@ def linear_probe_accuracy(
     Better ImageNet Models Transfer Better?", CVPR 2019), with ``min(folds, N)`` folds from
     :func:`probe_folds`. A training fold holding one class predicts that class.
     """
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # heavy: only this score needs it
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 

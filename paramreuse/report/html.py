@@ -5,16 +5,14 @@ Everything comes from the result files of a run folder; nothing is recomputed.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from paramreuse.errors import ParamreuseError
-from paramreuse.judge.kernels import units_aligned_text
-from paramreuse.report import plots
+from paramreuse.report import markup, plots
+from paramreuse.report.markup import STYLE, Mark
 from paramreuse.report.verdict import (
     MetricStyle,
     best_strategy,
@@ -27,7 +25,7 @@ from paramreuse.report.verdict import (
     unit_j2,
     verdict_sentence,
 )
-from paramreuse.results import read_json, write_atomic
+from paramreuse.results import read_json, units_aligned_text, write_atomic
 from paramreuse.stats import MIN_SEEDS, not_enough_seeds
 
 REPORT_FILE = "report.html"
@@ -44,7 +42,6 @@ SECTIONS = {
     "thresholds": "Thresholds used",
     "environment": "Configuration, versions and device",
 }
-NUMBER = re.compile(r"^[+-]?\d")
 FIGURES = ("metrics", "rmse", "replacement", "cumulative", "transfer")
 J1_VARIANTS = {
     "conv_kernels_bn_kept": "all of S's conv kernels in T, T's BN statistics kept",
@@ -56,20 +53,7 @@ MODEL_LABELS = {
     "scratch": "T_scratch (trained on the shots from scratch)",
     "full": "T_full (S fine-tuned on the full target set)",
 }
-STYLE = """body{font-family:system-ui,sans-serif;max-width:72em;margin:1.5em auto;padding:0 1em;color:#222}
-nav a{margin-right:.9em;font-size:.9em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
-h3{font-size:1em;margin:1em 0 .2em}
-table{border-collapse:collapse;margin:.4em 0 1em;font-size:.9em}
-td,th{border:1px solid #ccc;padding:.25em .55em;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
-td.no{color:#b33;text-align:center}td.yes{color:#275;text-align:center}
-.verdict{font-size:1.2em;background:#eef6ef;border-left:.3em solid #2a7;padding:.8em 1em}
-.verdict.no{background:#fbf0ee;border-left-color:#c44}
-.warnings{background:#fff5d6;border:1px solid #e0b000;border-left:.3em solid #e0a000;padding:.5em 1em;margin:.8em 0}
-.warnings ul{margin:.3em 0}td.undecided{color:#a60;text-align:center;font-weight:bold}
-figure{margin:1em 0}figure img{max-width:100%}
-figcaption{font-size:.85em;color:#555}summary{cursor:pointer;margin:.5em 0}
-pre{font-size:.8em;background:#f6f6f6;padding:.6em}
-@media print{nav{display:none}section{break-inside:avoid-page}}"""
+
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,51 +94,7 @@ def run_verdict(run: RunFiles) -> str:
     return verdict_sentence(run.plan, run.transfer, run_style(run))
 
 
-@dataclass(frozen=True)
-class Mark:
-    """A table cell shown as ``text`` with the CSS class ``kind`` (``yes``, ``no``, ``undecided``)."""
-
-    text: str
-    kind: str
-
-
 J2_MARKS = {"reusable": "yes", "not reusable": "no", "undecided": "undecided"}
-
-
-def _fmt(v) -> str:
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    return "–" if v is None else str(v)
-
-
-def _table(header: list[str], rows: list[list], caption: str = "") -> str:
-    """An HTML table: numbers right-aligned, yes/no coloured, a caption above it."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-
-    def cell(v) -> str:
-        if isinstance(v, Mark):
-            return f"<td class='{v.kind}'>{html.escape(v.text)}</td>"
-        text = _fmt(v)
-        kind = text if isinstance(v, bool) else "n" if NUMBER.match(text) else "t"
-        return f"<td class='{kind}'>{html.escape(text)}</td>"
-
-    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
-    cap = f"<h3>{html.escape(caption)}</h3>" if caption else ""
-    return f"{cap}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _figure(out: Path, name: str, png: bytes, caption: str) -> str:
-    write_atomic(out / f"{name}.png", png)
-    data = base64.b64encode(png).decode()
-    alt = html.escape(caption)
-    image = f'<img id="fig-{name}" alt="{alt}" src="data:image/png;base64,{data}">'
-    return f"<figure>{image}<figcaption>{alt}</figcaption></figure>"
-
-
-def _ci(ci, style: MetricStyle, signed: bool = False) -> str:
-    return "–" if not ci else f"{style.number(ci[0], signed)} to {style.number(ci[1], signed)}"
 
 
 def _warnings(run: RunFiles) -> str:
@@ -187,7 +127,7 @@ def _verdict(run: RunFiles, style: MetricStyle) -> str:
     for key, entry in run.sweep.get("network", {}).items():
         items.append(f"J1, the paper's network test ({J1_VARIANTS.get(key, key)}): {style.name} "
                      f"{style.fmt(entry['value'])}, drop {style.fmt(entry['drop'], True)} "
-                     f"(95% CI {_ci(entry['ci'], style, True)}) from T's {style.fmt(plan['baseline'])}"
+                     f"(95% CI {markup.ci_text(entry['ci'], style, True)}) from T's {style.fmt(plan['baseline'])}"
                      + (f"; the better variant is {j1} against the tolerance {plan['thresholds']['network_tolerance']}"
                         " (reported; the network decision above decides)" if j1 else ""))  # fmt: skip
     items.append(f"Reusable depth (units 1..k within {plan['thresholds']['layer_tolerance']} of T): "
@@ -196,7 +136,7 @@ def _verdict(run: RunFiles, style: MetricStyle) -> str:
     gain = res.get("gains", {}).get("target_vs_scratch")
     if gain:
         items.append(f"T (S fine-tuned on the shots) minus T_scratch on the target test set: "
-                     f"{style.fmt(gain['mean'], True)} (95% CI {_ci(gain['ci'], style, True)}, "
+                     f"{style.fmt(gain['mean'], True)} (95% CI {markup.ci_text(gain['ci'], style, True)}, "
                      f"{gain.get('ci_over', 'paired bootstrap')}).")  # fmt: skip
     undecided = undecided_units(plan)
     if undecided:
@@ -222,8 +162,8 @@ def _models(run: RunFiles, style: MetricStyle, out: Path) -> str:
                      m.get("train_seconds")])  # fmt: skip
     charted = {n: m for n, m in models.items() if m.get("metric", style.name) == style.name and m["test_metric"] is not None}
     caption = f"Test {style.name} of each model measured in it."
-    figure = _figure(out, "metrics", plots.model_metrics(charted, style), caption)
-    return _table(["model", "evaluated on", "metric", "test value", "training seconds"], rows) + figure
+    figure = markup.figure(out, "metrics", plots.model_metrics(charted, style), caption)
+    return markup.table(["model", "evaluated on", "metric", "test value", "training seconds"], rows) + figure
 
 
 def _position(row: dict) -> float | None:
@@ -255,12 +195,12 @@ def _rmse(run: RunFiles, out: Path) -> str:
                 for r in comp["layers"]]  # fmt: skip
         caption = f"{plots.PAIR_LABELS.get(name, name)}: lineage {comp['lineage']}, {_alignment_caption(alignment)}"
         note = f"<p class='note'>{html.escape(alignment['note'])}</p>" if alignment.get("note") else ""
-        parts.append(_table(RMSE_COLUMNS, rows, caption) + note)
+        parts.append(markup.table(RMSE_COLUMNS, rows, caption) + note)
     caption = (f"Kernel RMSE per unit: raw, after permutation alignment, and normalised by the RMS of T's kernel. "
                f"Grey band: from the J3 threshold ({threshold:g} x null) to the null "
                f"(T vs a random initialisation).")  # fmt: skip
     others = f"<details><summary>The other pairs</summary>{''.join(parts[1:])}</details>" if len(parts) > 1 else ""
-    return _figure(out, "rmse", plots.rmse_per_unit(run.comparisons, threshold), caption) + parts[0] + others
+    return markup.figure(out, "rmse", plots.rmse_per_unit(run.comparisons, threshold), caption) + parts[0] + others
 
 
 def _replacement(run: RunFiles, style: MetricStyle, out: Path) -> str:
@@ -269,7 +209,7 @@ def _replacement(run: RunFiles, style: MetricStyle, out: Path) -> str:
                f"one parameter group replace T's, unit by unit; red: worse, blue: better, grey: the unit has no "
                f"such group.")  # fmt: skip
     j2 = {layer["name"]: unit_j2(layer) for layer in run.plan["layers"] if unit_j2(layer)}
-    figure = _figure(out, "replacement", plots.replacement_heatmap(sweep, style, tolerance, j2), caption)
+    figure = markup.figure(out, "replacement", plots.replacement_heatmap(sweep, style, tolerance, j2), caption)
     findings = sweep.get("findings", [])
     rows = [[f["finding"], f["holds"]] for f in findings]
     drops = findings[0].get("mean_drops", {}) if findings else {}
@@ -279,7 +219,7 @@ def _replacement(run: RunFiles, style: MetricStyle, out: Path) -> str:
     timing = sweep.get("timing", {})
     note = (f"<p>Sweep: {len(sweep['rows'])} rows, engine {timing.get('mode', '–')}, "
             f"adaptive {timing.get('adaptive', '–')}, {timing.get('seconds', 0):.1f} s.</p>")  # fmt: skip
-    table = _table(["finding", "holds here"], rows, caption) if rows else ""
+    table = markup.table(["finding", "holds here"], rows, caption) if rows else ""
     return figure + table + note
 
 
@@ -289,17 +229,17 @@ def _cumulative(run: RunFiles, style: MetricStyle, out: Path) -> str:
     caption = (f"T's validation {style.name} with units 1..k taken from S, for every k (95% CI from the bootstrap "
                f"of the drop); the reusable depth is the largest k within {tolerance:g} of T.")  # fmt: skip
     png = plots.cumulative_depth(sweep, plan["reusable_depth"], style, tolerance)
-    figure = _figure(out, "cumulative", png, caption)
-    rows = [[r["depth"], r["layer"], style.fmt(r["value"]), style.fmt(r["drop"], True), _ci(r["ci"], style, True)]
+    figure = markup.figure(out, "cumulative", png, caption)
+    rows = [[r["depth"], r["layer"], style.fmt(r["value"]), style.fmt(r["drop"], True), markup.ci_text(r["ci"], style, True)]
             for r in sorted(sweep["cumulative"], key=lambda r: r["depth"])]  # fmt: skip
-    return figure + _table(["depth k", "last unit", style.name, "drop", "95% CI of drop"], rows)
+    return figure + markup.table(["depth k", "last unit", style.name, "drop", "95% CI of drop"], rows)
 
 
 def _plan(run: RunFiles, style: MetricStyle) -> str:
     """Each unit's J2 and J3 verdicts, the plan's decision, its learning-rate multiplier and the reason."""
     tolerance = run.plan["thresholds"]["layer_tolerance"]
     rows = [[layer["name"], layer.get("kind"), style.number(layer.get("drop"), True),
-             _ci(style.clip(layer.get("ci"), difference=True), style, True),
+             markup.ci_text(style.clip(layer.get("ci"), difference=True), style, True),
              Mark(unit_j2(layer) or "–", J2_MARKS.get(unit_j2(layer), "t")), layer.get("reusable_by_rmse"),
              layer["decision"], layer.get("rate"), layer.get("reason")]
             for layer in run.plan["layers"]]  # fmt: skip
@@ -309,7 +249,7 @@ def _plan(run: RunFiles, style: MetricStyle) -> str:
               f"{run.plan['thresholds']['rmse_position']:g} x the null. Rate: the learning-rate multiplier "
               f"while transferring (0: frozen).")  # fmt: skip
     header = ["unit", "kind", "J2 drop", "95% CI of drop", "J2", "J3", "decision", "rate x", "reason"]
-    return f"<p>{html.escape(legend)}</p>" + _table(header, rows)
+    return f"<p>{html.escape(legend)}</p>" + markup.table(header, rows)
 
 
 def _per_shots(entry: dict, shots: list[int]) -> list[dict]:
@@ -323,7 +263,7 @@ def _seeds(entry: dict, doc: dict) -> int:
 def _mean_ci(entry: dict, doc: dict, style: MetricStyle) -> str:
     """``0.812 [0.790 to 0.830]``, or ``0.812 [not enough seeds (2 < 3)]`` below three seeds."""
     n = _seeds(entry, doc)
-    interval = _ci(style.clip(entry.get("ci")), style) if n >= MIN_SEEDS else not_enough_seeds(n)
+    interval = markup.ci_text(style.clip(entry.get("ci")), style) if n >= MIN_SEEDS else not_enough_seeds(n)
     return f"{style.number(entry['mean'])} [{interval}]"
 
 
@@ -341,13 +281,13 @@ def _transfer(run: RunFiles, style: MetricStyle, out: Path) -> str:
     rows = [[strategy_label(name, entry), *(_mean_ci(b, doc, style) for b in _per_shots(entry, shots))]
             for name, entry in doc["strategies"].items()]  # fmt: skip
     caption = f"Target test {style.name}: mean [95% CI over {doc['seeds']} seeds; none below {MIN_SEEDS} seeds]"
-    table = _table(["strategy", *(f"{n} shots" for n in shots)], rows, caption)
+    table = markup.table(["strategy", *(f"{n} shots" for n in shots)], rows, caption)
     sig_rows = [_significance_row(key, n, b, doc, style)
                 for key, sig in doc["significance"].items() for n, b in zip(shots, _per_shots(sig, shots))]  # fmt: skip
     caption = ("Every strategy trained on the same shots per seed; the plan's unit decisions come from plan.json; "
                "best-depth is an oracle: it picks its depth on held-out labelled images.")  # fmt: skip
-    figure = _figure(out, "transfer", plots.transfer_strategies(doc, style), caption)
-    return figure + table + _table(["comparison", "shots", "mean difference", "p", "test"], sig_rows)
+    figure = markup.figure(out, "transfer", plots.transfer_strategies(doc, style), caption)
+    return figure + table + markup.table(["comparison", "shots", "mean difference", "p", "test"], sig_rows)
 
 
 THRESHOLD_MEANINGS = {
@@ -367,7 +307,7 @@ def _thresholds(run: RunFiles) -> str:
     notes = "".join(f"<p>{label}: {html.escape(text)}</p>" for label, text in rules if text)
     override = ("<p>Override them with <code>--network-tolerance</code>, <code>--layer-tolerance</code> and "
                 "<code>--rmse-position</code> (or <code>[thresholds]</code> in the study config).</p>")  # fmt: skip
-    return _table(["threshold", "value", "judgement", "meaning"], rows) + notes + override
+    return markup.table(["threshold", "value", "judgement", "meaning"], rows) + notes + override
 
 
 def _environment(run: RunFiles) -> str:
@@ -382,7 +322,7 @@ def _environment(run: RunFiles) -> str:
     rows.append(["study seconds", res.get("seconds")])
     rows += [[k, v] for k, v in res.get("environment", {}).items()]
     full = html.escape(json.dumps(cfg, indent=2))
-    return _table(["", "value"], rows) + f"<details><summary>Full configuration</summary><pre>{full}</pre></details>"
+    return markup.table(["", "value"], rows) + f"<details><summary>Full configuration</summary><pre>{full}</pre></details>"
 
 
 def render_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:

@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from paramreuse.stats import Bounds, clip, difference_bounds, not_enough_seeds, seed_interval
-from paramreuse.tasks import TASKS
+from paramreuse.vocabulary import ORACLES, REUSE_DECISIONS, Decision
 
-REUSE_DECISIONS = ("reuse-frozen", "reuse-finetuned")
-CONTRACT_UNITS = {"accuracy": "fraction", "dice": "fraction", "iou": "fraction", "psnr": "dB"}  # DESIGN.md
-# Strategies that choose with labels a user does not have: transfer.json flags them ("oracle": true);
-# files written before the flag name them here. Shown as "name (oracle)" wherever they appear.
-ORACLES = ("best-depth",)
+# Units of every task's metric (DESIGN.md's contract; the report reads files and imports no task code).
+CONTRACT_UNITS = {"accuracy": "fraction", "dice": "fraction", "iou": "fraction", "psnr": "dB"}
+# ORACLES: transfer.json flags them ("oracle": true); files written before the flag are read by these names.
 GAINS_AGAINST = ("scratch", "finetune-all")  # what the verdict sentence weighs a plan that reuses S against
 REUSE_STRATEGIES = ("finetune-all", "lp-ft", "l2-sp", "auto-rgn", "linear-probe")  # a scratch plan's alternatives
 AGAINST = {"scratch": "training from scratch", "finetune-all": "fine-tuning everything"}
@@ -67,15 +65,12 @@ class MetricStyle:
 
 
 def metric_style(name: str, values: list[float] = (), units: str | None = None) -> MetricStyle:
-    """The metric's units: as given, else from the task registry, the contract's table, or the values' range.
+    """The metric's units: as given, else from the contract's table, or the values' range.
 
     An unknown metric is a fraction when every value lies in [0, 1].
     """
     if units:
         return MetricStyle(name, units)
-    for task in TASKS.values():
-        if task.metric_name == name:
-            return MetricStyle(name, task.units)
     if name in CONTRACT_UNITS:
         return MetricStyle(name, CONTRACT_UNITS[name])
     return MetricStyle(name, "fraction" if values and all(0.0 <= v <= 1.0 for v in values) else "")
@@ -102,19 +97,17 @@ def reuses(plan: dict) -> bool:
 def units_clause(plan: dict) -> str:
     """Which units to reuse, frozen or fine-tuned, and which to re-initialise."""
     order = [layer["name"] for layer in plan["layers"]]
-    by = {
-        d: [layer["name"] for layer in plan["layers"] if layer["decision"] == d] for d in (*REUSE_DECISIONS, "reinit")
-    }
+    by = {d: [layer["name"] for layer in plan["layers"] if layer["decision"] == d] for d in Decision}
     if not reuses(plan):
         return "re-initialise every unit"
     parts = []
-    if by["reuse-frozen"]:
-        parts.append(f"{compact(by['reuse-frozen'], order)} frozen")
-    if by["reuse-finetuned"]:
-        parts.append(f"{compact(by['reuse-finetuned'], order)} fine-tuned")
+    if by[Decision.FROZEN]:
+        parts.append(f"{compact(by[Decision.FROZEN], order)} frozen")
+    if by[Decision.FINETUNED]:
+        parts.append(f"{compact(by[Decision.FINETUNED], order)} fine-tuned")
     text = "reuse " + " and ".join(parts)
-    if by["reinit"]:
-        text += f", and re-initialise {compact(by['reinit'], order)}"
+    if by[Decision.REINIT]:
+        text += f", and re-initialise {compact(by[Decision.REINIT], order)}"
     return text
 
 

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from paramreuse.config import ConfigError, check_at_least, check_choice
 from paramreuse.data import ImageSet
 from paramreuse.progress import Progress, ProgressEvent
 from paramreuse.tasks import CLASSIFICATION, Task
@@ -40,8 +41,6 @@ class TrainConfig:
     auto_rgn: bool = False
 
     def __post_init__(self) -> None:
-        from paramreuse.config import ConfigError, check_at_least, check_choice
-
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_at_least(self, ("epochs", "batch_size"), 1)
@@ -64,6 +63,10 @@ class TrainResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# The few-shot recipe (T, T_scratch and every transfer run): what a practitioner with a few shots would run.
+FEWSHOT = TrainConfig(epochs=1, batch_size=16, lr=1e-2, optimizer="sgd", min_steps=150)
 
 
 def _scale_for(name: str, lr_scale: tuple[tuple[str, float], ...]) -> float:

@@ -29,10 +29,12 @@ from paramreuse.models import (
     save_checkpoint,
 )
 from paramreuse.models.loading import check_takes, fit_to, load_source
+from paramreuse.models.state_dicts import state_digest
 from paramreuse.progress import Progress
-from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
+from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
 from paramreuse.tasks import task_key
 from paramreuse.training.loop import TrainConfig, evaluate_metrics, train
+from paramreuse.version import __version__
 
 MODEL_FILE = "model.safetensors"
 FRESH_INIT_OFFSET = 10_000  # seeds fresh parameters apart from S's initialisation (S used the study seed)
@@ -41,8 +43,6 @@ TRAIN_FILE = "train.json"
 
 def environment(device: torch.device | str) -> dict:
     """Versions and device, recorded in every run folder."""
-    from paramreuse import __version__
-
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     return {

@@ -27,22 +27,22 @@ from paramreuse.errors import CheckpointError
 from paramreuse.judge.crossfit import crossfit_sweep, held_out
 from paramreuse.judge.network import NetworkEvidence
 from paramreuse.judge.replacement import SweepConfig
-from paramreuse.judge.verdicts import Decision, Thresholds, extends_prefix, frozen_depth, network_decision
+from paramreuse.judge.verdicts import Thresholds, extends_prefix, frozen_depth, network_decision
 from paramreuse.judge.verdicts import decide as decide_unit
 from paramreuse.models import build_model, read_state_dict
 from paramreuse.models.heads import head_module_name
+from paramreuse.models.state_dicts import state_digest
 from paramreuse.progress import Progress, ProgressEvent
-from paramreuse.results import JsonlLog, fingerprint, load_if_current, prepare_out_dir, state_digest, write_json
+from paramreuse.results import JsonlLog, fingerprint, load_if_current, prepare_out_dir, write_json
 from paramreuse.stats import difference_bounds, paired_test, seed_interval
-from paramreuse.training.loop import TrainConfig, evaluate, train
+from paramreuse.training.loop import FEWSHOT, TrainConfig, evaluate, train
 from paramreuse.training.run import FRESH_INIT_OFFSET
 from paramreuse.transfer.strategies import L2SP, ORACLES, STRATEGIES, strategy, transplant, unit_names
+from paramreuse.vocabulary import BUDGETS, Budget, Decision
 
 TRANSFER_FILE, RUNS_LOG = "transfer.json", "transfer.runs.jsonl"
 TRANSFER_SOURCE_FILE = "transfer.source.safetensors"  # S's tensors, for the workers of a remote executor
-FEWSHOT = TrainConfig(epochs=1, batch_size=16, lr=1e-2, optimizer="sgd", min_steps=150)
 COMPARED = ("scratch", "finetune-all", "lp-ft", "l2-sp", "auto-rgn")
-BUDGETS = ("shots", "validation-set")
 HOLDOUT = 0.2  # best-depth's share of the shots held out to choose its depth (shots budget)
 MAX_CANDIDATES = 9  # best-depth tries at most this many frozen depths, evenly spaced
 
@@ -82,7 +82,7 @@ class TransferConfig:
 
     def data_options(self) -> dict:
         """What the budget means for loading a run's target data."""
-        return {"val_per_class": 0} if self.budget == "shots" else {}
+        return Budget(self.budget).data_options
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,7 +1,7 @@
 """Transfer: apply a reuse plan to a fresh target model, and the strategies it is measured against.
 
-A *transplant* copies S's tensors into a freshly built target model unit by unit, as a plan
-says (shape-checked; every copied and skipped tensor is listed). A *strategy* is a transplant
+A *transplant* (:mod:`paramreuse.models.transplant`) copies S's tensors into a freshly built
+target model unit by unit, as a plan says. A *strategy* is a transplant
 plus learning-rate scales: 0 freezes a unit (its BN statistics included), a fraction fine-tunes
 it gently, 1 trains it as new.
 """
@@ -13,74 +13,30 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from paramreuse.errors import CheckpointError
-from paramreuse.models.heads import head_module_name, in_head
-from paramreuse.models.units import Unit, inventory
+from paramreuse.models.heads import head_module_name
+from paramreuse.models.transplant import TransplantReport, transplant, unit_names, unit_prefixes
+from paramreuse.models.units import inventory
+from paramreuse.vocabulary import ORACLES, Decision
+
+__all__ = [
+    "L2SP",
+    "ORACLES",
+    "STRATEGIES",
+    "Strategy",
+    "TransplantReport",
+    "lr_scales",
+    "strategy",
+    "transplant",
+    "unit_names",
+    "unit_prefixes",
+]  # fmt: skip
 
 STRATEGIES = ("scratch", "finetune-all", "linear-probe", "lp-ft", "l2-sp", "auto-rgn", "plan", "best-depth")
-ORACLES = ("best-depth",)  # choose among trained candidates on held-out labels: a ceiling, not a baseline
-REUSE = ("reuse-frozen", "reuse-finetuned")
-
-
-@dataclass(frozen=True)
-class TransplantReport:
-    """Which state-dict keys came from S and which stayed fresh, with why."""
-
-    copied: tuple[str, ...]
-    skipped: tuple[tuple[str, str], ...]
-
-    def to_dict(self) -> dict:
-        return {"copied": list(self.copied), "skipped": [{"key": k, "reason": r} for k, r in self.skipped]}
-
-
-def unit_prefixes(unit: Unit) -> tuple[str, ...]:
-    """Module names a unit owns: its main layer and its norm."""
-    return (unit.name,) if unit.norm is None else (unit.name, unit.norm)
-
-
-def _owner(key: str, units: tuple[Unit, ...]) -> Unit | None:
-    for unit in units:
-        if any(key.startswith(p + ".") for p in unit_prefixes(unit)):
-            return unit
-    return None
-
-
-def transplant(source_state: dict[str, torch.Tensor], target: nn.Module, decisions: dict[str, str]) -> TransplantReport:
-    """Copy S's tensors of every unit whose decision is reuse-* into ``target``.
-
-    Raises:
-        CheckpointError: a tensor to copy is missing from S or differs in shape (all listed).
-    """
-    units = inventory(target)
-    head = head_module_name(target)
-    own = target.state_dict()
-    copied, skipped, problems = [], [], []
-    for key in own:
-        unit = _owner(key, units)
-        decision = decisions.get(unit.name, "reinit") if unit is not None else None
-        if unit is None:
-            skipped.append((key, "not part of a parametric unit"))
-        elif in_head(unit.name, head):
-            skipped.append((key, "task head: fresh for the target's classes"))
-        elif decision not in REUSE:
-            skipped.append((key, f"{unit.name}: {decision}"))
-        elif key not in source_state:
-            problems.append(f"{key} missing in S")
-        elif source_state[key].shape != own[key].shape:
-            problems.append(f"{key} {tuple(source_state[key].shape)} in S vs {tuple(own[key].shape)} in the target")
-        else:
-            copied.append(key)
-    if problems:
-        raise CheckpointError(f"cannot transplant S into the target model: {'; '.join(problems[:6])}")
-    with torch.no_grad():
-        for key in copied:
-            own[key].copy_(source_state[key])
-    return TransplantReport(tuple(copied), tuple(skipped))
 
 
 def lr_scales(target: nn.Module, decisions: dict[str, str], finetuned_scale: float) -> tuple[tuple[str, float], ...]:
     """Per-module learning-rate scales for a plan: frozen 0, gently fine-tuned ``finetuned_scale``."""
-    scale = {"reuse-frozen": 0.0, "reuse-finetuned": finetuned_scale}
+    scale = {Decision.FROZEN.value: 0.0, Decision.FINETUNED.value: finetuned_scale}
     return tuple(
         (prefix, scale[decisions[u.name]])
         for u in inventory(target)
@@ -124,12 +80,6 @@ class L2SP:
         return self.alpha / 2 * sum(pulled, zero) + self.beta / 2 * sum(fresh, zero)
 
 
-def unit_names(model: nn.Module) -> list[str]:
-    """The model's units in execution order, without its head."""
-    head = head_module_name(model)
-    return [u.name for u in inventory(model) if not in_head(u.name, head)]
-
-
 def strategy(
     name: str, model: nn.Module, plan: dict[str, str] | None = None, depth: int | None = None,
     finetuned_scale: float = 0.1,
@@ -146,19 +96,19 @@ def strategy(
     """
     names = unit_names(model)
     head = head_module_name(model)
-    reuse_all = dict.fromkeys(names, "reuse-finetuned")
+    reuse_all = dict.fromkeys(names, Decision.FINETUNED.value)
     if name == "scratch":
         return Strategy(name, {}, ())
     if name == "finetune-all":
         return Strategy(name, reuse_all, ())
     if name == "linear-probe":
-        return Strategy(name, dict.fromkeys(names, "reuse-frozen"), (("", 0.0), (head, 1.0)))
+        return Strategy(name, dict.fromkeys(names, Decision.FROZEN.value), (("", 0.0), (head, 1.0)))
     if name == "plan":
         if plan is None:
             raise ValueError("the plan strategy needs a plan (decisions per unit)")
         return Strategy(name, dict(plan), lr_scales(model, plan, finetuned_scale))
     if name == "best-depth":
-        frozen = {n: ("reuse-frozen" if i < (depth or 0) else "reuse-finetuned") for i, n in enumerate(names)}
+        frozen = {n: (Decision.FROZEN.value if i < (depth or 0) else Decision.FINETUNED.value) for i, n in enumerate(names)}
         return Strategy(name, frozen, lr_scales(model, frozen, 1.0), depth=depth)
     if name == "l2-sp":
         return Strategy(name, reuse_all, (), l2sp=True)
