@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from paramreuse.backends import LOCAL, DataSpec, RayExecutor
+from paramreuse.backends import LOCAL, DataSpec, RayExecutor, RunContext
 from paramreuse.models import load_checkpoint, read_state_dict
 from paramreuse.models.state_dicts import state_digest
 from paramreuse.study import StudyConfig, quick, run_study, transfer_study
@@ -62,7 +62,7 @@ def grid(executor, source, config, out: Path) -> tuple[float, dict]:
     """The study's transfer grid (each run makes its plan from its own shots) into a fresh ``out``, timed."""
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    doc = transfer_study(source, config, out, device="cpu", executor=executor)
+    doc = transfer_study(source, config, RunContext(out, "cpu", executor=executor))
     return time.perf_counter() - start, doc
 
 

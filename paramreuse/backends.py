@@ -10,6 +10,7 @@ raised as an error that names it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +24,7 @@ from safetensors.torch import save
 from paramreuse.data import load_task
 from paramreuse.errors import ParamreuseError
 from paramreuse.models import load_checkpoint
+from paramreuse.progress import Progress
 from paramreuse.results import write_atomic
 
 BACKENDS = ("local", "ray")
@@ -230,6 +232,25 @@ def run_job(fn: Callable[[Any], Any], spec: Any, threads: int) -> Any:
 
 
 LOCAL = LocalExecutor()
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """How one run goes, as one value: the folder it writes, its device, progress callback, executor and
+    resume key (the fingerprint its stored results must carry to be reused)."""
+
+    out: Path
+    device: torch.device | str = "cpu"
+    progress: Progress | None = None
+    executor: Executor = LOCAL
+    key: str = ""
+
+    def under(self, name: str) -> RunContext:
+        """The same run writing in the sub-folder ``name``."""
+        return dataclasses.replace(self, out=Path(self.out) / name)
+
+    def keyed(self, key: str) -> RunContext:
+        return dataclasses.replace(self, key=key)
 
 
 def make_executor(

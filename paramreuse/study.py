@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from paramreuse.align.matching import METHODS
-from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor
+from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor, RunContext
 from paramreuse.config import ConfigError, check_at_least, check_choice
 from paramreuse.data import TaskData
 from paramreuse.errors import DataError
@@ -186,11 +186,12 @@ def run_study(
     ``executor`` runs the independent jobs: the sweep's rows and the transfer grid's runs.
     """
     out = prepare_out_dir(out)
+    run = RunContext(out, device, progress, executor)
     start = time.perf_counter()
     data = load_study_data(config)
     tr = config.training
     if config.source.checkpoint is not None:
-        source_model, source_rec = given_source(config, data, out / "source", device)
+        source_model, source_rec = given_source(config, data, run.under("source"))
         config = dataclasses.replace(config, arch=source_rec["arch"])
     else:
         source_spec = RunSpec(config.arch, tr.source, config.seed)
@@ -206,10 +207,10 @@ def run_study(
     for name, (spec, task_data) in stages.items():
         models[name], records[name] = run_training(spec, task_data, out / name, device, progress, name, upstream)
     key = fingerprint({"models": [r["fingerprint"] for r in records.values()], "config": config.to_dict()})
-    evidence = _assess_study(models, data, config, out, key, device, progress, executor)
+    evidence = _assess_study(models, data, config, run.keyed(key))
     gains = {f"{a}_vs_{b}": paired_gain(models[a], models[b], data.target, device, config.seed)
              for a, b in (("target", "scratch"), ("full", "scratch"))}  # fmt: skip
-    transfer = transfer_study(models["source"], config, out, device=device, progress=progress, executor=executor)
+    transfer = transfer_study(models["source"], config, run)
     results = {
         "config": config.to_dict(),
         "metric": records["target"]["metric"],
@@ -291,9 +292,9 @@ def head_size(model: torch.nn.Module) -> int:
     return int(next(state[k].shape[0] for k in head_names(model) if state[k].ndim >= 1))
 
 
-def given_source(config: StudyConfig, data: StudyData, out: Path, device) -> tuple[torch.nn.Module, dict]:
+def given_source(config: StudyConfig, data: StudyData, run: RunContext) -> tuple[torch.nn.Module, dict]:
     """S from the user's checkpoint or pretrained spec, fitted to the target's image channels and
-    written to ``out`` as a paramreuse checkpoint, so that every later stage reads it like a trained S.
+    written to ``run.out`` as a paramreuse checkpoint, so that every later stage reads it like a trained S.
 
     A plain state dict needs ``config.arch``; a pretrained spec's input layer is adapted as timm does.
     """
@@ -301,7 +302,7 @@ def given_source(config: StudyConfig, data: StudyData, out: Path, device) -> tup
     arch = config.arch if not pretrained_spec(src.checkpoint) else None
     loaded, info = load_checkpoint(src.checkpoint, arch, input_size=target.size)
     key = fingerprint({"given": state_digest(loaded.state_dict()), "arch": info.arch, "channels": target.channels})
-    out = prepare_out_dir(out)
+    out = prepare_out_dir(run.out)
     done = load_if_current(out / TRAIN_FILE, key)
     if done is not None and (out / MODEL_FILE).is_file():
         return load_checkpoint(out / MODEL_FILE, info.arch)[0], done | {"resumed": True}
@@ -341,8 +342,7 @@ def paired_gain(a: torch.nn.Module, b: torch.nn.Module, data: TaskData, device, 
             "ci_over": "target test images (paired bootstrap); seed-to-seed spread needs several study seeds"}  # fmt: skip
 
 
-def transfer_study(source: torch.nn.Module, config: StudyConfig, out: Path, *, device: torch.device | str = "cpu",
-                   progress: Progress | None = None, executor: Executor = LOCAL) -> dict:  # fmt: skip
+def transfer_study(source: torch.nn.Module, config: StudyConfig, run: RunContext) -> dict:
     """The plan rule against the other strategies, on the study's target and shots (transfer/); each run
     makes its plan from its own shots, so plan.json is the plan for the study's own draw."""
     tgt = config.target
@@ -351,15 +351,15 @@ def transfer_study(source: torch.nn.Module, config: StudyConfig, out: Path, *, d
                                           budget=config.budget, thresholds=config.thresholds)  # fmt: skip
     source_spec = Source(config.arch, {k: v.detach().cpu() for k, v in source.state_dict().items()})
     # No fixed plan: each run makes the plan from its own shots, as a user following the tool would.
-    return run_transfer(source_spec, None, tgt.data, tgt.classes, out / "transfer", transfer_config,
-                        device, progress, config.data_dir, headline=tgt.shots, task=tgt.task, size=tgt.size,
-                        executor=executor)  # fmt: skip
+    return run_transfer(source_spec, None, tgt.data, tgt.classes, run.out / "transfer", transfer_config, run.device,
+                        progress=run.progress, data_dir=config.data_dir, headline=tgt.shots, task=tgt.task,
+                        size=tgt.size, executor=run.executor)  # fmt: skip
 
 
 
-def _assess_study(models: dict, data: StudyData, config: StudyConfig, out: Path, key: str, device, progress,
-                  executor: Executor = LOCAL) -> Evidence:  # fmt: skip
+def _assess_study(models: dict, data: StudyData, config: StudyConfig, run: RunContext) -> Evidence:
     """Compare S with T, T_full, T_scratch; sweep and judge S vs T. Loads the files when current."""
+    out, key, device, progress, executor = run.out, run.key, run.device, run.progress, run.executor
     names = [*PAIR_FILES.values(), REPLACEMENT_FILE, PLAN_FILE]
     stored = {name: load_if_current(out / name, key) for name in names}
     if all(v is not None for v in stored.values()):

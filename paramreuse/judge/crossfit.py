@@ -109,7 +109,8 @@ def crossfit_sweep(
     for f, held in enumerate(fold_indices(data.train.y, FOLDS, seed)):
         fit = data.train.subset(_complement(held, len(data.train)))
         target = source_for(arch, state, data, seed + 1 + f)  # its own fresh head
-        train(target, fit, short, seed + f, None, data.kind, device, progress, f"cross-fit {f + 1}/{FOLDS}")
+        train(target, fit, short, seed=seed + f, task=data.kind, device=device, progress=progress,
+              stage=f"cross-fit {f + 1}/{FOLDS}")
         log = None if log_dir is None else Path(log_dir) / FOLD_LOG.format(fold=f + 1)
         folds.append((target, data.train.subset(held), fit, log))
     evidence, fresh_models = _network_evidence(arch, data, folds, short, seed, device, progress) if fresh else (None, [])
@@ -142,7 +143,8 @@ def _network_evidence(arch, data: TaskData, folds, training: TrainConfig, seed: 
     for f, (target, held, fit, _) in enumerate(folds):
         torch.manual_seed(seed + FRESH_SEED + f)
         model = build_model(arch, data.channels, data.num_outputs)
-        train(model, fit, training, seed + f, None, data.kind, device, progress, f"fresh {f + 1}/{FOLDS}")
+        train(model, fit, training, seed=seed + f, task=data.kind, device=device, progress=progress,
+              stage=f"fresh {f + 1}/{FOLDS}")
         targets = data.kind.targets(held)
         reuse += data.kind.scores(predict(target, held, device), targets).tolist()
         fresh += data.kind.scores(predict(model, held, device), targets).tolist()

@@ -141,6 +141,7 @@ def train(
     model: nn.Module,
     data: ImageSet,
     config: TrainConfig,
+    *,
     seed: int = 0,
     val: ImageSet | None = None,
     task: Task = CLASSIFICATION,

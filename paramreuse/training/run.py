@@ -140,7 +140,8 @@ def run_training(
     check_outputs(model, data, spec.arch)
     if spec.init:
         init_from_checkpoint(model, spec.init, spec.keep_head, arch=spec.arch)
-    result = train(model, data.train, spec.config, spec.seed, data.val, data.kind, device, progress, stage)
+    result = train(model, data.train, spec.config, seed=spec.seed, val=data.val, task=data.kind, device=device,
+                   progress=progress, stage=stage)
     model.cpu()
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise CheckpointError(f"{stage}: training diverged (NaN weights); lower the learning rate")

@@ -143,9 +143,10 @@ def fit(p: Prepared, images, task: TaskData, seed: int, device):
     """Train a prepared model on ``images``; LP-FT first trains the head alone on the frozen body."""
     if p.warm_head:
         head = head_module_name(p.model)
-        train(p.model, images, replace(p.training, lr_scale=(("", 0.0), (head, 1.0))), seed, None, task.kind, device)
+        train(p.model, images, replace(p.training, lr_scale=(("", 0.0), (head, 1.0))), seed=seed, task=task.kind,
+              device=device)
     val = task.val if len(task.val) else None
-    return train(p.model, images, p.training, seed, val, task.kind, device, penalty=p.penalty)
+    return train(p.model, images, p.training, seed=seed, val=val, task=task.kind, device=device, penalty=p.penalty)
 
 
 def plan_from_shots(source: Source, task: TaskData, seed: int, config: TransferConfig, device) -> tuple[dict, dict]:
@@ -267,6 +268,7 @@ def run_transfer(
     out: str | Path,
     config: TransferConfig = TransferConfig(),
     device: torch.device | str = "cpu",
+    *,
     progress: Progress | None = None,
     data_dir: str | None = None,
     headline: int | None = None,
@@ -353,14 +355,14 @@ def _best_depth(source: Source, task: TaskData, plan, seed: int, config: Transfe
     candidates = []
     for k in candidate_depths(units, config.depth_candidates):
         p = prepare(source, task, "best-depth", plan, seed, config, depth=k)
-        result = train(p.model, fit_images, p.training, seed, None, task.kind, device)
+        result = train(p.model, fit_images, p.training, seed=seed, task=task.kind, device=device)
         score = evaluate(p.model, val, task.kind, device)
         candidates.append((score, -k, k, p, result.seconds))
     val_score, _, depth, best, _ = max(candidates, key=lambda c: c[:2])
     seconds = sum(c[4] for c in candidates)
     if fit_images is not task.train:  # retrain the chosen depth on every shot
         best = prepare(source, task, "best-depth", plan, seed, config, depth=depth)
-        seconds += train(best.model, task.train, best.training, seed, None, task.kind, device).seconds
+        seconds += train(best.model, task.train, best.training, seed=seed, task=task.kind, device=device).seconds
     return {
         "value": evaluate(best.model, task.test, task.kind, device),
         "val": val_score,
