@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from paramreuse.backends import Checkpoint
 from paramreuse.cli.common import (
     SOURCE_HELP,
     AlignOpt,
@@ -27,20 +26,15 @@ from paramreuse.cli.common import (
     ShotsOpt,
     SizeOpt,
     TaskOpt,
-    check_pair_takes,
     clean_errors,
     emit,
-    load_models,
     print_notes,
     table,
-    target_spec,
     with_backend,
 )  # fmt: skip
-from paramreuse.cli.replace import ALL_PARAMS, ParamsOpt, sweep_config
-from paramreuse.devices import resolve_device
+from paramreuse.cli.replace import ALL_PARAMS, ParamsOpt, open_pair, sweep_config
 from paramreuse.judge.assess import PLAN_FILE, assess
 from paramreuse.judge.crossfit import network_evidence
-from paramreuse.judge.replacement import SweepInputs
 from paramreuse.judge.verdicts import Thresholds
 from paramreuse.report.verdict import decision_clause, metric_style, unit_j2
 from paramreuse.results import read_json
@@ -82,21 +76,18 @@ def plan_command(
     """
     thresholds = Thresholds(network_tolerance, layer_tolerance, rmse_position)
     config = sweep_config(params, False, no_cache, False, layer_tolerance, seed)
-    pair = load_models(source, target, arch, seed=seed)
-    spec = target_spec(data, classes, shots, seed, data_dir, task, size, target)
-    task, dev = spec.load(), resolve_device(device.value)
-    check_pair_takes(pair, task.val.x[:2], fix="resize the images with --size N")
-    s, t = pair.source, pair.target
-    executor = backend.open(dev)
-    inputs = SweepInputs(Checkpoint(str(target), arch), spec) if executor.remote else None
-    with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
+    run = open_pair(source, target, arch, data=data, classes=classes, shots=shots, task=task, size=size, seed=seed,
+                    data_dir=data_dir, device=device, backend=backend)  # fmt: skip
+    pair = run.pair
+    with run.executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         network = None
         if shots is not None:  # reuse S at all? decided from the shots, cross-fitted, as a study does
-            state = {k: v.detach().cpu() for k, v in s.state_dict().items()}
-            network = network_evidence(arch=pair.arch, state=state, data=task, training=FEWSHOT,
-                                       seed=seed, device=dev, progress=bar)  # fmt: skip
-        assess(s, t, task, out, align=align, lineage=lineage, sweep_config=config, thresholds=thresholds,
-               device=dev, progress=bar, executor=executor, inputs=inputs, network=network)
+            state = {k: v.detach().cpu() for k, v in pair.source.state_dict().items()}
+            network = network_evidence(arch=pair.arch, state=state, data=run.task, training=FEWSHOT,
+                                       seed=seed, device=run.device, progress=bar)  # fmt: skip
+        assess(pair.source, pair.target, run.task, out, align=align, lineage=lineage, sweep_config=config,
+               thresholds=thresholds, device=run.device, progress=bar, executor=run.executor, inputs=run.inputs,
+               network=network)  # fmt: skip
     plan = read_json(out / PLAN_FILE)  # printed as written
     emit(plan, fmt, lambda console: (print_notes(console, pair.notes), print_plan(console, plan, out)), quiet)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
-from paramreuse.backends import Checkpoint
+from paramreuse.backends import Checkpoint, Executor
 from paramreuse.cli.common import (
     SOURCE_HELP,
     AlignOpt,
@@ -21,6 +23,7 @@ from paramreuse.cli.common import (
     FormatOpt,
     LineageOpt,
     OutOpt,
+    Pair,
     ProgressBar,
     QuietOpt,
     SeedOpt,
@@ -36,6 +39,7 @@ from paramreuse.cli.common import (
     target_spec,
     with_backend,
 )  # fmt: skip
+from paramreuse.data import TaskData
 from paramreuse.devices import resolve_device
 from paramreuse.errors import ParamreuseError
 from paramreuse.judge.assess import REPLACEMENT_FILE, assess
@@ -47,6 +51,30 @@ ParamsOpt = Annotated[
     str, typer.Option("--params", help=f"Comma-separated parameter groups to sweep per unit: {', '.join(PARAM_GROUPS)}.")
 ]
 ToleranceOpt = Annotated[float | None, typer.Option("--tolerance", help="Drop (metric units) that separates reusable rows; early stopping uses it. Default 0.02, or 0.5 for PSNR in dB.")]
+
+
+@dataclass(frozen=True, eq=False)
+class PairRun:
+    """What ``replace`` and ``plan`` open before they sweep: S and T paired, the target data, the device,
+    the executor and, for a remote one, where its workers find the inputs."""
+
+    pair: Pair
+    task: TaskData
+    device: torch.device
+    executor: Executor
+    inputs: SweepInputs | None
+
+
+def open_pair(source: Path, target: Path, arch: str | None, *, data: str, classes, shots, task, size, seed: int,
+              data_dir, device: Device, backend: BackendChoice) -> PairRun:  # fmt: skip
+    """Load S and T, the target data (checked to fit them) and the executor the options ask for."""
+    pair = load_models(source, target, arch, seed=seed)
+    spec = target_spec(data, classes, shots, seed, data_dir, task, size, target)
+    loaded, dev = spec.load(), resolve_device(device.value)
+    check_pair_takes(pair, loaded.val.x[:2], fix="resize the images with --size N")
+    executor = backend.open(dev)
+    inputs = SweepInputs(Checkpoint(str(target), arch), spec) if executor.remote else None
+    return PairRun(pair, loaded, dev, executor, inputs)
 
 
 def sweep_config(params: str, recalibrate_bn: bool, no_cache: bool, no_adaptive: bool, tolerance: float, seed: int) -> SweepConfig:
@@ -91,16 +119,12 @@ def replace_command(
     interrupted sweep resumes from --out.
     """
     config = sweep_config(params, recalibrate_bn, no_cache, no_adaptive, tolerance, seed)
-    pair = load_models(source, target, arch, seed=seed)
-    spec = target_spec(data, classes, shots, seed, data_dir, task, size, target)
-    task, dev = spec.load(), resolve_device(device.value)
-    check_pair_takes(pair, task.val.x[:2], fix="resize the images with --size N")
-    s, t = pair.source, pair.target
-    executor = backend.open(dev)
-    inputs = SweepInputs(Checkpoint(str(target), arch), spec) if executor.remote else None
-    with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
-        assess(s, t, task, out, align=align, lineage=lineage, sweep_config=config, device=dev, progress=bar, with_plan=False,
-               executor=executor, inputs=inputs)  # fmt: skip
+    run = open_pair(source, target, arch, data=data, classes=classes, shots=shots, task=task, size=size, seed=seed,
+                    data_dir=data_dir, device=device, backend=backend)  # fmt: skip
+    pair = run.pair
+    with run.executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
+        assess(pair.source, pair.target, run.task, out, align=align, lineage=lineage, sweep_config=config,
+               device=run.device, progress=bar, with_plan=False, executor=run.executor, inputs=run.inputs)  # fmt: skip
     sweep = read_json(out / REPLACEMENT_FILE)  # printed as written: findings and lineage included
     emit(sweep, fmt, lambda console: (print_notes(console, pair.notes), print_sweep(console, sweep, out)), quiet)
 
