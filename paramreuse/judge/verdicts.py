@@ -95,7 +95,11 @@ class Thresholds:
 
     def for_task(self, task: Task) -> Thresholds:
         """These thresholds with every tolerance left at None set to the task's default."""
-        pick = lambda v: task.tolerance if v is None else v  # noqa: E731
+        return self.with_tolerance(task.tolerance)
+
+    def with_tolerance(self, default: float) -> Thresholds:
+        """These thresholds with every tolerance left at None set to ``default`` (the one place that fills them)."""
+        pick = lambda v: default if v is None else v  # noqa: E731
         return replace(self, network_tolerance=pick(self.network_tolerance), layer_tolerance=pick(self.layer_tolerance))
 
     def to_dict(self) -> dict:
@@ -260,10 +264,8 @@ def judge(sweep: Sweep, comparison: Comparison, head: str, thresholds: Threshold
     Tolerances left at None take the sweep's own tolerance, which is the target task's default
     unless the sweep was given one (PSNR is never judged at 0.02 dB).
     """
-    task_default = sweep.config.tolerance if sweep.config.tolerance is not None else CLASSIFICATION.tolerance
-    pick = lambda v: task_default if v is None else v  # noqa: E731
-    thresholds = replace(thresholds, network_tolerance=pick(thresholds.network_tolerance),
-                         layer_tolerance=pick(thresholds.layer_tolerance))  # fmt: skip
+    sweep_tolerance = sweep.config.tolerance
+    thresholds = thresholds.with_tolerance(sweep_tolerance if sweep_tolerance is not None else CLASSIFICATION.tolerance)
     network = min(sweep.by_kind("network"), key=lambda r: r.drop)
     evidence = sweep.extra.get("network_evidence")
     choice = None
