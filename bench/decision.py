@@ -35,6 +35,18 @@ BASELINES = ("finetune-all", "lp-ft", "l2-sp", "auto-rgn")  # the practitioner's
 RULES = (("mean", 0.0), ("mean", 0.02), ("mean", 0.05), ("mean", 0.1), ("ci", 0.0))  # candidates, fixed before the evaluation pairs were looked at
 CHOSEN = ("mean", 0.0)  # frozen after --calibrate (bench/README.md, "Reuse or start fresh")
 EVALUATION = "evaluation (round 3)"
+# Round 2's means on N1-N4 (bench/README.md, "Round 2"): the same draws, seeds and code for every strategy but
+# the plan, so round 3 reruns only scratch and the plan there (its scratch must equal round 2's: checked).
+ROUND2 = {
+    ("N1", 5): {"scratch": 0.836, "finetune-all": 0.701, "lp-ft": 0.697, "l2-sp": 0.691, "auto-rgn": 0.592, "best-depth": 0.708},
+    ("N2", 5): {"scratch": 0.533, "finetune-all": 0.555, "lp-ft": 0.535, "l2-sp": 0.553, "auto-rgn": 0.527, "best-depth": 0.553},
+    ("N3", 5): {"scratch": 0.359, "finetune-all": 0.447, "lp-ft": 0.510, "l2-sp": 0.444, "auto-rgn": 0.378, "best-depth": 0.468},
+    ("N4", 5): {"scratch": 0.576, "finetune-all": 0.611, "lp-ft": 0.609, "l2-sp": 0.612, "auto-rgn": 0.605, "best-depth": 0.615},
+    ("N1", 10): {"scratch": 0.919, "finetune-all": 0.795, "lp-ft": 0.817, "l2-sp": 0.791, "auto-rgn": 0.673, "best-depth": 0.787},
+    ("N2", 10): {"scratch": 0.571, "finetune-all": 0.589, "lp-ft": 0.594, "l2-sp": 0.590, "auto-rgn": 0.576, "best-depth": 0.577},
+    ("N3", 10): {"scratch": 0.307, "finetune-all": 0.479, "lp-ft": 0.558, "l2-sp": 0.475, "auto-rgn": 0.395, "best-depth": 0.478},
+    ("N4", 10): {"scratch": 0.654, "finetune-all": 0.655, "lp-ft": 0.658, "l2-sp": 0.651, "auto-rgn": 0.628, "best-depth": 0.653},
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -66,18 +78,29 @@ def draws(doc: dict, n: int) -> list[Draw]:
 
 
 def pair_summary(key: str, doc: dict, n: int, rule: tuple[str, float]) -> dict:
-    """Means, the best reuse baseline, the regret of the plan under ``rule``, agreement and cost."""
+    """Means, the best reuse baseline, the regret of the plan under ``rule``, agreement and cost.
+
+    A pair run with scratch and the plan only (N1-N4) takes the other strategies' means from round 2.
+    """
     ds = draws(doc, n)
-    mean = lambda name: statistics.fmean(d.values[name] for d in ds)  # noqa: E731
-    present = [b for b in BASELINES if b in ds[0].values]
-    best = max(present, key=mean)
+    means = {name: statistics.fmean(d.values[name] for d in ds) for name in ds[0].values}
+    from_round2 = not any(b in means for b in BASELINES)
+    if from_round2:
+        reference = ROUND2[(key, n)]
+        assert abs(reference["scratch"] - means["scratch"]) < 5e-4, f"{key} {n}: not round 2's draws"
+        means = reference | means
+    best = max((b for b in BASELINES if b in means), key=means.get)
     plan = [d.plan(rule) for d in ds]
-    scratch, reuse = [d.values["scratch"] for d in ds], [d.values[best] for d in ds]
-    best_overall = max(mean("scratch"), mean(best))
-    test = paired_test(reuse, scratch)
-    winner = None if test["p"] is None or test["p"] >= 0.05 else ("reuse" if mean(best) > mean("scratch") else "scratch")
+    best_overall = max(means["scratch"], means[best])
     decisions = ["scratch" if d.says_scratch(rule) else "reuse" for d in ds]
-    per_draw = ["reuse" if d.values[best] >= d.values["scratch"] else "scratch" for d in ds]
+    test, agree, winner = {"p": None}, None, None
+    if not from_round2:
+        scratch, reuse = [d.values["scratch"] for d in ds], [d.values[best] for d in ds]
+        test = paired_test(reuse, scratch)
+        if test["p"] is not None and test["p"] < 0.05:
+            winner = "reuse" if means[best] > means["scratch"] else "scratch"
+        per_draw = ["reuse" if d.values[best] >= d.values["scratch"] else "scratch" for d in ds]
+        agree = sum(a == b for a, b in zip(decisions, per_draw))
     by = doc["strategies"]
     cost = None
     if "best-depth" in by:
@@ -85,13 +108,12 @@ def pair_summary(key: str, doc: dict, n: int, rule: tuple[str, float]) -> dict:
         candidates = sum(by["best-depth"]["by_shots"][str(n)]["candidate_seconds"])
         cost = evidence / candidates
     return {
-        "key": key, "shots": n, "scratch": mean("scratch"), "best": best, "best_mean": mean(best),
-        "plan": statistics.fmean(plan), "plan_runs": plan, "reuse_plan": mean("plan"),
+        "key": key, "shots": n, "scratch": means["scratch"], "best": best, "best_mean": means[best],
+        "plan": statistics.fmean(plan), "plan_runs": plan, "reuse_plan": means["plan"],
         "regret": best_overall - statistics.fmean(plan), "p": test["p"], "winner": winner,
-        "decisions": decisions, "agree": sum(a == b for a, b in zip(decisions, per_draw)),
+        "decisions": decisions, "agree": agree, "from_round2": from_round2,
         "majority": max(set(decisions), key=decisions.count), "cost": cost,
-        "finetune_all": mean("finetune-all") if "finetune-all" in ds[0].values else None,
-        "best_depth": mean("best-depth") if "best-depth" in ds[0].values else None,
+        "finetune_all": means.get("finetune-all"), "best_depth": means.get("best-depth"),
         "claim": claim(ds, doc, n),
     }  # fmt: skip
 
@@ -157,11 +179,12 @@ def report(out: Path, shots: tuple[int, ...], evaluation: bool) -> None:
             print(f"| {r['key']} | {r['scratch']:.3f} | {r['best_mean']:.3f} ({r['best']}) | {r['reuse_plan']:.3f} | "
                   f"{r['plan']:.3f} | {r['regret'] * 100:+.1f} | {r['decisions'].count('reuse')}/"
                   f"{r['decisions'].count('scratch')} | {p}, {r['winner'] or 'no clear winner'} | "
-                  f"{r['agree']} of {len(r['decisions'])} | {cost} |")  # fmt: skip
+                  f"{'–' if r['agree'] is None else r['agree']} of {len(r['decisions'])} | {cost} |")  # fmt: skip
         regrets = [r["regret"] for r in rows]
         spread = seed_interval(regrets)
         ci = f"[{spread['ci'][0] * 100:+.2f}, {spread['ci'][1] * 100:+.2f}]" if spread["ci"] else "(too few pairs)"
-        agree = sum(r["agree"] for r in rows), sum(len(r["decisions"]) for r in rows)
+        agreeing = [r for r in rows if r["agree"] is not None]
+        agree = sum(r["agree"] for r in agreeing), sum(len(r["decisions"]) for r in agreeing)
         clear = [r for r in rows if r["winner"]]
         right = sum(r["majority"] == r["winner"] for r in clear)
         costs = [r["cost"] for r in rows if r["cost"] is not None]

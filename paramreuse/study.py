@@ -378,8 +378,8 @@ def _assess_study(models: dict, data: StudyData, config: StudyConfig, run: RunCo
     if config.budget == Budget.SHOTS:  # the network decision's evidence comes with the cross-fitted sweep
         sweep = crossfit_sweep(arch=config.arch, state=state, data=data.target, config=sweep_config,
                                training=config.training.fewshot, seed=config.seed, device=device, progress=progress,
-                               log_dir=out, fresh=True)  # fmt: skip
-    else:  # judged on the validation set; the network decision is still made from the shots alone
+                               log_dir=out, fresh=thresholds.decides_network)  # fmt: skip
+    elif thresholds.decides_network:  # judged on the validation set; the network decision still from the shots
         network = network_evidence(arch=config.arch, state=state, data=data.target, training=config.training.fewshot,
                                    seed=config.seed, device=device, progress=progress)  # fmt: skip
     judged = assess(source, models["target"], data.target, out, align=config.align, sweep_config=sweep_config,

@@ -80,7 +80,7 @@ def test_plan_from_shots_freezes_the_decisive_prefix(trained_pair, fake_fmnist, 
     decisions, evidence = runs.plan_from_shots(runs.Source("builtin:cnn?width=4", s.state_dict()), task, 0, config, "cpu")
     names = unit_names(s)
     assert evidence["depth"] == 2 and evidence["plan_seconds"] == 3.5 and evidence["tolerance"] == 0.02
-    assert evidence["network"]["choice"] == "reuse" and evidence["network"]["difference"] == 0.25
+    assert evidence["network"] is None  # the decision is off by default: no fresh trainings
     assert [decisions[n] for n in names] == ["reuse-frozen"] * 2 + ["reuse-finetuned"] * (len(names) - 2)
 
 
@@ -96,13 +96,14 @@ def test_plan_from_shots_trains_from_scratch_when_fresh_training_scores_higher(t
     decisive = [(0.0, (-0.01, 0.01))] * 4  # a curve that would freeze everything, were S reused
     monkeypatch.setattr(runs, "crossfit_sweep", _fake_crossfit(decisive, [0, 0, 1, 0], [1, 1, 1, 0]))
     source = runs.Source("builtin:cnn?width=4", s.state_dict())
-    decisions, evidence = runs.plan_from_shots(source, task, 0, runs.TransferConfig(training=TrainConfig(min_steps=4)), "cpu")
+    on = runs.TransferConfig(training=TrainConfig(min_steps=4), thresholds=Thresholds(scratch_on="mean"))
+    decisions, evidence = runs.plan_from_shots(source, task, 0, on, "cpu")
     assert set(decisions.values()) == {"reinit"} and evidence["depth"] == 0 and evidence["curve"] == []
     assert evidence["network"]["choice"] == "scratch" and evidence["network"]["difference"] == -0.5
-    # the same evidence with the decision off ("never") reuses S and freezes the decisive curve's 4 units
+    # with the decision off ("never", the default) no evidence is measured: S is reused, the decisive curve's 4 units frozen
     never = runs.TransferConfig(training=TrainConfig(min_steps=4), thresholds=Thresholds(scratch_on="never"))
     decisions, evidence = runs.plan_from_shots(source, task, 0, never, "cpu")
-    assert evidence["network"]["choice"] == "reuse" and evidence["depth"] == 4
+    assert evidence["network"] is None and evidence["depth"] == 4
     assert list(decisions.values())[:4] == ["reuse-frozen"] * 4 and "reinit" not in decisions.values()
 
 
@@ -149,13 +150,15 @@ def test_a_scratch_plan_trains_exactly_as_the_scratch_strategy(trained_pair, fak
     """A no-go plan is training from scratch: the same initialisation, steps and test metric, to the last digit."""
     import paramreuse.transfer.grid as runs
     from paramreuse.data import load_task
+    from paramreuse.judge.verdicts import Thresholds
     from paramreuse.training.loop import TrainConfig
 
     s, _ = trained_pair
     task = load_task("fashion-mnist", "5-9", shots=4, seed=0, val_per_class=0, test_per_class=10)
     monkeypatch.setattr(runs, "crossfit_sweep", _fake_crossfit([(0.0, (-0.01, 0.01))], [0, 0, 0, 0], [1, 1, 1, 1]))
     source = runs.Source("builtin:cnn?width=4", s.state_dict())
-    config = runs.TransferConfig(training=TrainConfig(epochs=3, batch_size=8, lr=1e-2, min_steps=6))
+    config = runs.TransferConfig(training=TrainConfig(epochs=3, batch_size=8, lr=1e-2, min_steps=6),
+                                 thresholds=Thresholds(scratch_on="mean"))
     planned = runs._plan_run(source, task, None, 3, config, "cpu")
     scratch = runs.run_one(source, task, "scratch", None, 3, config, "cpu")
     assert planned["network"]["choice"] == "scratch" and planned["copied"] == 0

@@ -76,7 +76,7 @@ def test_the_sentence_and_the_plan_agree_for_every_kind_of_evidence(network, cur
     measured = sweep(CURVES[curve])
     if NETWORK[network] is not None:
         measured = dataclasses.replace(measured, extra={"network_evidence": evidence(*NETWORK[network]).to_dict()})
-    plan = judge(measured, comparison((0.1,) * 4), head="fc", thresholds=Thresholds()).to_dict()
+    plan = judge(measured, comparison((0.1,) * 4), head="fc", thresholds=Thresholds(scratch_on="mean")).to_dict()
     sentence = verdict_sentence(plan, _transfer(PROOFS[proof]), STYLE)
     decisions = [layer["decision"] for layer in plan["layers"] if layer["name"] != "fc"]
     scratch = network == "scratch"
@@ -95,6 +95,17 @@ def test_the_sentence_and_the_plan_agree_for_every_kind_of_evidence(network, cur
     assert ("use lp-ft instead" in sentence) == (proof == "plan clearly below lp-ft")
     if NETWORK[network] is not None:
         assert f"on {40} held-out shots" in sentence
+
+
+def test_the_decision_is_off_by_default_and_the_sentence_says_so():
+    """Calibrated off (bench/README.md): evidence for scratch does not change a default plan, and the verdict says why."""
+    measured = dataclasses.replace(sweep(CURVES["no prefix"]), extra={"network_evidence": evidence(5, 35).to_dict()})
+    plan = judge(measured, comparison((0.1,) * 4), head="fc").to_dict()
+    assert Thresholds().decides_network is False and plan["decision"] == "reuse"
+    assert plan["network"]["choice"] == "reuse" and plan["network"]["reason"].startswith("reuse: the network decision is off")
+    unmeasured = judge(sweep(CURVES["no prefix"]), comparison((0.1,) * 4), head="fc").to_dict()
+    assert verdict_sentence(unmeasured, _transfer(PROOFS["plan best"]), STYLE).startswith(
+        "Reuse S (the reuse-or-scratch decision is off")
 
 
 def test_a_unit_frozen_against_its_own_j2_row_says_why():

@@ -81,7 +81,7 @@ def plan_command(
     pair = run.pair
     with run.executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         network = None
-        if shots is not None:  # reuse S at all? decided from the shots, cross-fitted, as a study does
+        if shots is not None and thresholds.decides_network:  # reuse S at all? from the shots, cross-fitted
             state = {k: v.detach().cpu() for k, v in pair.source.state_dict().items()}
             network = network_evidence(arch=pair.arch, state=state, data=run.task, training=FEWSHOT,
                                        seed=seed, device=run.device, progress=bar)  # fmt: skip

@@ -83,7 +83,7 @@ class Thresholds:
     finetuned_rate: float = 1.0
     freeze_on: str = "ci"
     warm_head: bool = True
-    scratch_on: str = "mean"
+    scratch_on: str = "never"  # calibrated: no candidate rule beat always reusing (bench/README.md)
     scratch_margin: float = 0.0
 
     def __post_init__(self) -> None:
@@ -92,6 +92,11 @@ class Thresholds:
         check_choice("freeze_on", self.freeze_on, FREEZE_ON)
         check_choice("scratch_on", self.scratch_on, SCRATCH_ON)
         check_at_least(self, ("scratch_margin",), 0, ">= 0")
+
+    @property
+    def decides_network(self) -> bool:
+        """Whether the network decision is on (its evidence costs two fresh trainings on the folds)."""
+        return self.scratch_on != "never"
 
     def for_task(self, task: Task) -> Thresholds:
         """These thresholds with every tolerance left at None set to the task's default."""

@@ -161,14 +161,16 @@ def plan_from_shots(source: Source, task: TaskData, seed: int, config: TransferC
     sweep_config = SweepConfig(params=(), tolerance=tolerance, network_rows=False)
     bounds = difference_bounds(task.kind.bounds)
     decide = lambda evidence: network_decision(evidence, thresholds, bounds, seed)  # noqa: E731
+    measured = thresholds.decides_network or config.diagnose  # the evidence costs two fresh trainings
     sweep = crossfit_sweep(arch=source.arch, state=source.state, data=task, config=sweep_config,
                            training=config.training, seed=seed, device=device,
                            stop=lambda row: not extends_prefix(row, tolerance, freeze_on),
-                           fresh=True, rows_if=lambda evidence: decide(evidence).reuses,
+                           fresh=measured, rows_if=lambda evidence: decide(evidence).reuses,
                            diagnose=config.diagnose)  # fmt: skip
-    network = decide(NetworkEvidence.from_dict(sweep.extra["network_evidence"]))
+    network = decide(NetworkEvidence.from_dict(sweep.extra["network_evidence"])) if measured else None
     names = unit_names(build_model(source.arch, task.channels, task.num_outputs))
-    depth = frozen_depth(sweep.by_kind("cumulative"), tolerance, freeze_on) if network.reuses else 0
+    reuses = network is None or network.reuses
+    depth = frozen_depth(sweep.by_kind("cumulative"), tolerance, freeze_on) if reuses else 0
     # The plan rule of judge.decide: T_f is S fine-tuned, so J3 re-initialises nothing here.
     decisions = {n: decide_unit(name=n, position=i, depth=depth, lineage="finetuned", null_position=None,
                                 thresholds=thresholds, network=network)[0].value
@@ -177,7 +179,7 @@ def plan_from_shots(source: Source, task: TaskData, seed: int, config: TransferC
     diagnostics = sweep.extra.get("diagnostics")
     seconds = sweep.seconds - (diagnostics["seconds"] if diagnostics else 0.0)  # the plan's own evidence only
     evidence = {"depth": depth, "plan_seconds": seconds, "curve": curve, "tolerance": tolerance,
-                "network": network.to_dict()}  # fmt: skip
+                "network": network.to_dict() if network else None}  # fmt: skip
     return decisions, evidence | ({"diagnostics": diagnostics} if diagnostics else {})
 
 
@@ -242,7 +244,7 @@ def summarise(runs: dict[str, dict], config: TransferConfig, headline: int, boun
             per_shots[str(n)] = seed_interval(values, bounds) | {"runs": values}
             if name in ("best-depth", "plan") and by[(name, n, 0)].get("depth") is not None:
                 per_shots[str(n)]["depths"] = [by[(name, n, s)]["depth"] for s in seeds]
-            if name == "plan" and "network" in by[(name, n, 0)]:  # the network decision of every draw
+            if name == "plan" and by[(name, n, 0)].get("network"):  # the network decision of every draw
                 per_shots[str(n)]["network"] = [by[(name, n, s)]["network"]["choice"] for s in seeds]
                 per_shots[str(n)]["network_evidence"] = [by[(name, n, s)]["network"] for s in seeds]
                 if "diagnostics" in by[(name, n, 0)]:
