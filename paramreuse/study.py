@@ -23,9 +23,10 @@ from paramreuse.judge.caveats import chance_caveat, validation_caveat
 from paramreuse.judge.crossfit import crossfit_sweep, network_evidence
 from paramreuse.judge.replacement import SweepConfig, SweepInputs
 from paramreuse.judge.verdicts import Plan, Thresholds
-from paramreuse.models import build_model, fit_state, is_pretrained, load_checkpoint, save_checkpoint
+from paramreuse.models import is_pretrained, load_checkpoint, save_checkpoint
 from paramreuse.models.checkpoint import pretrained_spec
 from paramreuse.models.heads import head_names
+from paramreuse.models.loading import rebuilt_for
 from paramreuse.models.state_dicts import state_digest
 from paramreuse.progress import Progress
 from paramreuse.report import render_report
@@ -306,10 +307,9 @@ def given_source(config: StudyConfig, data: StudyData, run: RunContext) -> tuple
     done = load_if_current(out / TRAIN_FILE, key)
     if done is not None and (out / MODEL_FILE).is_file():
         return load_checkpoint(out / MODEL_FILE, info.arch)[0], done | {"resumed": True}
-    torch.manual_seed(config.seed)
-    model = build_model(info.arch, target.channels, info.num_classes)
-    fit = fit_state(loaded.state_dict(), model, info.arch, where=f"--source {src.checkpoint}",
-                    adapt_input=is_pretrained(info))  # fmt: skip
+    model, fit = rebuilt_for(loaded.state_dict(), info.arch, channels=target.channels, num_outputs=info.num_classes,
+                             seed=config.seed, where=f"--source {src.checkpoint}", keep_head=True,
+                             adapt_input=is_pretrained(info))  # fmt: skip
     fitted = dataclasses.replace(info, in_channels=target.channels, input_size=target.size, task=task_key(target.kind))
     save_checkpoint(out / MODEL_FILE, model, fitted)
     record = {"fingerprint": key, "stage": "source", "arch": info.arch, "given": str(src.checkpoint),

@@ -32,11 +32,10 @@ from paramreuse.judge.network import NetworkEvidence
 from paramreuse.judge.replacement import Row, Sweep, SweepConfig, SweepStream, replacement_sweep
 from paramreuse.models import build_model
 from paramreuse.models.heads import head_module_name, in_head
-from paramreuse.models.transplant import transplant, unit_names
+from paramreuse.models.loading import rebuilt_for
 from paramreuse.progress import Progress
 from paramreuse.stats import difference_bounds, mean_ci
 from paramreuse.training.loop import TrainConfig, predict, train
-from paramreuse.vocabulary import Decision
 
 FOLDS = 2
 FRESH_SEED = 20_000  # seeds the fresh networks of the network decision apart from S and from T_f's heads
@@ -64,11 +63,9 @@ def fold_indices(labels: torch.Tensor, folds: int, seed: int) -> list[torch.Tens
 
 
 def source_for(arch: str, state: dict[str, torch.Tensor], data: TaskData, seed: int) -> nn.Module:
-    """S in the target's shape: every unit from ``state``, the head fresh for the target's outputs."""
-    torch.manual_seed(seed)
-    model = build_model(arch, data.channels, data.num_outputs)
-    transplant(state, model, dict.fromkeys(unit_names(model), Decision.FINETUNED.value))
-    return model
+    """S in the target's shape: every tensor from ``state``, the head fresh for the target's outputs (seeded)."""
+    return rebuilt_for(state, arch, channels=data.channels, num_outputs=data.num_outputs, seed=seed,
+                       where="S for cross-fitting")[0]  # fmt: skip
 
 
 def crossfit_sweep(

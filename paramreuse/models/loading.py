@@ -32,17 +32,28 @@ def load_source(
     return load_checkpoint(path, trust_code=trusted, input_size=input_size)
 
 
+def rebuilt_for(
+    state: dict[str, torch.Tensor], arch: str, *, channels: int, num_outputs: int, seed: int, where: str,
+    keep_head: bool = False, adapt_input: bool = False,
+) -> tuple[nn.Module, Fit]:  # fmt: skip
+    """S in a target's shape: ``arch`` built for ``channels`` and ``num_outputs`` under ``seed`` (the
+    caller's random stream untouched), then every tensor of ``state`` copied in (see :func:`fit_state`):
+    the head fresh unless ``keep_head`` and it fits, the input layer adapted only with ``adapt_input``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(arch, channels, num_outputs)
+    fit = fit_state(state, model, arch, where=where, keep_head=keep_head, adapt_input=adapt_input)
+    return model, fit
+
+
 def fit_to(
     source: nn.Module, info: ModelInfo, *, channels: int, num_outputs: int, seed: int = 0, where: str,
     keep_head: bool = False,
 ) -> tuple[nn.Module, Fit]:  # fmt: skip
-    """S rebuilt for ``channels`` and ``num_outputs`` with every tensor of ``source``: a fresh head
-    (seeded) unless ``keep_head`` and it fits, the input layer adapted only for pretrained weights."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(info.arch, channels, num_outputs)
-    fit = fit_state(source.state_dict(), model, info.arch, where=where, keep_head=keep_head,
-                    adapt_input=is_pretrained(info))  # fmt: skip
+    """A loaded S rebuilt for ``channels`` and ``num_outputs`` (:func:`rebuilt_for`), the input layer
+    adapted only for pretrained weights; in eval mode."""
+    model, fit = rebuilt_for(source.state_dict(), info.arch, channels=channels, num_outputs=num_outputs, seed=seed,
+                             where=where, keep_head=keep_head, adapt_input=is_pretrained(info))  # fmt: skip
     return model.eval(), fit
 
 
