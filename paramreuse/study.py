@@ -21,8 +21,9 @@ from paramreuse.errors import DataError
 from paramreuse.judge.assess import COMPARISON_FILE, PLAN_FILE, REPLACEMENT_FILE, assess, compare_pair
 from paramreuse.judge.caveats import chance_caveat, validation_caveat
 from paramreuse.judge.crossfit import crossfit_sweep, network_evidence
+from paramreuse.judge.plan import Plan
 from paramreuse.judge.replacement import SweepConfig, SweepInputs
-from paramreuse.judge.verdicts import Plan, Thresholds
+from paramreuse.judge.verdicts import Thresholds
 from paramreuse.models import is_pretrained, load_checkpoint, save_checkpoint
 from paramreuse.models.checkpoint import pretrained_spec
 from paramreuse.models.heads import head_names

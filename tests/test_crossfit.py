@@ -113,7 +113,7 @@ def test_a_curve_stopped_where_the_prefix_ends_is_the_full_curve_up_to_there(tra
     from paramreuse.data import load_task
     from paramreuse.judge import replacement_engine as sweep_engine
     from paramreuse.judge.crossfit import crossfit_sweep
-    from paramreuse.judge.verdicts import extends_prefix, frozen_depth
+    from paramreuse.judge.plan import extends_prefix, frozen_depth
     from paramreuse.training.loop import TrainConfig
 
     s, _ = trained_pair

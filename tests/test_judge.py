@@ -4,8 +4,9 @@ import pytest
 
 from paramreuse.config import ConfigError
 from paramreuse.judge.kernels import Comparison, LayerDistance
+from paramreuse.judge.plan import Decision, frozen_depth, judge, plan_decisions
 from paramreuse.judge.replacement import Row, Sweep, SweepConfig
-from paramreuse.judge.verdicts import J2, Decision, Thresholds, frozen_depth, j2_status, judge, plan_decisions
+from paramreuse.judge.verdicts import J2, Thresholds, j2_status
 
 UNITS = ("c1", "c2", "c3", "fc")  # fc is the head
 
@@ -109,7 +110,7 @@ def test_frozen_depth_reads_rows_in_depth_order():
 def test_plan_round_trips_through_its_json():
     import json
 
-    from paramreuse.judge.verdicts import Plan
+    from paramreuse.judge.plan import Plan
 
     plan = judge(sweep(CASES[0][0]), comparison(CASES[0][1]), "fc")
     doc = json.loads(json.dumps(plan.to_dict()))  # as written to and read from plan.json

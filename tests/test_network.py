@@ -10,7 +10,8 @@ import pytest
 from scipy import stats
 
 from paramreuse.judge.network import NetworkChoice, NetworkEvidence, decide_network
-from paramreuse.judge.verdicts import Thresholds, judge
+from paramreuse.judge.plan import judge
+from paramreuse.judge.verdicts import Thresholds
 from paramreuse.report.verdict import metric_style, reuses, verdict_sentence
 from tests.test_judge import UNITS, comparison, sweep
 

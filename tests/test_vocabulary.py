@@ -1,6 +1,6 @@
 """The names that cross a boundary are declared once and read the same on both sides."""
 
-from paramreuse.judge import verdicts
+from paramreuse.judge import plan
 from paramreuse.report import verdict as report_verdict
 from paramreuse.tasks import TASKS
 from paramreuse.transfer import strategies
@@ -11,7 +11,7 @@ def test_decisions_are_their_plan_json_names():
     assert [d.value for d in Decision] == ["reuse-frozen", "reuse-finetuned", "reinit"]
     assert f"{Decision.FROZEN}" == "reuse-frozen" and Decision("reinit") is Decision.REINIT
     assert REUSE_DECISIONS == ("reuse-frozen", "reuse-finetuned")
-    assert verdicts.Decision is Decision and report_verdict.Decision is Decision
+    assert plan.Decision is Decision and report_verdict.Decision is Decision
 
 
 def test_the_report_and_the_grid_flag_the_same_oracles():

@@ -30,7 +30,7 @@ from paramreuse.cli.common import (
 )  # fmt: skip
 from paramreuse.devices import resolve_device
 from paramreuse.errors import ParamreuseError
-from paramreuse.judge.verdicts import plan_decisions
+from paramreuse.judge.plan import plan_decisions
 from paramreuse.models import is_pretrained
 from paramreuse.models.loading import fit_to, load_source
 from paramreuse.results import read_json

@@ -17,8 +17,9 @@ from paramreuse.backends import LOCAL, Executor
 from paramreuse.data import TaskData
 from paramreuse.judge.kernels import Comparison, compare_models
 from paramreuse.judge.network import NetworkEvidence
+from paramreuse.judge.plan import Plan, judge
 from paramreuse.judge.replacement import Sweep, SweepConfig, SweepInputs, replacement_sweep
-from paramreuse.judge.verdicts import Plan, Thresholds, judge, parameter_type_findings
+from paramreuse.judge.verdicts import Thresholds, parameter_type_findings
 from paramreuse.models.heads import head_module_name
 from paramreuse.progress import Progress
 from paramreuse.results import json_safe, prepare_out_dir, write_json

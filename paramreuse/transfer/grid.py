@@ -26,9 +26,10 @@ from paramreuse.data import TaskData, load_task, task_for
 from paramreuse.errors import CheckpointError
 from paramreuse.judge.crossfit import crossfit_sweep, held_out
 from paramreuse.judge.network import NetworkEvidence
+from paramreuse.judge.plan import decide as decide_unit
+from paramreuse.judge.plan import extends_prefix, frozen_depth, network_decision
 from paramreuse.judge.replacement import SweepConfig
-from paramreuse.judge.verdicts import Thresholds, extends_prefix, frozen_depth, network_decision
-from paramreuse.judge.verdicts import decide as decide_unit
+from paramreuse.judge.verdicts import Thresholds
 from paramreuse.models import build_model, read_state_dict
 from paramreuse.models.heads import head_module_name
 from paramreuse.models.state_dicts import state_digest
