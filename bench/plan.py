@@ -138,7 +138,7 @@ def run_pair(key: str, pair: Pair, out: Path, shots: tuple[int, ...], seeds: int
     config = TransferConfig(strategies=strategies, shots=shots, seeds=seeds, test_per_class=pair.test_per_class,
                             thresholds=thresholds, depth_candidates=pair.depth_candidates, diagnose=True)  # fmt: skip
     return run_transfer(Source(pair.arch, state), None, pair.target, pair.target_classes, out / key / "transfer",
-                        config, device, headline=max(shots), size=pair.size)  # fmt: skip
+                        config=config, device=device, headline=max(shots), size=pair.size)  # fmt: skip
 
 
 def pair_rows(key: str, doc: dict, n: int) -> dict:

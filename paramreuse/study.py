@@ -197,7 +197,7 @@ def run_study(
         config = dataclasses.replace(config, arch=source_rec["arch"])
     else:
         source_spec = RunSpec(config.arch, tr.source, config.seed)
-        source_model, source_rec = run_training(source_spec, data.source, out / "source", device, progress, "source")
+        source_model, source_rec = run_training(source_spec, data.source, out / "source", device, progress=progress, stage="source")
     s_path, upstream = str(out / "source" / MODEL_FILE), source_rec["fingerprint"]
     stages = {
         "target": (RunSpec(config.arch, tr.fewshot, config.seed, init=s_path), data.target),
@@ -207,7 +207,8 @@ def run_study(
     }
     models, records = {"source": source_model}, {"source": source_rec}
     for name, (spec, task_data) in stages.items():
-        models[name], records[name] = run_training(spec, task_data, out / name, device, progress, name, upstream)
+        models[name], records[name] = run_training(spec, task_data, out / name, device, progress=progress, stage=name,
+                                                   upstream=upstream)
     key = fingerprint({"models": [r["fingerprint"] for r in records.values()], "config": config.to_dict()})
     evidence = _assess_study(models, data, config, run.keyed(key))
     gains = {f"{a}_vs_{b}": paired_gain(models[a], models[b], data.target, device, config.seed)
@@ -352,9 +353,9 @@ def transfer_study(source: torch.nn.Module, config: StudyConfig, run: RunContext
                                           budget=config.budget, thresholds=config.thresholds)  # fmt: skip
     source_spec = Source(config.arch, {k: v.detach().cpu() for k, v in source.state_dict().items()})
     # No fixed plan: each run makes the plan from its own shots, as a user following the tool would.
-    return run_transfer(source_spec, None, tgt.data, tgt.classes, run.out / "transfer", transfer_config, run.device,
-                        progress=run.progress, data_dir=config.data_dir, headline=tgt.shots, task=tgt.task,
-                        size=tgt.size, executor=run.executor)  # fmt: skip
+    return run_transfer(source_spec, None, tgt.data, tgt.classes, run.out / "transfer", config=transfer_config,
+                        device=run.device, progress=run.progress, data_dir=config.data_dir, headline=tgt.shots,
+                        task=tgt.task, size=tgt.size, executor=run.executor)  # fmt: skip
 
 
 
@@ -388,6 +389,7 @@ def _assess_study(models: dict, data: StudyData, config: StudyConfig, run: RunCo
                     sweep=sweep, network=network)  # fmt: skip
     comparisons = {"target": judged.comparison.to_dict()}
     for name in ("full", "scratch"):
-        pair = compare_pair(source, models[name], data.target, out, config.align, None, config.seed, PAIR_FILES[name], key)
+        pair = compare_pair(source, models[name], data.target, out, align=config.align, seed=config.seed,
+                            file=PAIR_FILES[name], key=key)
         comparisons[name] = pair.to_dict()
     return Evidence(comparisons, judged.sweep_document, judged.plan)

@@ -191,18 +191,18 @@ def test_transfer_grid_on_ray_equals_local_after_an_interruption_and_a_killed_wo
     config = TransferConfig(strategies=("scratch", "finetune-all", "plan", "best-depth"), shots=(2,), seeds=2,
                             training=TINY_TRAIN, test_per_class=10)  # fmt: skip
     grid = (Source(TINY_ARCH, s.state_dict()), plan, "fashion-mnist", "5-9")
-    local = run_transfer(*grid, tmp_path / "local", config, data_dir=data_dir)
+    local = run_transfer(*grid, tmp_path / "local", config=config, data_dir=data_dir)
 
     def stop_after_three(event):
         if event.completed == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_transfer(*grid, tmp_path / "ray", config, progress=stop_after_three, data_dir=data_dir, executor=on_ray)
+        run_transfer(*grid, tmp_path / "ray", config=config, progress=stop_after_three, data_dir=data_dir, executor=on_ray)
     assert len((tmp_path / "ray" / RUNS_LOG).read_text().splitlines()) == 1 + 3  # persisted as they arrived
     marker = tmp_path / "killed-worker"
     events = []
-    doc = run_transfer(*grid, tmp_path / "ray", config, progress=events.append, data_dir=data_dir,
+    doc = run_transfer(*grid, tmp_path / "ray", config=config, progress=events.append, data_dir=data_dir,
                        executor=KillOneWorker(on_ray, marker))
     assert int(marker.read_text()) != os.getpid()  # a worker was killed mid-job, and its job retried
     assert [e.completed for e in events] == list(range(1, 9))

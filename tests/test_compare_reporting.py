@@ -120,7 +120,7 @@ def test_compare_pair_without_data_aligns_at_the_example_size(tmp_path):
     torch.manual_seed(0)
     model, example = net_32(), torch.zeros(2, 1, 32, 32)
     permuted = permuted_copy(model, example)
-    comparison = compare_pair(permuted, model, None, tmp_path, "weights", example=example)
+    comparison = compare_pair(permuted, model, None, tmp_path, align="weights", example=example)
     written = json.loads((tmp_path / "comparison.json").read_text())
     assert written["alignment"]["method"] == "weights"
     assert [layer["aligned"] for layer in written["layers"]] == [True, True]

@@ -235,13 +235,13 @@ def test_training_records_the_task_metric(unet_pair):
 def test_sweep_cached_equals_naive_on_the_unet(unet_pair):
     _, _, s, t, data, _, _ = unet_pair
     config = SweepConfig(params=("conv.weight", "bn.stats", "unit"), adaptive=False, bootstrap=50)
-    cached = replacement_sweep(s, t, data.val, data.train, config, data.kind)
-    naive = replacement_sweep(s, t, data.val, data.train, SweepConfig(**{**config.to_dict(), "cached": False}), data.kind)
+    cached = replacement_sweep(s, t, data.val, data.train, config, task=data.kind)
+    naive = replacement_sweep(s, t, data.val, data.train, SweepConfig(**{**config.to_dict(), "cached": False}), task=data.kind)
     assert cached.mode != naive.mode
     assert len(cached.rows) == len(naive.rows) > 20
     for a, b in zip(cached.rows, naive.rows):
         assert a.value == pytest.approx(b.value, abs=1e-6), a.id
-    identity = replacement_sweep(t, t, data.val, data.train, config, data.kind)
+    identity = replacement_sweep(t, t, data.val, data.train, config, task=data.kind)
     assert all(abs(r.drop) < 1e-9 for r in identity.rows if not r.recalibrated)
 
 
@@ -269,7 +269,7 @@ def test_transfer_grid_on_the_unet(unet_pair, fake_seg_dir, tmp_path):
     data = "fashion-mnist-seg" if task == "segmentation" else "fashion-mnist"
     plan = {name: "reuse-frozen" for name in ("down.0.0.0", "down.0.1.0")}
     config = TransferConfig(strategies=("scratch", "finetune-all", "plan"), shots=(3,), seeds=2, training=FEW, test_per_class=5)
-    doc = run_transfer(Source(UNET, s.state_dict()), plan, data, "5-9", tmp_path, config, data_dir=str(fake_seg_dir),
+    doc = run_transfer(Source(UNET, s.state_dict()), plan, data, "5-9", tmp_path, config=config, data_dir=str(fake_seg_dir),
                        task=task)  # fmt: skip
     assert doc["metric"] == ("dice" if task == "segmentation" else "psnr")
     assert set(doc["strategies"]) == {"scratch", "finetune-all", "plan"}

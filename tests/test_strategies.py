@@ -106,12 +106,12 @@ def test_transfer_grid_writes_the_contract_and_resumes(trained_pair, fake_fmnist
         return progress
 
     with pytest.raises(KeyboardInterrupt):
-        run_transfer(source, plan, "fashion-mnist", "5-9", tmp_path, config, progress=stop_after(7))
+        run_transfer(source, plan, "fashion-mnist", "5-9", tmp_path, config=config, progress=stop_after(7))
     assert len((tmp_path / "transfer.runs.jsonl").read_text().splitlines()) == 1 + 7
     loads = []
     monkeypatch.setattr(runs, "load_task", lambda *a, **k: loads.append(a) or load_task(*a, **k))
     events = []
-    doc = run_transfer(source, plan, "fashion-mnist", "5-9", tmp_path, config, progress=events.append, headline=4)
+    doc = run_transfer(source, plan, "fashion-mnist", "5-9", tmp_path, config=config, progress=events.append, headline=4)
     total = 2 * 2 * len(STRATEGIES)
     assert len(events) == total and len(loads) == total - 7  # finished runs are not recomputed
     assert json.loads((tmp_path / "transfer.json").read_text()) == json.loads(json.dumps(doc))

@@ -166,7 +166,7 @@ def test_cached_sweep_equals_naive_for_every_model_kind(spec, size, task, tmp_pa
     val = _pairs_input(task, 8, size)
     config = SweepConfig(params=("conv.weight", "unit"), adaptive=False, bootstrap=20, batch_size=4)
     naive, cached = (
-        replacement_sweep(s, t, val, val, dataclasses.replace(config, cached=c), task) for c in (False, True)
+        replacement_sweep(s, t, val, val, dataclasses.replace(config, cached=c), task=task) for c in (False, True)
     )
     assert (naive.mode, cached.mode) == ("naive", "cached")
     assert [r.id for r in naive.rows] == [r.id for r in cached.rows] and len(naive.rows) > 3

@@ -67,7 +67,7 @@ def compare_command(
         # without data, an input of the recorded (or --input-size) size tells alignment the image size
         example = torch.zeros(2, pair.channels, *pair.input_size)
         check_pair_takes(pair, example, fix="pass --input-size H,W (the size the network was trained on)")
-    compare_pair(pair.source, pair.target, task, out, align, lineage, seed, example=example)
+    compare_pair(pair.source, pair.target, task, out, align=align, lineage=lineage, seed=seed, example=example)
     result = read_json(out / COMPARISON_FILE)  # printed as written
 
     def human(console) -> None:

@@ -80,9 +80,11 @@ def rank_command(
     executor = backend.open(dev)
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         if layers:
-            ranking = rank_layers(sources[0], data, out, not no_ours, by, seed, dev, bar, executor, spec, arch=arch)
+            ranking = rank_layers(sources[0], data, out, with_ours=not no_ours, by=by, seed=seed, device=dev, progress=bar,
+                                  executor=executor, data_spec=spec, arch=arch)
         else:
-            ranking = rank_sources(sources, data, out, not no_ours, by, seed, dev, bar, executor, spec, arch=arch)
+            ranking = rank_sources(sources, data, out, with_ours=not no_ours, by=by, seed=seed, device=dev, progress=bar,
+                                   executor=executor, data_spec=spec, arch=arch)
     result = ranking.to_dict()
     write_json(out / RANK_FILE, result)
     emit(result, fmt, lambda console: print_ranking(console, ranking, out), quiet)

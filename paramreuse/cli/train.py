@@ -64,7 +64,7 @@ def train_command(
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_steps=min_steps)
     spec = RunSpec(arch, config, seed, init=str(init) if init else None, keep_head=keep_head)
     with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
-        _, record = run_training(spec, task_data, out, dev, bar, "train")
+        _, record = run_training(spec, task_data, out, dev, progress=bar, stage="train")
 
     def human(console) -> None:
         status = "resumed from" if record["resumed"] else "saved to"

@@ -98,7 +98,7 @@ def transfer_command(
     dev = resolve_device(device.value)
     executor = backend.open(dev)
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
-        doc = run_transfer(src, decisions, data, classes, out, config, dev, progress=bar, data_dir=data_dir,
+        doc = run_transfer(src, decisions, data, classes, out, config=config, device=dev, progress=bar, data_dir=data_dir,
                            task=task, size=size, executor=executor)  # fmt: skip
     emit(doc, fmt, lambda console: (print_transfer(console, doc), console.print(f"written: {out / TRANSFER_FILE}")), quiet)
 

@@ -38,7 +38,7 @@ class Assessment:
 
 
 def compare_pair(
-    source: nn.Module, target: nn.Module, data: TaskData | None, out: Path, align: str = "auto",
+    source: nn.Module, target: nn.Module, data: TaskData | None, out: Path, *, align: str = "auto",
     lineage: str | None = None, seed: int = 0, file: str = COMPARISON_FILE, key: str = "",
     example: torch.Tensor | None = None,
 ) -> Comparison:  # fmt: skip
@@ -82,10 +82,10 @@ def assess(
     ``network``: the network decision's evidence when the sweep does not carry it (see :mod:`paramreuse.judge.network`).
     """
     out = prepare_out_dir(out)
-    comparison = compare_pair(source, target, data, out, align, lineage, sweep_config.seed, key=key)
+    comparison = compare_pair(source, target, data, out, align=align, lineage=lineage, seed=sweep_config.seed, key=key)
     if sweep is None:
         sweep = replacement_sweep(
-            comparison.aligned_source, target, data.val, data.train, sweep_config, data.kind, device=device,
+            comparison.aligned_source, target, data.val, data.train, sweep_config, task=data.kind, device=device,
             progress=progress, log_path=out / ROWS_LOG, executor=executor, inputs=inputs,
         )  # fmt: skip
     if network is not None:

@@ -110,17 +110,21 @@ def crossfit_sweep(
               stage=f"cross-fit {f + 1}/{FOLDS}")
         log = None if log_dir is None else Path(log_dir) / FOLD_LOG.format(fold=f + 1)
         folds.append((target, data.train.subset(held), fit, log))
-    evidence, fresh_models = _network_evidence(arch, data, folds, short, seed, device, progress) if fresh else (None, [])
+    evidence, fresh_models = _network_evidence(arch, data, folds, training=short, seed=seed, device=device,
+                                                 progress=progress) if fresh else (None, [])
     extra = {} if evidence is None else {"network_evidence": evidence.to_dict()}
     if evidence is not None and rows_if is not None and not rows_if(evidence):
         sweep = _merged_empty(folds, config, data, time.perf_counter() - start)
-        return dataclasses.replace(sweep, extra=sweep.extra | extra | _diagnostics(source, folds, fresh_models, config, data, bounds, device, diagnose))
+        found = _diagnostics(source, folds, fresh_models, config=config, data=data, bounds=bounds, device=device, diagnose=diagnose)
+        return dataclasses.replace(sweep, extra=sweep.extra | extra | found)
     if stop is None:  # every row: the batch sweep shares its cached frontiers across rows
-        sweeps = [replacement_sweep(source, target, held, fit, config, data.kind, device, progress, log_path=log)
+        sweeps = [replacement_sweep(source, target, held, fit, config, task=data.kind, device=device, progress=progress,
+                                    log_path=log)
                   for target, held, fit, log in folds]  # fmt: skip
         sweep = pooled(sweeps, time.perf_counter() - start, bounds)
         return dataclasses.replace(sweep, extra=sweep.extra | extra)
-    streams = [SweepStream(source, target, held, fit, config, data.kind, device, progress if f == 0 else None, log)
+    streams = [SweepStream(source, target, held, fit, config, task=data.kind, device=device,
+                           progress=progress if f == 0 else None, log_path=log)
                for f, (target, held, fit, log) in enumerate(folds)]  # fmt: skip
     rows, stopped_at = [], None
     for parts in zip(*streams):  # the folds in step: each row is pooled before the next one runs
@@ -129,11 +133,11 @@ def crossfit_sweep(
             stopped_at = rows[-1].depth
             break
     sweep = _merged([s.sweep() for s in streams], tuple(rows), time.perf_counter() - start)
-    extra |= _diagnostics(source, folds, fresh_models, config, data, bounds, device, diagnose)
+    extra |= _diagnostics(source, folds, fresh_models, config=config, data=data, bounds=bounds, device=device, diagnose=diagnose)
     return dataclasses.replace(sweep, extra=sweep.extra | extra | {"stopped_at": stopped_at})
 
 
-def _network_evidence(arch, data: TaskData, folds, training: TrainConfig, seed: int, device, progress):
+def _network_evidence(arch, data: TaskData, folds, *, training: TrainConfig, seed: int, device, progress):
     """Per fold, a fresh network trained as T_f was (same images, steps and seed); both scored per held-out image."""
     start = time.perf_counter()
     reuse, fresh, models = [], [], []
@@ -158,13 +162,13 @@ def _merged_empty(folds, config: SweepConfig, data: TaskData, seconds: float) ->
     return _merged(parts, (), seconds)
 
 
-def _diagnostics(source, folds, fresh_models, config: SweepConfig, data: TaskData, bounds, device, diagnose: bool) -> dict:
+def _diagnostics(source, folds, fresh_models, *, config: SweepConfig, data: TaskData, bounds, device, diagnose: bool) -> dict:
     """The paper's J1 and J3 on the folds, for the benchmark's table of its claim; timed apart from the plan's evidence."""
     if not diagnose or not fresh_models:
         return {}
     start = time.perf_counter()
     j1_config = dataclasses.replace(config, params=(), cumulative_rows=False, network_rows=True, keep_diffs=True)
-    streams = [list(SweepStream(source, target, held, fit, j1_config, data.kind, device)) for target, held, fit, _ in folds]
+    streams = [list(SweepStream(source, target, held, fit, j1_config, task=data.kind, device=device)) for target, held, fit, _ in folds]
     j1 = {parts[0].params: {"drop": row.drop, "ci": list(row.ci), "n": row.n}
           for parts in zip(*streams) for row in [pool_row(parts, j1_config, bounds)]}  # fmt: skip
     positions = []

@@ -118,6 +118,7 @@ def replacement_sweep(
     val: ImageSet,
     calibration: ImageSet | None = None,
     config: SweepConfig = SweepConfig(),
+    *,
     task: Task = CLASSIFICATION,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
@@ -191,7 +192,7 @@ class SweepStream:
     """
 
     def __init__(self, source: nn.Module, target: nn.Module, val: ImageSet, calibration: ImageSet | None = None,
-                 config: SweepConfig = SweepConfig(), task: Task = CLASSIFICATION, device: torch.device | str = "cpu",
+                 config: SweepConfig = SweepConfig(), *, task: Task = CLASSIFICATION, device: torch.device | str = "cpu",
                  progress: Progress | None = None, log_path: str | Path | None = None):  # fmt: skip
         self._start = time.perf_counter()
         self._job, self._log, _, _ = _opened(source, target, val, calibration, config, task, device, log_path)

@@ -120,6 +120,7 @@ def our_signal(
     source: str | Path,
     data: TaskData,
     out: str | Path,
+    *,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
@@ -144,7 +145,8 @@ def our_signal(
     out = prepare_out_dir(out)
     _, info = load_source(source, arch)
     spec = RunSpec(info.arch, FEWSHOT, seed, init=str(source))
-    t_model, record = run_training(spec, data, out / "target", device, progress, "target", file_digest(source))
+    t_model, record = run_training(spec, data, out / "target", device, progress=progress, stage="target",
+                                   upstream=file_digest(source))
     s_model = source_for_target(source, data, seed, arch=arch)
     start = time.perf_counter()
     config = SweepConfig(
@@ -311,7 +313,7 @@ def score_source_job(job: SourceJob) -> SourceRow:
     start = time.perf_counter()
     feats = extract_features(model, pool.x, device=job.device)
     feature_seconds = time.perf_counter() - start
-    ours = our_signal(path, data, job.out, job.seed, job.device, job.progress, arch=job.arch) if job.with_ours else None
+    ours = our_signal(path, data, job.out, seed=job.seed, device=job.device, progress=job.progress, arch=job.arch) if job.with_ours else None
     params = sum(p.numel() for p in model.parameters())
     return SourceRow(job.name, str(path), info.arch, params, _source_metric(path),
                      score_source(feats, pool.y.numpy()), ours, feature_seconds)  # fmt: skip
@@ -321,6 +323,7 @@ def rank_sources(
     sources: list[str | Path],
     data: TaskData,
     out: str | Path,
+    *,
     with_ours: bool = True,
     by: str | None = None,
     seed: int = 0,
@@ -360,6 +363,7 @@ def rank_layers(
     source: str | Path,
     data: TaskData,
     out: str | Path,
+    *,
     with_ours: bool = True,
     by: str | None = None,
     seed: int = 0,
@@ -376,7 +380,7 @@ def rank_layers(
     out, pool = prepare_out_dir(out), labelled_pool(data)
     model, _ = source_on(source, arch, data)
     feats = extract_features(model, pool.x, device=device)
-    ours = our_signal(source, data, out, seed, device, progress, executor=executor, data_spec=data_spec, arch=arch) if with_ours else None  # fmt: skip
+    ours = our_signal(source, data, out, seed=seed, device=device, progress=progress, executor=executor, data_spec=data_spec, arch=arch) if with_ours else None  # fmt: skip
     by_name = {layer["name"]: layer for layer in ours.layers} if ours else {}
     kinds = {u.name: u.kind for u in inventory(model)}
     rows = [

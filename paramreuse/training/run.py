@@ -124,6 +124,7 @@ def run_training(
     data: TaskData,
     out: str | Path,
     device: torch.device | str = "cpu",
+    *,
     progress: Progress | None = None,
     stage: str = "train",
     upstream: str = "",
