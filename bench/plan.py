@@ -153,8 +153,9 @@ def pair_rows(key: str, doc: dict, n: int) -> dict:
         "best_baseline": best,
         "plan_minus": {other: paired_test(by["plan"]["runs"], by[other]["runs"]) for other in by if other != "plan"},
         "plan_depths": by["plan"].get("depths"),
-        "oracle_depths": by["best-depth"].get("depths"),
-        "cost_ratio": cost("plan", "plan_seconds") / max(cost("best-depth", "candidate_seconds"), 1e-9),
+        "oracle_depths": by["best-depth"].get("depths") if "best-depth" in by else None,
+        "cost_ratio": (cost("plan", "plan_seconds") / max(cost("best-depth", "candidate_seconds"), 1e-9)
+                       if "best-depth" in by else None),
     }
 
 
@@ -169,18 +170,24 @@ def markdown_table(rows: list[dict], n: int) -> str:
         m, d = r["means"], r["plan_minus"]
         best = r["best_baseline"]
         cells = [f"{m[s]:.3f}" for s in names]
-        diff = lambda o: f"{d[o]['mean_diff'] * 100:+.1f} pts (p {d[o]['p']:.2g})" if d[o]["p"] is not None else f"{d[o]['mean_diff'] * 100:+.1f} pts"  # noqa: E731
-        gaps = [f"{diff(best)} vs {best}" if v == "best baseline" else diff(v) for v in versus]
+        gaps = [f"{_gap(d[best])} vs {best}" if v == "best baseline" else _gap(d[v]) for v in versus]
         lines.append(f"| {r['key']} | " + " | ".join(cells + gaps) + " |")
     return "\n".join(lines)
+
+
+def _gap(test: dict) -> str:
+    """A paired difference in points, with its p when there is one."""
+    points = f"{test['mean_diff'] * 100:+.1f} pts"
+    return points if test["p"] is None else f"{points} (p {test['p']:.2g})"
 
 
 def verdicts(rows: list[dict]) -> list[str]:
     """The issue's acceptance, measured on these rows (mean over pairs of per-pair means); the cost alone
     when the run had no baselines."""
     cost = ("plan's cost / best-depth's candidates, per pair: "
-            + ", ".join(f"{r['key']} {r['cost_ratio']:.2f}" for r in rows) + "; goal <= 0.33")  # fmt: skip
-    if not all(r["best_baseline"] and "finetune-all" in r["means"] for r in rows):
+            + ", ".join(f"{r['key']} {r['cost_ratio']:.2f}" for r in rows if r["cost_ratio"] is not None)
+            + "; goal <= 0.33")  # fmt: skip
+    if not all(r["best_baseline"] and "finetune-all" in r["means"] and "best-depth" in r["means"] for r in rows):
         return [cost]
     mean = lambda xs: statistics.fmean(xs)  # noqa: E731
     plan = mean([r["means"]["plan"] for r in rows])
@@ -192,13 +199,13 @@ def verdicts(rows: list[dict]) -> list[str]:
     interval = (f"95% t-interval over pairs [{spread['ci'][0] * 100:+.2f}, {spread['ci'][1] * 100:+.2f}]"
                 if spread["ci"] else f"{len(per_pair)} pairs: too few for an interval")  # fmt: skip
     return [
-        f"plan mean over pairs {plan:.4f} vs mean of each pair's best non-oracle baseline {best:.4f}: "
-        f"{(plan - best) * 100:+.2f} pts ({interval}); "
-        f"goal >= -0.5 pts: {'holds' if plan - best >= -0.005 else 'does not hold'}",
-        f"plan - finetune-all per pair: {', '.join(f'{g * 100:+.2f}' for g in ft_gaps)} pts; "
-        f"goal: none below -2 pts: {'holds' if min(ft_gaps) >= -0.02 else 'does not hold'}",
-        f"plan - best-depth (oracle), mean over pairs: {(plan - oracle) * 100:+.2f} pts; goal within 1 pt: "
-        f"{'holds' if abs(plan - oracle) <= 0.01 or plan > oracle else 'does not hold'}",
+        (f"plan mean over pairs {plan:.4f} vs mean of each pair's best non-oracle baseline {best:.4f}: "
+         f"{(plan - best) * 100:+.2f} pts ({interval}); "
+         f"goal >= -0.5 pts: {'holds' if plan - best >= -0.005 else 'does not hold'}"),
+        (f"plan - finetune-all per pair: {', '.join(f'{g * 100:+.2f}' for g in ft_gaps)} pts; "
+         f"goal: none below -2 pts: {'holds' if min(ft_gaps) >= -0.02 else 'does not hold'}"),
+        (f"plan - best-depth (oracle), mean over pairs: {(plan - oracle) * 100:+.2f} pts; goal within 1 pt: "
+         f"{'holds' if abs(plan - oracle) <= 0.01 or plan > oracle else 'does not hold'}"),
         cost,
     ]
 
