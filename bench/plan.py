@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from paramreuse.backends import RunContext
 from paramreuse.config import from_mapping
 from paramreuse.data import TaskData, load_task
 from paramreuse.devices import resolve_device
@@ -137,8 +138,9 @@ def run_pair(key: str, pair: Pair, out: Path, shots: tuple[int, ...], seeds: int
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     config = TransferConfig(strategies=strategies, shots=shots, seeds=seeds, test_per_class=pair.test_per_class,
                             thresholds=thresholds, depth_candidates=pair.depth_candidates, diagnose=True)  # fmt: skip
-    return run_transfer(Source(pair.arch, state), None, pair.target, pair.target_classes, out / key / "transfer",
-                        config=config, device=device, headline=max(shots), size=pair.size)  # fmt: skip
+    return run_transfer(Source(pair.arch, state), None, pair.target, pair.target_classes,
+                        RunContext(out / key / "transfer", device=device), config=config, headline=max(shots),
+                        size=pair.size)  # fmt: skip
 
 
 def pair_rows(key: str, doc: dict, n: int) -> dict:

@@ -353,9 +353,8 @@ def transfer_study(source: torch.nn.Module, config: StudyConfig, run: RunContext
                                           budget=config.budget, thresholds=config.thresholds)  # fmt: skip
     source_spec = Source(config.arch, {k: v.detach().cpu() for k, v in source.state_dict().items()})
     # No fixed plan: each run makes the plan from its own shots, as a user following the tool would.
-    return run_transfer(source_spec, None, tgt.data, tgt.classes, run.out / "transfer", config=transfer_config,
-                        device=run.device, progress=run.progress, data_dir=config.data_dir, headline=tgt.shots,
-                        task=tgt.task, size=tgt.size, executor=run.executor)  # fmt: skip
+    return run_transfer(source_spec, None, tgt.data, tgt.classes, run.under("transfer"), config=transfer_config,
+                        data_dir=config.data_dir, headline=tgt.shots, task=tgt.task, size=tgt.size)  # fmt: skip
 
 
 

@@ -18,7 +18,16 @@ import ray
 import torch
 from typer.testing import CliRunner
 
-from paramreuse.backends import Checkpoint, DataSpec, JobError, JobFailed, LocalExecutor, RayExecutor, make_executor
+from paramreuse.backends import (
+    Checkpoint,
+    DataSpec,
+    JobError,
+    JobFailed,
+    LocalExecutor,
+    RayExecutor,
+    RunContext,
+    make_executor,
+)
 from paramreuse.cli import app
 from paramreuse.errors import DataError
 from paramreuse.judge.replacement import (
@@ -191,19 +200,20 @@ def test_transfer_grid_on_ray_equals_local_after_an_interruption_and_a_killed_wo
     config = TransferConfig(strategies=("scratch", "finetune-all", "plan", "best-depth"), shots=(2,), seeds=2,
                             training=TINY_TRAIN, test_per_class=10)  # fmt: skip
     grid = (Source(TINY_ARCH, s.state_dict()), plan, "fashion-mnist", "5-9")
-    local = run_transfer(*grid, tmp_path / "local", config=config, data_dir=data_dir)
+    local = run_transfer(*grid, RunContext(tmp_path / "local"), config=config, data_dir=data_dir)
 
     def stop_after_three(event):
         if event.completed == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_transfer(*grid, tmp_path / "ray", config=config, progress=stop_after_three, data_dir=data_dir, executor=on_ray)
+        ray = RunContext(tmp_path / "ray", progress=stop_after_three, executor=on_ray)
+        run_transfer(*grid, ray, config=config, data_dir=data_dir)
     assert len((tmp_path / "ray" / RUNS_LOG).read_text().splitlines()) == 1 + 3  # persisted as they arrived
     marker = tmp_path / "killed-worker"
     events = []
-    doc = run_transfer(*grid, tmp_path / "ray", config=config, progress=events.append, data_dir=data_dir,
-                       executor=KillOneWorker(on_ray, marker))
+    retried = RunContext(tmp_path / "ray", progress=events.append, executor=KillOneWorker(on_ray, marker))
+    doc = run_transfer(*grid, retried, config=config, data_dir=data_dir)
     assert int(marker.read_text()) != os.getpid()  # a worker was killed mid-job, and its job retried
     assert [e.completed for e in events] == list(range(1, 9))
     assert json.dumps(untimed(doc)) == json.dumps(untimed(local))  # every run bit for bit, the summary too

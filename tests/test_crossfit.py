@@ -160,7 +160,7 @@ def test_a_scratch_plan_trains_exactly_as_the_scratch_strategy(trained_pair, fak
     config = runs.TransferConfig(training=TrainConfig(epochs=3, batch_size=8, lr=1e-2, min_steps=6),
                                  thresholds=Thresholds(scratch_on="mean"))
     planned = runs._plan_run(source, task, None, 3, config, "cpu")
-    scratch = runs.run_one(source, task, "scratch", None, 3, config, "cpu")
+    scratch = runs.run_one(source, task, "scratch", plan=None, seed=3, config=config, device="cpu")
     assert planned["network"]["choice"] == "scratch" and planned["copied"] == 0
     assert planned["value"] == scratch["value"]
     # and a plan that reuses S differs from scratch (S's tensors were copied in)

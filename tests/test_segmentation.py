@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from paramreuse.align.matching import align_models
 from paramreuse.align.specs import apply_permutation, permutation_spec, random_permutation
+from paramreuse.backends import RunContext
 from paramreuse.cli import app
 from paramreuse.data import load_task
 from paramreuse.errors import DataError
@@ -269,7 +270,7 @@ def test_transfer_grid_on_the_unet(unet_pair, fake_seg_dir, tmp_path):
     data = "fashion-mnist-seg" if task == "segmentation" else "fashion-mnist"
     plan = {name: "reuse-frozen" for name in ("down.0.0.0", "down.0.1.0")}
     config = TransferConfig(strategies=("scratch", "finetune-all", "plan"), shots=(3,), seeds=2, training=FEW, test_per_class=5)
-    doc = run_transfer(Source(UNET, s.state_dict()), plan, data, "5-9", tmp_path, config=config, data_dir=str(fake_seg_dir),
+    doc = run_transfer(Source(UNET, s.state_dict()), plan, data, "5-9", RunContext(tmp_path), config=config, data_dir=str(fake_seg_dir),
                        task=task)  # fmt: skip
     assert doc["metric"] == ("dice" if task == "segmentation" else "psnr")
     assert set(doc["strategies"]) == {"scratch", "finetune-all", "plan"}

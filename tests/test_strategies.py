@@ -4,6 +4,7 @@ from itertools import pairwise
 import pytest
 import torch
 
+from paramreuse.backends import RunContext
 from paramreuse.data import load_task
 from paramreuse.errors import CheckpointError
 from paramreuse.models import build_model
@@ -62,7 +63,7 @@ def test_frozen_units_do_not_change_during_training(trained_pair, fake_fmnist):
     names = unit_names(s)
     plan = {n: ("reuse-frozen" if i < 3 else "reuse-finetuned") for i, n in enumerate(names)}
     config = TransferConfig(training=TINY_TRAIN)
-    prepared = prepare(Source(TINY_ARCH, s.state_dict()), task, "plan", plan, seed=0, config=config)
+    prepared = prepare(Source(TINY_ARCH, s.state_dict()), task, "plan", plan=plan, seed=0, config=config)
     train(prepared.model, task.train, prepared.training)
     after, source = prepared.model.state_dict(), s.state_dict()
     frozen = [k for k in after if k.split(".")[:2] in (["features", "0"], ["features", "1"], ["features", "3"])]
@@ -106,12 +107,13 @@ def test_transfer_grid_writes_the_contract_and_resumes(trained_pair, fake_fmnist
         return progress
 
     with pytest.raises(KeyboardInterrupt):
-        run_transfer(source, plan, "fashion-mnist", "5-9", tmp_path, config=config, progress=stop_after(7))
+        run_transfer(source, plan, "fashion-mnist", "5-9", RunContext(tmp_path, progress=stop_after(7)), config=config)
     assert len((tmp_path / "transfer.runs.jsonl").read_text().splitlines()) == 1 + 7
     loads = []
     monkeypatch.setattr(runs, "load_task", lambda *a, **k: loads.append(a) or load_task(*a, **k))
     events = []
-    doc = run_transfer(source, plan, "fashion-mnist", "5-9", tmp_path, config=config, progress=events.append, headline=4)
+    doc = run_transfer(source, plan, "fashion-mnist", "5-9", RunContext(tmp_path, progress=events.append), config=config,
+                       headline=4)
     total = 2 * 2 * len(STRATEGIES)
     assert len(events) == total and len(loads) == total - 7  # finished runs are not recomputed
     assert json.loads((tmp_path / "transfer.json").read_text()) == json.loads(json.dumps(doc))
@@ -137,7 +139,7 @@ def test_plan_rates_are_what_the_plan_says(trained_pair, fake_fmnist):
     names = unit_names(s)
     plan = {n: ("reuse-frozen" if i < 2 else "reuse-finetuned") for i, n in enumerate(names)}
     config = TransferConfig(training=TINY_TRAIN, finetuned_scale=0.5)
-    prepared = prepare(Source(TINY_ARCH, s.state_dict()), task, "plan", plan, seed=0, config=config)
+    prepared = prepare(Source(TINY_ARCH, s.state_dict()), task, "plan", plan=plan, seed=0, config=config)
     groups, frozen = param_groups(prepared.model, prepared.training)
     lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
     owner = {prefix: u.name for u in inventory(prepared.model) for prefix in unit_prefixes(u)}
@@ -157,10 +159,10 @@ def test_lp_ft_trains_the_head_alone_first(trained_pair, fake_fmnist, monkeypatc
     real_train = runs.train
     monkeypatch.setattr(runs, "train", lambda model, data, config, *a, **k: scales.append(config.lr_scale) or real_train(model, data, config, *a, **k))
     config = TransferConfig(training=TINY_TRAIN)
-    runs.run_one(Source(TINY_ARCH, s.state_dict()), task, "lp-ft", None, 0, config, "cpu")
+    runs.run_one(Source(TINY_ARCH, s.state_dict()), task, "lp-ft", plan=None, seed=0, config=config, device="cpu")
     assert scales == [(("", 0.0), ("head", 1.0)), ()]  # linear probe, then everything
     scales.clear()
-    runs.run_one(Source(TINY_ARCH, s.state_dict()), task, "finetune-all", None, 0, config, "cpu")
+    runs.run_one(Source(TINY_ARCH, s.state_dict()), task, "finetune-all", plan=None, seed=0, config=config, device="cpu")
     assert scales == [()]
 
 

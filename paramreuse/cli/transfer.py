@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from paramreuse.backends import RunContext
 from paramreuse.cli.common import (
     SOURCE_HELP,
     ArchOpt,
@@ -98,8 +99,8 @@ def transfer_command(
     dev = resolve_device(device.value)
     executor = backend.open(dev)
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
-        doc = run_transfer(src, decisions, data, classes, out, config=config, device=dev, progress=bar, data_dir=data_dir,
-                           task=task, size=size, executor=executor)  # fmt: skip
+        run = RunContext(out, device=dev, progress=bar, executor=executor)
+        doc = run_transfer(src, decisions, data, classes, run, config=config, data_dir=data_dir, task=task, size=size)
     emit(doc, fmt, lambda console: (print_transfer(console, doc), console.print(f"written: {out / TRANSFER_FILE}")), quiet)
 
 

@@ -16,11 +16,10 @@ from __future__ import annotations
 from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from itertools import chain
-from pathlib import Path
 
 import torch
 
-from paramreuse.backends import LOCAL, DataSpec, Executor, remove_file, shippable_file
+from paramreuse.backends import DataSpec, RunContext, remove_file, shippable_file
 from paramreuse.config import ConfigError, check_at_least, check_choice
 from paramreuse.data import TaskData, load_task, task_for
 from paramreuse.errors import CheckpointError
@@ -33,7 +32,7 @@ from paramreuse.judge.verdicts import Thresholds
 from paramreuse.models import build_model, read_state_dict
 from paramreuse.models.heads import head_module_name
 from paramreuse.models.state_dicts import state_digest
-from paramreuse.progress import Progress, ProgressEvent
+from paramreuse.progress import ProgressEvent
 from paramreuse.results import JsonlLog, fingerprint, load_if_current, prepare_out_dir, write_json
 from paramreuse.stats import difference_bounds, paired_test, seed_interval
 from paramreuse.training.loop import FEWSHOT, TrainConfig, evaluate, train
@@ -106,7 +105,7 @@ class Prepared:
 
 
 def prepare(
-    source: Source, task: TaskData, name: str, plan: dict | None, seed: int, config: TransferConfig,
+    source: Source, task: TaskData, name: str, *, plan: dict | None, seed: int, config: TransferConfig,
     depth: int | None = None,
 ) -> Prepared:  # fmt: skip
     """A fresh target model (seeded apart from S's initialisation) with S transplanted as ``name`` says."""
@@ -124,11 +123,11 @@ def prepare(
 
 
 def run_one(
-    source: Source, task: TaskData, name: str, plan: dict | None, seed: int, config: TransferConfig,
+    source: Source, task: TaskData, name: str, *, plan: dict | None, seed: int, config: TransferConfig,
     device, depth: int | None = None, warm_head: bool = False,
 ) -> dict:  # fmt: skip
     """Prepare, train on the shots, evaluate on the target test set."""
-    p = prepare(source, task, name, plan, seed, config, depth)
+    p = prepare(source, task, name, plan=plan, seed=seed, config=config, depth=depth)
     p = replace(p, warm_head=p.warm_head or warm_head)
     result = fit(p, task.train, task, seed, device)
     return {
@@ -190,11 +189,11 @@ def _plan_run(source: Source, task: TaskData, plan: dict | None, seed: int, conf
     A plan that re-initialises every unit trains exactly as scratch does (no warm head: there is no body to probe).
     """
     if plan is not None:
-        return run_one(source, task, "plan", plan, seed, config, device)
+        return run_one(source, task, "plan", plan=plan, seed=seed, config=config, device=device)
     decisions, evidence = plan_from_shots(source, task, seed, config, device)
     planned = replace(config, finetuned_scale=config.thresholds.finetuned_rate)
     warm = config.thresholds.warm_head and any(d != Decision.REINIT.value for d in decisions.values())
-    return run_one(source, task, "plan", decisions, seed, planned, device, warm_head=warm) | evidence
+    return run_one(source, task, "plan", plan=decisions, seed=seed, config=planned, device=device, warm_head=warm) | evidence
 
 
 @dataclass(frozen=True, eq=False)
@@ -220,7 +219,7 @@ def transfer_job(job: TransferJob) -> dict:
         return _best_depth(source, task_data, job.plan, job.seed, job.config, job.device)
     if job.strategy == "plan":
         return _plan_run(source, task_data, job.plan, job.seed, job.config, job.device)
-    return run_one(source, task_data, job.strategy, job.plan, job.seed, job.config, job.device)
+    return run_one(source, task_data, job.strategy, plan=job.plan, seed=job.seed, config=job.config, device=job.device)
 
 
 def _read_source(path: str, digest: str) -> dict:
@@ -268,23 +267,21 @@ def run_transfer(
     plan: dict[str, str] | None,
     data: str,
     classes: str | tuple | None,
-    out: str | Path,
+    run: RunContext,
     *,
     config: TransferConfig = TransferConfig(),
-    device: torch.device | str = "cpu",
-    progress: Progress | None = None,
     data_dir: str | None = None,
     headline: int | None = None,
     task: str | None = None,
     size: int | tuple[int, int] | None = None,
-    executor: Executor = LOCAL,
 ) -> dict:
     """Every strategy x shots x seed; writes and returns ``transfer.json``.
 
     ``task`` and ``size`` are passed to :func:`paramreuse.data.load_task` (default: the data's own task).
-    Each run is a job for ``executor``; the workers of a remote one read S from a file in ``out``.
+    ``run``: where to write (``run.out``), the device, progress callback and executor; each training
+    run is a job for ``run.executor``, whose remote workers read S from a file in ``run.out``.
     """
-    out = prepare_out_dir(out)
+    out, progress, executor = prepare_out_dir(run.out), run.progress, run.executor
     digest = state_digest(source.state)
     runs_key = fingerprint({"source": [source.arch, digest], "plan": plan, "data": [data, classes, task, size], "config": config.to_dict()})
     key = fingerprint([runs_key, headline])  # the headline only changes the summary, not the runs
@@ -299,7 +296,7 @@ def run_transfer(
         todo.sort(key=lambda job_id: runs[job_id][2] != "best-depth")
     state = shippable_file(out / TRANSFER_SOURCE_FILE, source.state) if todo and executor.remote else source.state
     sorted_digest = state_digest(dict(sorted(source.state.items()))) if executor.remote else ""
-    device = executor.job_device(device)
+    device = executor.job_device(run.device)
     jobs = []
     for job_id in todo:
         n, s, name = runs[job_id]
@@ -357,14 +354,14 @@ def _best_depth(source: Source, task: TaskData, plan, seed: int, config: Transfe
         fit_images, val = held_out(task.train, HOLDOUT, seed)
     candidates = []
     for k in candidate_depths(units, config.depth_candidates):
-        p = prepare(source, task, "best-depth", plan, seed, config, depth=k)
+        p = prepare(source, task, "best-depth", plan=plan, seed=seed, config=config, depth=k)
         result = train(p.model, fit_images, p.training, seed=seed, task=task.kind, device=device)
         score = evaluate(p.model, val, task.kind, device)
         candidates.append((score, -k, k, p, result.seconds))
     val_score, _, depth, best, _ = max(candidates, key=lambda c: c[:2])
     seconds = sum(c[4] for c in candidates)
     if fit_images is not task.train:  # retrain the chosen depth on every shot
-        best = prepare(source, task, "best-depth", plan, seed, config, depth=depth)
+        best = prepare(source, task, "best-depth", plan=plan, seed=seed, config=config, depth=depth)
         seconds += train(best.model, task.train, best.training, seed=seed, task=task.kind, device=device).seconds
     return {
         "value": evaluate(best.model, task.test, task.kind, device),
