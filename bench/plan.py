@@ -100,6 +100,18 @@ PAIRS = {
     "V7": Pair("smp:PSPNet/resnet18", "fashion-mnist-seg-multi", "1,3,5,7,9", "fashion-mnist-seg-multi", "0,2,4,6,8",
                "evaluation (round 3)", size=32, source_limit=600, source_epochs=4, test_per_class=100),
     "V8": Pair("builtin:cnn", "fashion-mnist", "2-6", "fashion-mnist", "0,1,7,8,9", "evaluation (round 3)"),
+    # Round 4 (fixed before the rule was chosen on every pair above, V1-V8 included, as calibration):
+    # new pairs, two spoiled sources, one source of another width, three natural ones.
+    "W1": Pair("builtin:cnn", "fashion-mnist", "0-4", "fashion-mnist", "5-9", "evaluation (round 4)",
+               source_variant="shuffled-labels"),
+    "W2": Pair("builtin:cnn", "digits", "0-9", "digits", "0-9", "evaluation (round 4)", source_variant="noise",
+               test_per_class=45),
+    "W3": Pair("builtin:cnn", "fashion-mnist", "3-7", "fashion-mnist", "0,1,2,8,9", "evaluation (round 4)"),
+    "W4": Pair("builtin:cnn?width=32", "fashion-mnist", "5-9", "fashion-mnist", "0-4", "evaluation (round 4)"),
+    "W5": Pair("builtin:unet", "fashion-mnist-seg-multi", "2-6", "fashion-mnist-seg-multi", "0,1,7,8,9",
+               "evaluation (round 4)", size=32, source_limit=600, source_epochs=4, test_per_class=100),
+    "W6": Pair("builtin:unet", "fashion-mnist-seg-multi", "5-9", "fashion-mnist-seg-multi", "0-4", "evaluation (round 4)",
+               size=32, source_limit=600, source_epochs=4, test_per_class=100, source_variant="noise"),
 }  # fmt: skip
 SPOILS = ("noise", "shuffled-labels")
 
@@ -213,7 +225,7 @@ def verdicts(rows: list[dict]) -> list[str]:
 
 
 def report(out: Path, shots: tuple[int, ...]) -> None:
-    for split in ("evaluation (round 3)", "evaluation (round 2)", "evaluation", "calibration"):
+    for split in ("evaluation (round 4)", "evaluation (round 3)", "evaluation (round 2)", "evaluation", "calibration"):
         for n in shots:
             rows = []
             for key, pair in PAIRS.items():
