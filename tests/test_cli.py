@@ -106,7 +106,7 @@ def test_plan_prints_its_thresholds(pair, tmp_path):
     assert result.exit_code == 0, result.output
     text = " ".join(result.stdout.split())  # rich wraps long lines
     assert "J2 drop <= 0.05" in text and "against the tolerance 0.02" in text
-    assert text.startswith("Decision: Reuse S (the reuse-or-scratch decision is off")
+    assert text.startswith(("Decision: Reuse S: S-initialised training scored", "Decision: Train the target from scratch"))
     assert json.loads((tmp_path / "plan.json").read_text())["thresholds"]["layer_tolerance"] == 0.05
 
 

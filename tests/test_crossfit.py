@@ -80,7 +80,7 @@ def test_plan_from_shots_freezes_the_decisive_prefix(trained_pair, fake_fmnist, 
     decisions, evidence = runs.plan_from_shots(runs.Source("builtin:cnn?width=4", s.state_dict()), task, 0, config, "cpu")
     names = unit_names(s)
     assert evidence["depth"] == 2 and evidence["plan_seconds"] == 3.5 and evidence["tolerance"] == 0.02
-    assert evidence["network"] is None  # the decision is off by default: no fresh trainings
+    assert evidence["network"]["choice"] == "reuse" and evidence["network"]["difference"] == 0.25
     assert [decisions[n] for n in names] == ["reuse-frozen"] * 2 + ["reuse-finetuned"] * (len(names) - 2)
 
 

@@ -98,12 +98,14 @@ def test_the_sentence_and_the_plan_agree_for_every_kind_of_evidence(network, cur
         assert f"on {40} held-out shots" in sentence
 
 
-def test_the_decision_is_off_by_default_and_the_sentence_says_so():
-    """Calibrated off (bench/README.md): evidence for scratch does not change a default plan, and the verdict says why."""
-    measured = dataclasses.replace(sweep(CURVES["no prefix"]), extra={"network_evidence": evidence(5, 35).to_dict()})
-    plan = judge(measured, comparison((0.1,) * 4), head="fc").to_dict()
-    assert Thresholds().decides_network is False and plan["decision"] == "reuse"
-    assert plan["network"]["choice"] == "reuse" and plan["network"]["reason"].startswith("reuse: the network decision is off")
+def test_the_default_rule_trains_from_scratch_only_past_its_margin_and_can_be_turned_off():
+    """Calibrated (bench/README.md): scratch below -0.05 on the mean; a tie within the margin reuses S; off says so."""
+    assert (Thresholds().scratch_on, Thresholds().scratch_margin) == ("mean", 0.05) and Thresholds().decides_network
+    for reuse, fresh, decision in ((5, 35, "scratch"), (20, 21, "reuse"), (20, 23, "scratch")):
+        measured = dataclasses.replace(sweep(CURVES["no prefix"]), extra={"network_evidence": evidence(reuse, fresh).to_dict()})
+        assert judge(measured, comparison((0.1,) * 4), head="fc").to_dict()["decision"] == decision
+    off = judge(measured, comparison((0.1,) * 4), head="fc", thresholds=Thresholds(scratch_on="never")).to_dict()
+    assert off["decision"] == "reuse" and off["network"]["reason"].startswith("reuse: the network decision is off")
     unmeasured = judge(sweep(CURVES["no prefix"]), comparison((0.1,) * 4), head="fc").to_dict()
     assert verdict_sentence(unmeasured, _transfer(PROOFS["plan best"]), STYLE).startswith(
         "Reuse S (the reuse-or-scratch decision is off")

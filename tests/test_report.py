@@ -196,7 +196,7 @@ def test_report_numbers_come_from_the_result_files(study_dir):
     assert f"id='verdict-sentence'>{escape(sentence)}</p>" in html
     assert sentence.startswith("Reuse S" if reuses(run.plan) else "Train the target from scratch")
     assert run.plan["decision"] == ("reuse" if reuses(run.plan) else "scratch")
-    assert run.plan["network"] is None and "decision is off" in sentence  # off by default (calibrated)
+    assert run.plan["network"] is not None and "against fresh training on" in sentence
     for name in FIGURES:  # the PNG beside the report is the embedded one
         png = (study_dir / f"{name}.png").read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -357,7 +357,7 @@ def test_report_in_decibels(study_dir, tmp_path):
     accuracy = json.loads((study_dir / "results.json").read_text())["models"]["source"]["test_metric"]
     assert f"<td class='t'>psnr</td><td class='n'>{20 + 15 * accuracy:.2f} dB</td>" in html
     sentence = run_verdict(load_run(run))
-    assert sentence.startswith("Reuse S (the reuse-or-scratch decision is off")
+    assert re.search(r"scored [+-]\d+\.\d\d dB psnr against fresh training", sentence)
     assert re.search(r"scratch [+-]\d+\.\d\d dB psnr \(2 seeds: not enough seeds \(2 < 3\)", sentence)
     sweep = json.loads((run / "replacement.json").read_text())
     assert sweep["baseline"] > 20  # the conversion reached the files the report reads

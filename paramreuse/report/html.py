@@ -294,7 +294,7 @@ THRESHOLD_MEANINGS = {
     "network_tolerance": ("J1", "largest drop for which the whole network counts as reusable"),
     "layer_tolerance": ("J2", "largest replacement drop for which a unit counts as reusable; also the reusable depth"),
     "rmse_position": ("J3", "largest aligned RMSE / null RMSE for which a unit's kernel counts as reusable"),
-    "scratch_on": ("network decision", ("never (off, the calibrated default), mean or ci: what of S-initialised "
+    "scratch_on": ("network decision", ("mean (the calibrated default), ci or never (off): what of S-initialised "
                    "minus fresh training, cross-fitted on the shots, must be below -scratch_margin to train from scratch")),
     "scratch_margin": ("network decision", "how far below 0 that difference must be to train from scratch"),
 }

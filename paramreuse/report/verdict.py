@@ -116,8 +116,8 @@ def decision_clause(plan: dict, style: MetricStyle) -> str:
     net = plan.get("network")
     if not net:
         lead = "Reuse S" if reuses(plan) else "Train the target from scratch"
-        return (f"{lead} (the reuse-or-scratch decision is off: on the calibration pairs no rule on its evidence "
-                "beat always reusing S; set thresholds scratch_on to turn it on)")  # fmt: skip
+        return (f"{lead} (the reuse-or-scratch decision is off or was not measured: nothing says whether a fresh "
+                "network would do better; thresholds scratch_on = mean turns it on)")  # fmt: skip
     lo, hi = net["ci"]
     evidence = (f"S-initialised training scored {style.fmt(net['difference'], True)} {style.name} against fresh "
                 f"training on {net['n']} held-out shots (95% CI {style.fmt(lo, True)} to {style.fmt(hi, True)}, "
