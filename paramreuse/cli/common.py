@@ -85,13 +85,15 @@ class ProgressBar:
         self.tasks: dict[str, int] = {}
 
     def __enter__(self) -> Self:
-        self.progress.__enter__()
-        return self
+        return self  # the bar starts with the first event: an error before it prints no blank line
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)
+        if self.tasks:
+            self.progress.__exit__(*exc)
 
     def __call__(self, event: ProgressEvent) -> None:
+        if not self.tasks:
+            self.progress.__enter__()
         if event.stage not in self.tasks:
             self.tasks[event.stage] = self.progress.add_task(event.stage, total=event.total, info="")
         info = "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in event.info.items())
