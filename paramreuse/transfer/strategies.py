@@ -1,9 +1,11 @@
 """Transfer: apply a reuse plan to a fresh target model, and the strategies it is measured against.
 
 A *transplant* (:mod:`paramreuse.models.transplant`) copies S's tensors into a freshly built
-target model unit by unit, as a plan says. A *strategy* is a transplant
+target model unit by unit, as a plan says, and S's tensors outside every unit (PReLU slopes,
+learned scales) whenever it reuses any unit. A *strategy* is a transplant
 plus learning-rate scales: 0 freezes a unit (its BN statistics included), a fraction fine-tunes
-it gently, 1 trains it as new.
+it gently, 1 trains it as new. Scales are per unit: tensors outside units train at the normal
+rate even beside a frozen prefix (only ``linear-probe`` freezes them, with everything but the head).
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ STRATEGIES = ("scratch", "finetune-all", "linear-probe", "lp-ft", "l2-sp", "auto
 
 
 def lr_scales(target: nn.Module, decisions: dict[str, str], finetuned_scale: float) -> tuple[tuple[str, float], ...]:
-    """Per-module learning-rate scales for a plan: frozen 0, gently fine-tuned ``finetuned_scale``."""
+    """Per-module learning-rate scales for a plan: frozen 0, gently fine-tuned ``finetuned_scale``.
+
+    Only units' modules are listed; tensors outside every unit keep the normal rate.
+    """
     scale = {Decision.FROZEN.value: 0.0, Decision.FINETUNED.value: finetuned_scale}
     return tuple(
         (prefix, scale[decisions[u.name]])
