@@ -127,6 +127,9 @@ def bad(tmp_path_factory) -> SimpleNamespace:
     f.tiny = class_folder(d / "tiny")
     grey_images(f.tiny / "owl", 2)  # one held out for test, one left: no room for validation
     f.numbered = class_folder(d / "numbered", ("1", "2", "10"))
+    f.five_six = class_folder(d / "five_six", ("five", "six"))
+    (f.five_six / "ten").mkdir()  # empty, and not chosen: no error of its own
+    f.one_class = class_folder(d / "one_class", ("five",))
     return f
 
 
@@ -192,7 +195,7 @@ CASES = [
     ("class not present in a folder", _train("--data", "folder:{rgb}", "--classes", "0-2"), "class 2 not present in folder:"),
     ("more shots than exist", _replace("--classes", "5-9", "--shots", "500"), "has only 54 training images after validation; use --shots 54 or fewer"),
     ("zero shots", _train("--shots", "0"), "--shots must be at least 1, got 0"),
-    ("single-class target", _replace("--classes", "7"), "a classification target needs at least 2 classes, got [7]; widen --classes"),
+    ("single-class target", _replace("--classes", "7"), "a classification target needs at least 2 classes, got only 'Sneaker' (7); widen --classes"),
     ("backwards class range", _train("--classes", "4-1"), "class range '4-1' runs backwards; write 1-4"),
     ("--init 1-channel model into 3-channel data", _train("--data", "folder:{rgb}", "--init", "{good}"), "takes 1-channel images but the data has 3 channels; use a checkpoint trained on 3-channel images"),
     ("--init 3-channel model into 1-channel data", _train("--data", "folder:{gray}", "--init", "{rgb_model}"), "takes 3-channel images but the data has 1 channels"),
@@ -227,7 +230,9 @@ CASES = [
     ("config: unknown schedule", _config("schedule"), "schedule.toml.training.source: schedule: unknown value 'cosin'; did you mean 'cosine'? use one of cosine, constant"),
     ("config: negative tolerance", _config("tolerance"), "tolerance.toml.thresholds: layer_tolerance must be >= 0 (a drop in metric units), got -0.02"),
     ("number that names no numbered folder", _train("--data", "folder:{numbered}", "--classes", "1-3"), "(it has classes 1,2,10); choose --classes among those"),
-    ("study error, progress bar on", lambda f: ["study", "--quick", "--classes", "7", "--device", "cpu"], "a classification target needs at least 2 classes, got [7]; widen --classes"),
+    ("one class chosen from a folder", _train("--data", "folder:{five_six}", "--classes", "five"), "a classification target needs at least 2 classes, got only 'five' (0); widen --classes"),
+    ("folder with a single class", _train("--data", "folder:{one_class}"), "has a single class, 'five' (0); a classification target needs at least 2 classes: add another class folder"),
+    ("study error, progress bar on", lambda f: ["study", "--quick", "--classes", "7", "--device", "cpu"], "a classification target needs at least 2 classes, got only 'Sneaker' (7); widen --classes"),
 ]
 
 

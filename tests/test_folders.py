@@ -107,6 +107,25 @@ def test_empty_class_folder_is_named(tmp_path):
         load_task(f"folder:{root}")
 
 
+def test_empty_class_folder_not_chosen_does_not_block_the_chosen_ones(tmp_path):
+    """Issue 21: an empty train/ten blocks neither --classes five,six nor its own class being left out."""
+    root = train_test_folder(tmp_path / "n", train=("five", "six"), test=("five", "six", "ten"))
+    (root / "train" / "ten").mkdir()
+    task = load_task(f"folder:{root}", "five,six", val_per_class=1)
+    assert task.train.class_names == ("five", "six")
+    with pytest.raises(DataError, match=r"train/ten: class folder holds no images"):
+        load_task(f"folder:{root}", "five,ten", val_per_class=1)
+
+
+def test_too_few_classes_are_named_by_name(tmp_path):
+    root = class_folder(tmp_path / "n", ("five", "six"))
+    with pytest.raises(DataError, match=r"got only 'five' \(0\); widen --classes"):
+        load_task(f"folder:{root}", "five")
+    one = class_folder(tmp_path / "one", ("five",))
+    line = one_error_line(cli("--data", f"folder:{one}", "--out", str(tmp_path / "out")))
+    assert "has a single class, 'five' (0); a classification target needs at least 2 classes: add another" in line
+
+
 # ---- 16-bit, palette and transparent images -----------------------------------------------
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from paramreuse.data.sampling import carve, parse_classes, resolve_classes, select_classes
 from paramreuse.data.sources import (
     ImageSet,
+    check_class_folders,
     load_digits,
     load_fashion_mnist,
     load_fashion_mnist_seg,
@@ -138,8 +139,17 @@ def load_task(
     classes = resolve_classes(classes, train_all.class_names, name)
     if classes is None:
         classes = tuple(sorted(set(train_all.y.tolist())))
+        if name.startswith("folder:"):  # every class folder, an empty one too (checked below)
+            classes = tuple(range(len(train_all.class_names)))
     if len(classes) < 2 and kind is CLASSIFICATION:
-        raise DataError(f"a classification target needs at least 2 classes, got {list(classes)}; widen --classes")
+        got = ", ".join(f"{train_all.class_names[c]!r} ({c})" if c < len(train_all.class_names) else str(c) for c in classes)
+        if len(train_all.class_names) < 2:
+            raise DataError(f"{name} has a single class, {got}; a classification target needs at least 2 classes: "
+                            "add another class folder")
+        raise DataError(f"a classification target needs at least 2 classes, got only {got or 'none'}; widen --classes")
+    if name.startswith("folder:"):  # only the chosen classes' folders must hold images
+        names = train_all.class_names
+        check_class_folders(name.removeprefix("folder:"), [names[c] for c in classes if c < len(names)])
     if kind.name == "segmentation" and train_all.mask is None:
         raise DataError(f"{name} has no masks for segmentation; use fashion-mnist-seg, fashion-mnist-seg-multi or segfolder:PATH")
     train = _labelled(select_classes(train_all, classes, name), name)

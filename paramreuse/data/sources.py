@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -258,13 +259,19 @@ def _class_files(root: Path) -> dict[str, list[Path]]:
     files = {d.name: image_files(d) for d in visible_dirs(root)}
     if not any(files.values()):
         raise DataError(f"{root}: no images found; expected {root}/CLASS_NAME/IMAGE.png for each class")
-    empty = [name for name, found in files.items() if not found]
-    if empty:
-        raise DataError(
-            f"{root / empty[0]}: class folder holds no images (hidden and non-image files are skipped); "
-            "add images to it or remove the folder"
-        )
-    return files
+    return files  # an empty class folder is an error only when that class is chosen: check_class_folders
+
+
+def check_class_folders(root: str | Path, class_names: Sequence[str]) -> None:
+    """Each chosen class folder (of train/ and test/ where the folder has them) holds images."""
+    root = Path(root)
+    splits = [root / "train", root / "test"] if (root / "train").is_dir() and (root / "test").is_dir() else [root]
+    for folder in (split / name for split in splits for name in class_names):
+        if folder.is_dir() and not image_files(folder):
+            raise DataError(
+                f"{folder}: class folder holds no images (hidden and non-image files are skipped); "
+                "add images to it or remove the folder"
+            )
 
 
 def _all_files(files: dict[str, list[Path]]) -> list[Path]:
