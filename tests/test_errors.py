@@ -127,6 +127,12 @@ def bad(tmp_path_factory) -> SimpleNamespace:
     f.tiny = class_folder(d / "tiny")
     grey_images(f.tiny / "owl", 2)  # one held out for test, one left: no room for validation
     f.numbered = class_folder(d / "numbered", ("1", "2", "10"))
+    f.overwritten = d / "overwritten.safetensors"
+    data = bytearray(f.good.read_bytes())
+    data[-64:-48] = b"\xff" * 16  # inside the last tensor's bytes: the header still parses
+    f.overwritten.write_bytes(bytes(data))
+    f.nan_plain = _checkpoint(d / "nan_plain.safetensors", plain=True,
+                              mutate=lambda m: m.head.weight.__setitem__((0, 0), float("nan")))  # fmt: skip
     f.five_six = class_folder(d / "five_six", ("five", "six"))
     (f.five_six / "ten").mkdir()  # empty, and not chosen: no error of its own
     f.one_class = class_folder(d / "one_class", ("five",))
@@ -232,6 +238,8 @@ CASES = [
     ("number that names no numbered folder", _train("--data", "folder:{numbered}", "--classes", "1-3"), "(it has classes 1,2,10); choose --classes among those"),
     ("one class chosen from a folder", _train("--data", "folder:{five_six}", "--classes", "five"), "a classification target needs at least 2 classes, got only 'five' (0); widen --classes"),
     ("folder with a single class", _train("--data", "folder:{one_class}"), "has a single class, 'five' (0); a classification target needs at least 2 classes: add another class folder"),
+    ("bytes overwritten inside a checkpoint", _compare("overwritten", "good"), "overwritten.safetensors is corrupted (its tensors do not read back as written: their SHA-256 differs from the one saved with them); re-save or re-download it"),
+    ("NaN weights in a file without a checksum", _compare("nan_plain", "good", "--arch", TINY_ARCH), "NaN or Inf values in head.weight; the model diverged, or the file is damaged (it records no checksum to tell): retrain it, or re-save or re-download it"),
     ("study error, progress bar on", lambda f: ["study", "--quick", "--classes", "7", "--device", "cpu"], "a classification target needs at least 2 classes, got only 'Sneaker' (7); widen --classes"),
 ]
 

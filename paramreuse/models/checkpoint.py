@@ -10,10 +10,12 @@ the weights in the local cache.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import safe_open, save
 from torch import nn
@@ -26,6 +28,7 @@ from paramreuse.models.state_dicts import check_finite, load_state_dict_checked,
 from paramreuse.results import write_atomic
 
 METADATA_KEY = "paramreuse"
+DIGEST_KEY = "paramreuse.sha256"  # of the tensors as written: tells a damaged file from a NaN-trained model
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,34 @@ def _check_types(info: ModelInfo) -> None:
 def save_checkpoint(path: str | Path, model: nn.Module, info: ModelInfo) -> Path:
     """Write ``model``'s state dict and ``info`` to a safetensors file, atomically."""
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    return write_atomic(path, save(tensors, metadata={METADATA_KEY: json.dumps(info.to_dict())}))
+    metadata = {METADATA_KEY: json.dumps(info.to_dict()), DIGEST_KEY: tensor_digest(tensors)}
+    return write_atomic(path, save(tensors, metadata=metadata))
+
+
+def tensor_digest(state: dict) -> str:
+    """SHA-256 of the tensors' names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_digest(path: Path, state: dict) -> bool:
+    """Whether ``path`` records a digest of its tensors; a wrong one means the file is damaged."""
+    if path.suffix != ".safetensors":
+        return False
+    with safe_open(str(path), framework="pt") as f:  # read_info has already parsed this header
+        stored = (f.metadata() or {}).get(DIGEST_KEY)
+    if stored is None:
+        return False
+    if stored != tensor_digest(state):
+        raise CheckpointError(
+            f"{path} is corrupted (its tensors do not read back as written: their SHA-256 differs from the one "
+            "saved with them); re-save or re-download it"
+        )
+    return True
 
 
 def read_info(path: str | Path) -> ModelInfo | None:
@@ -141,7 +171,7 @@ def load_checkpoint(
         )
     if input_size is not None:
         info = dataclasses.replace(info, input_size=tuple(input_size))
-    check_finite(state, str(path))
+    check_finite(state, str(path), verified=_check_digest(path, state))
     model = build_model(info.arch, info.in_channels, info.num_classes)
     load_state_dict_checked(model, state, str(path))
     return model, info

@@ -66,10 +66,17 @@ def _unpickling_reason(exc: Exception) -> str:
     return (named or lines or ["unsupported content"])[0].rstrip(".")
 
 
-def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
+def check_finite(state: dict[str, torch.Tensor], where: str, verified: bool = False) -> None:
+    """NaN or Inf values: a diverged model when the file's tensors match the digest saved with them
+    (``verified``); without a digest to check, a damaged file could be the cause too, and the message says so."""
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
+    if bad and verified:
         raise CheckpointError(f"{where}: NaN or Inf values in {', '.join(bad[:5])}; the model diverged, retrain it")
+    if bad:
+        raise CheckpointError(
+            f"{where}: NaN or Inf values in {', '.join(bad[:5])}; the model diverged, or the file is damaged "
+            "(it records no checksum to tell): retrain it, or re-save or re-download it"
+        )
 
 
 def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
