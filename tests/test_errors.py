@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from paramreuse.cli import app
 from paramreuse.models import ModelInfo, build_model, save_checkpoint
+from paramreuse.transfer.grid import RUNS_LOG
 from tests.conftest import TINY_ARCH
 from tests.test_byo_models import hf_cache, torch_home  # noqa: F401 - fixtures: empty weight caches
 from tests.test_folders import class_folder, grey_images, train_test_folder
@@ -240,6 +241,7 @@ CASES = [
     ("folder with a single class", _train("--data", "folder:{one_class}"), "has a single class, 'five' (0); a classification target needs at least 2 classes: add another class folder"),
     ("bytes overwritten inside a checkpoint", _compare("overwritten", "good"), "overwritten.safetensors is corrupted (its tensors do not read back as written: their SHA-256 differs from the one saved with them); re-save or re-download it"),
     ("NaN weights in a file without a checksum", _compare("nan_plain", "good", "--arch", TINY_ARCH), "NaN or Inf values in head.weight; the model diverged, or the file is damaged (it records no checksum to tell): retrain it, or re-save or re-download it"),
+    ("one --shots value more than exist", lambda f: ["transfer", str(f.good), "--data", "fashion-mnist", "--classes", "5-9", "--shots", "5,500", "--seeds", "2", "--strategies", "scratch", "--device", "cpu"], "asked for 500 shots per class but fashion-mnist class 'Sandal' has only 60 training images after validation; use --shots 60 or fewer"),
     ("study error, progress bar on", lambda f: ["study", "--quick", "--classes", "7", "--device", "cpu"], "a classification target needs at least 2 classes, got only 'Sneaker' (7); widen --classes"),
 ]
 
@@ -308,3 +310,13 @@ def test_pickle_module_is_not_used_for_safetensors(bad):
     result = runner.invoke(app, ["compare", str(fake), str(bad.good), "--out", str(bad.dir / "o")])
     assert result.exit_code == 2 and "not a readable safetensors file" in result.stderr
     assert not bad.pwned.exists()
+
+
+def test_every_shots_value_is_checked_before_any_run(bad, fake_fmnist, tmp_path):
+    """transfer --shots 5,500: 500 is refused before the 5-shot runs start, so none is made."""
+    args = ["transfer", str(bad.good), "--data", "fashion-mnist", "--classes", "5-9", "--shots", "5,500", "--seeds", "2",
+            "--strategies", "scratch", "--device", "cpu", "--quiet", "--out", str(tmp_path)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "asked for 500 shots per class" in result.stderr
+    log = tmp_path / RUNS_LOG
+    assert not log.exists() or '"id"' not in log.read_text()

@@ -297,6 +297,10 @@ def run_transfer(
     state = shippable_file(out / TRANSFER_SOURCE_FILE, source.state) if todo and executor.remote else source.state
     sorted_digest = state_digest(dict(sorted(source.state.items()))) if executor.remote else ""
     device = executor.job_device(run.device)
+    # Every shots value is checked against the data before any run starts: enough images per class.
+    for n in sorted({runs[job_id][0] for job_id in todo}):
+        DataSpec.of(data, classes=classes, shots=n, seed=0, data_dir=data_dir, test_per_class=config.test_per_class,
+                    task=task, size=size, **config.data_options()).load()  # fmt: skip
     jobs = []
     for job_id in todo:
         n, s, name = runs[job_id]
