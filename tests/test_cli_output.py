@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 
+import pytest
 from rich.console import Console
 
 from paramreuse.cli.plan import print_plan
@@ -59,3 +61,44 @@ def test_train_prints_no_image_rule_for_array_data(fake_fmnist, tmp_path):
     result = cli("--data", "fashion-mnist", "--classes", "0-1", "--shots", "2", "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
     assert "images:" not in result.stdout
+
+
+VERBS = ["study", "train", "compare", "replace", "plan", "transfer", "report", "rank"]
+
+
+@pytest.mark.parametrize("verb", [None, *VERBS])
+def test_help_reads_at_80_columns(verb):
+    """Issue 21: no option text or example cut with '…', and flags without a `<bool>` type."""
+    from typer.testing import CliRunner
+
+    from paramreuse.cli import app
+
+    args = [verb, "--help"] if verb else ["--help"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    assert "…" not in result.output
+    assert "<bool>" not in result.output
+
+
+def test_compare_table_prints_long_unit_names_and_values_in_full_in_a_pipe():
+    """Issue 21: at 80 columns and not a terminal, names and values fold onto more lines instead of '…'."""
+    from paramreuse.cli.common import layer_table
+
+    def unit(name):
+        return {"name": name, "kind": "conv", "shape": [8, 16, 1, 1], "aligned": True, "rmse_raw": 1234567.891234,
+                "rmse": 0.0412, "rmse_normalized": 0.5, "rmse_null": 0.25, "null_position": 0.125}  # fmt: skip
+
+    names = ["conv1", "features.1.block.1.fc1", "features.1.block.1.fc2", "layer1.0.conv1"]
+    comparison = {"lineage": "independent", "alignment": {"method": "weights"}, "layers": [unit(n) for n in names]}
+    console = Console(file=io.StringIO(), width=80, force_terminal=False)
+    console.print(layer_table(comparison))
+    text = console.file.getvalue()
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    # each cell's pieces, line after line, joined: the name column is the first between box characters
+    first_cells = "".join(line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│"))
+    for name in names:
+        assert name in first_cells
+    values = "".join(line.split("│")[5].strip() for line in text.splitlines() if line.startswith("│"))
+    assert values.count("1234567.8912") == len(names)

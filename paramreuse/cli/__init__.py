@@ -2,6 +2,7 @@
 
 import typer
 
+from paramreuse.cli.common import HelpCommand, HelpGroup
 from paramreuse.cli.compare import compare_command
 from paramreuse.cli.plan import plan_command
 from paramreuse.cli.rank import rank_command
@@ -17,15 +18,16 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=HelpGroup,
 )
-app.command("study")(study_command)
-app.command("train")(train_command)
-app.command("compare")(compare_command)
-app.command("replace")(replace_command)
-app.command("plan")(plan_command)
-app.command("transfer")(transfer_command)
-app.command("report")(report_command)
-app.command("rank")(rank_command)
+app.command("study", cls=HelpCommand)(study_command)
+app.command("train", cls=HelpCommand)(train_command)
+app.command("compare", cls=HelpCommand)(compare_command)
+app.command("replace", cls=HelpCommand)(replace_command)
+app.command("plan", cls=HelpCommand)(plan_command)
+app.command("transfer", cls=HelpCommand)(transfer_command)
+app.command("report", cls=HelpCommand)(report_command)
+app.command("rank", cls=HelpCommand)(rank_command)
 
 
 def main() -> None:

@@ -109,9 +109,15 @@ def emit(result: dict, fmt: Format, human: Callable[[Console], None], quiet: boo
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    """A results table that folds what does not fit instead of cutting it with '…'.
+
+    Unit names such as ``features.1.block.1.fc1`` and numbers have no spaces to wrap at; when the
+    table is wider than the console (a narrow terminal, or a pipe, which rich renders 80 wide) they
+    continue on the next line of their cell, so every cell is printed in full.
+    """
     t = Table(title=title, title_justify="left")
     for i, c in enumerate(columns):
-        t.add_column(c, justify="left" if i == 0 else "right")
+        t.add_column(c, justify="left" if i == 0 else "right", overflow="fold")
     for row in rows:
         t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
     return t
@@ -296,3 +302,26 @@ def with_backend(command: Callable) -> Callable:
 def open_executor(backend: Backend, address: str | None, cpus_per_job: float, gpus_per_job: float | None, device):
     """The executor the options ask for (a context manager: a Ray instance it starts is shut down after)."""
     return make_executor(backend.value, address, cpus_per_job, gpus_per_job, device)
+
+
+class _PlainFlags:
+    """``--help`` that shows flags plainly: no ``<bool>`` type beside ``--quiet`` or ``--help``.
+
+    The type column then stays as narrow as the value options need, which leaves the help
+    column room for specs such as ``torchvision:NAME?weights=DEFAULT`` at 80 columns.
+    """
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # typer prints an option's metavar in place of its type
+        return params
+
+
+class HelpCommand(_PlainFlags, typer.core.TyperCommand):
+    """A verb (``app.command(cls=HelpCommand)``) whose help shows plain flags."""
+
+
+class HelpGroup(_PlainFlags, typer.core.TyperGroup):
+    """The ``paramreuse`` command (``typer.Typer(cls=HelpGroup)``), whose help shows plain flags."""

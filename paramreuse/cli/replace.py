@@ -48,8 +48,10 @@ from paramreuse.results import read_json
 
 ALL_PARAMS = ",".join(PARAM_GROUPS)
 ParamsOpt = Annotated[
-    str, typer.Option("--params", help=f"Comma-separated parameter groups to sweep per unit: {', '.join(PARAM_GROUPS)}.")
-]
+    str,
+    typer.Option("--params", show_default=False,  # the default, a list without spaces, would not fit at 80 columns
+                 help=f"Comma-separated parameter groups to sweep per unit: {', '.join(PARAM_GROUPS)} (default: all)."),
+]  # fmt: skip
 ToleranceOpt = Annotated[float | None, typer.Option("--tolerance", help="Drop (metric units) that separates reusable rows; early stopping uses it. Default 0.02, or 0.5 for PSNR in dB.")]
 
 

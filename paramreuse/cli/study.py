@@ -49,7 +49,7 @@ def study_command(
     backend: BackendChoice = BackendChoice(),  # --backend, --address, --cpus-per-job, --gpus-per-job
     source: Annotated[str | None, typer.Option("--source", help="An existing S instead of training one: a paramreuse "
                       "checkpoint, a plain .pt/.pth/.safetensors state dict (with --arch), or a pretrained spec such "
-                      "as torchvision:resnet18?weights=DEFAULT.")] = None,
+                      "as torchvision:resnet18 with ?weights=DEFAULT.")] = None,
     arch: Annotated[str | None, typer.Option("--arch", help="Architecture spec (e.g. builtin:cnn, torchvision:resnet18, "
                     "py:net.py:make); needed with a plain state dict.")] = None,
     target: Annotated[str | None, typer.Option("--target", help="Target data set, e.g. folder:PATH or digits.")] = None,

@@ -42,7 +42,7 @@ def train_command(
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 128,
     lr: Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule).")] = 1e-3,
     init: Annotated[Path | None, typer.Option(help="Start from this checkpoint (a plain state dict of --arch, or a pretrained spec); its head is replaced by a fresh one.")] = None,
-    keep_head: Annotated[bool, typer.Option(help="With --init, keep the checkpoint's head too.")] = False,
+    keep_head: Annotated[bool, typer.Option("--keep-head", help="With --init, keep the checkpoint's head too.")] = False,
     limit_per_class: Annotated[int | None, typer.Option(help="Use at most this many training images per class.")] = None,
     out: OutOpt = Path("runs/train"),
     fmt: FormatOpt = Format.human,

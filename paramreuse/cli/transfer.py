@@ -61,7 +61,7 @@ def transfer_command(
     size: SizeOpt = None,
     shots: Annotated[str, typer.Option("--shots", help="Shots per class, comma-separated, e.g. 5,10,20,50.")] = "5,10,20,50",
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per shots value (each draws its own shots).")] = 5,
-    strategies: Annotated[str, typer.Option("--strategies", help=f"Comma-separated subset of {', '.join(STRATEGIES)}.")] = ",".join(STRATEGIES),
+    strategies: Annotated[str, typer.Option("--strategies", show_default=False, help=f"Comma-separated subset of {', '.join(STRATEGIES)} (default: all).")] = ",".join(STRATEGIES),
     finetuned_scale: Annotated[float, typer.Option(help="Learning-rate scale of a given plan's reuse-finetuned units.")] = 1.0,
     budget: Annotated[str, typer.Option("--budget", help="Labelled images each run may use: 'shots' (only its shots; "
                                         "best-depth holds out a fifth of them) or 'validation-set' (plus a carved "
