@@ -74,7 +74,7 @@ def test_help_reads_at_80_columns(verb):
     from paramreuse.cli import app
 
     args = [verb, "--help"] if verb else ["--help"]
-    result = CliRunner().invoke(app, args, env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
     assert max(len(line) for line in result.output.splitlines()) <= 80
     assert "…" not in result.output

@@ -112,7 +112,7 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     """A results table that folds what does not fit instead of cutting it with '…'.
 
     Unit names such as ``features.1.block.1.fc1`` and numbers have no spaces to wrap at; when the
-    table is wider than the console (a narrow terminal, or a pipe, which rich renders 80 wide) they
+    table is wider than the console (a narrow terminal, or a pipe: 80 wide without a terminal) they
     continue on the next line of their cell, so every cell is printed in full.
     """
     t = Table(title=title, title_justify="left")
