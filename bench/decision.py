@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from plan import PAIRS  # the pairs, with their split
 
+from paramreuse.judge.network import says_scratch
 from paramreuse.results import read_json
 from paramreuse.stats import paired_test, seed_interval
 from paramreuse.transfer.grid import TRANSFER_FILE
@@ -71,10 +72,7 @@ class Draw:
 
     def says_scratch(self, rule: tuple[str, float]) -> bool:
         on, margin = rule
-        if on == "never":
-            return False
-        judged = self.network["difference"] if on == "mean" else self.network["ci"][1]
-        return judged < -margin
+        return says_scratch(self.network["difference"], self.network["ci"], scratch_on=on, scratch_margin=margin)
 
     def plan(self, rule: tuple[str, float]) -> float:
         return self.values["scratch"] if self.says_scratch(rule) else self.values["plan"]

@@ -100,6 +100,18 @@ def _below(margin: float) -> str:
     return f"-{margin:g}" if margin else "0"
 
 
+def says_scratch(difference: float, ci: tuple[float, float], *, scratch_on: str, scratch_margin: float) -> bool:
+    """The network rule on a measured difference (reuse minus fresh) and its CI: True trains from scratch.
+
+    >>> says_scratch(-0.06, (-0.2, 0.08), scratch_on="mean", scratch_margin=0.05)
+    True
+    >>> says_scratch(-0.06, (-0.2, 0.08), scratch_on="ci", scratch_margin=0.05)
+    False
+    """
+    judged = {"mean": difference, "ci": ci[1], "never": float("inf")}[scratch_on]
+    return judged < -scratch_margin
+
+
 def decide_network(
     evidence: NetworkEvidence, *, scratch_on: str, scratch_margin: float, bounds: Bounds | None = None,
     bootstrap: int = 1000, seed: int = 0,
@@ -108,8 +120,7 @@ def decide_network(
     diffs = evidence.differences
     mean = float(diffs.mean())
     ci = mean_ci(diffs, bootstrap, seed, bounds)
-    judged = {"mean": mean, "ci": ci[1], "never": float("inf")}[scratch_on]
-    scratch = judged < -scratch_margin
+    scratch = says_scratch(mean, ci, scratch_on=scratch_on, scratch_margin=scratch_margin)
     measured = f"reuse minus scratch {mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}] on {len(diffs)} held-out shots"
     if scratch:
         reason = f"scratch: {measured}, below {_below(scratch_margin)}"
