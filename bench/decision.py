@@ -250,14 +250,55 @@ def claim_table(out: Path, shots: tuple[int, ...], rnd: int) -> None:
         print(f"- {name} predicts the clear winner (majority of draws) on {right} of {total} (pair, shots) cells")
 
 
+def limits(out: Path, shots: tuple[int, ...], rnd: int) -> None:
+    """What no network rule can beat: the regret if the decision between scratch and the reuse plan were
+    perfect, per pair (the better of the two means) or per draw, over every pair with all baselines run."""
+    print("\n### Limits: the regret with a perfect decision between scratch and the reuse plan\n")
+    print("| decision | shots | pairs | mean regret, pts | pairs over 2 pts | worst pair |")
+    print("|---|---|---|---|---|---|")
+    widths = []
+    for n in shots:
+        docs = [(key, read_json(out / key / "transfer" / TRANSFER_FILE)) for key in PAIRS
+                if (out / key / "transfer" / TRANSFER_FILE).is_file()]  # fmt: skip
+        cells: dict[str, list[tuple[float, str]]] = {}
+        for key, doc in docs:
+            if str(n) not in doc["strategies"]["plan"]["by_shots"]:
+                continue
+            ds = draws(doc, n)
+            if not all(b in ds[0].values for b in BASELINES):
+                continue  # N1-N4: no per-draw baselines
+            widths += [d.network["ci"][1] - d.network["ci"][0] for d in ds]
+            mean = lambda name: statistics.fmean(d.values[name] for d in ds)  # noqa: E731
+            best = max(mean("scratch"), *(mean(b) for b in BASELINES))
+            choices = {
+                f"the chosen rule ({CHOSEN[rnd][0]}, margin {CHOSEN[rnd][1]})": statistics.fmean(d.plan(CHOSEN[rnd]) for d in ds),
+                "perfect per pair (the better mean of scratch and the reuse plan)": max(mean("scratch"), mean("plan")),
+                "perfect per draw": statistics.fmean(max(d.values["scratch"], d.values["plan"]) for d in ds),
+            }  # fmt: skip
+            for name, value in choices.items():
+                cells.setdefault(name, []).append((best - value, key))
+        for name, rows in cells.items():
+            regrets = [r for r, _ in rows]
+            worst = max(rows)
+            print(f"| {name} | {n} | {len(rows)} | {statistics.fmean(regrets) * 100:+.2f} | "
+                  f"{sum(r > 0.02 for r in regrets)} | {worst[0] * 100:+.1f} ({worst[1]}) |")  # fmt: skip
+    if widths:
+        print(f"\n- the evidence's 95% CI, median width over {len(widths)} draws: {statistics.median(widths):.3f} "
+              f"(range {min(widths):.3f}-{max(widths):.3f})")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/r3"))
     parser.add_argument("--shots", default="5,10")
     parser.add_argument("--calibrate", action="store_true", help="compare the candidate rules on calibration pairs only")
+    parser.add_argument("--limits", action="store_true", help="the regret a perfect decision would leave, every pair")
     parser.add_argument("--round", type=int, choices=ROUNDS, default=ROUNDS[-1], help="which round's split")
     args = parser.parse_args()
     shots, rnd = tuple(int(s) for s in args.shots.split(",")), args.round
+    if args.limits:
+        limits(args.out, shots, rnd)
+        return
     if args.calibrate:
         calibrate(args.out, shots, rnd)
         report(args.out, shots, evaluation=False, rnd=rnd)
