@@ -268,11 +268,11 @@ def limits(out: Path, shots: tuple[int, ...], rnd: int) -> None:
             if not all(b in ds[0].values for b in BASELINES):
                 continue  # N1-N4: no per-draw baselines
             widths += [d.network["ci"][1] - d.network["ci"][0] for d in ds]
-            mean = lambda name: statistics.fmean(d.values[name] for d in ds)  # noqa: E731
-            best = max(mean("scratch"), *(mean(b) for b in BASELINES))
+            mean = {name: statistics.fmean(d.values[name] for d in ds) for name in ds[0].values}
+            best = max(mean["scratch"], *(mean[b] for b in BASELINES))
             choices = {
                 f"the chosen rule ({CHOSEN[rnd][0]}, margin {CHOSEN[rnd][1]})": statistics.fmean(d.plan(CHOSEN[rnd]) for d in ds),
-                "perfect per pair (the better mean of scratch and the reuse plan)": max(mean("scratch"), mean("plan")),
+                "perfect per pair (the better mean of scratch and the reuse plan)": max(mean["scratch"], mean["plan"]),
                 "perfect per draw": statistics.fmean(max(d.values["scratch"], d.values["plan"]) for d in ds),
             }  # fmt: skip
             for name, value in choices.items():
