@@ -23,6 +23,7 @@ from paramreuse.cli.common import (
     QuietOpt,
     SizeOpt,
     TaskOpt,
+    check_length,
     clean_errors,
     emit,
     table,
@@ -35,6 +36,7 @@ from paramreuse.judge.plan import plan_decisions
 from paramreuse.models import is_pretrained
 from paramreuse.models.loading import fit_to, load_source
 from paramreuse.results import read_json
+from paramreuse.training.loop import FEWSHOT, with_length
 from paramreuse.transfer.grid import TRANSFER_FILE, Source, TransferConfig, run_transfer
 from paramreuse.transfer.strategies import STRATEGIES
 
@@ -66,6 +68,12 @@ def transfer_command(
     budget: Annotated[str, typer.Option("--budget", help="Labelled images each run may use: 'shots' (only its shots; "
                                         "best-depth holds out a fifth of them) or 'validation-set' (plus a carved "
                                         "validation set of up to 500 per class, a labelled reference).")] = "shots",
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Passes over the shots in every run (default 1); "
+                      "--min-steps may raise it.", show_default=False)] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Exactly N optimiser steps in every run, instead of "
+                     "--epochs; no floor.", show_default=False)] = None,
+    min_steps: Annotated[int | None, typer.Option("--min-steps", help="Raise --epochs until each run takes at least "
+                         "this many steps; default 150, 0: never.", show_default=False)] = None,
     arch: ArchOpt = None,
     out: OutOpt = Path("runs/transfer"),
     fmt: FormatOpt = Format.human,
@@ -88,20 +96,31 @@ def transfer_command(
         raise ParamreuseError(f"unknown strategy {', '.join(unknown) or '(none)'}; use {', '.join(STRATEGIES)}")
     if seeds < 1:
         raise ParamreuseError(f"--seeds must be at least 1, got {seeds}")
+    check_length(epochs, steps, min_steps)
     model, info = load_source(source, arch)
     if is_pretrained(info):  # its input layer is adapted to the target's channels, as timm adapts pretrained weights
         channels = target_spec(data, classes, None, 0, data_dir, task, size).load().channels
         model, _ = fit_to(model, info, channels=channels, num_outputs=info.num_classes, keep_head=True, where=str(source))
     decisions = plan_decisions(read_json(plan)) if plan is not None else None
+    training = with_length(FEWSHOT, epochs=epochs, steps=steps, min_steps=min_steps)
     config = TransferConfig(strategies=names, shots=_ints(shots, "shots"), seeds=seeds, finetuned_scale=finetuned_scale,
-                            budget=budget)  # fmt: skip
+                            budget=budget, training=training)  # fmt: skip
     src = Source(info.arch, {k: v.detach() for k, v in model.state_dict().items()})
     dev = resolve_device(device.value)
     executor = backend.open(dev)
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         run = RunContext(out, device=dev, progress=bar, executor=executor)
         doc = run_transfer(src, decisions, data, classes, run, config=config, data_dir=data_dir, task=task, size=size)
-    emit(doc, fmt, lambda console: (print_transfer(console, doc), console.print(f"written: {out / TRANSFER_FILE}")), quiet)
+    asked = epochs is not None  # the floor's note matters when the user chose the epochs
+
+    def human(console) -> None:
+        print_transfer(console, doc)
+        for n, length in doc.get("length", {}).items() if asked else ():
+            if length.get("note"):
+                console.print(f"{n} shots: {length['note']}", highlight=False)
+        console.print(f"written: {out / TRANSFER_FILE}")
+
+    emit(doc, fmt, human, quiet)
 
 
 def print_transfer(console, doc: dict) -> None:
