@@ -101,6 +101,11 @@ class StudyTraining:
             raise ConfigError(f"epochs ({self.epochs}) and steps ({self.steps}) are both set; give one: epochs "
                               "counts passes over the shots (min_steps may raise it), steps exact optimiser steps")
 
+    def to_dict(self) -> dict:
+        """The fields; the length keys only when set (older run folders' fingerprints stay valid)."""
+        stages = {name: getattr(self, name).to_dict() for name in ("source", "fewshot", "full")}
+        return stages | {k: v for k, v in self.asked().items() if v is not None}
+
     def asked(self) -> dict:
         """The target trainings' length as the user set it (None: not set)."""
         return {"epochs": self.epochs, "steps": self.steps, "min_steps": self.min_steps}
@@ -140,7 +145,7 @@ class StudyConfig:
         check_choice("align", self.align, ALIGNMENTS)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self) | {"training": self.training.to_dict(), "transfer": self.transfer.to_dict()}
 
 
 def quick(config: StudyConfig) -> StudyConfig:

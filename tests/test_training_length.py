@@ -128,3 +128,13 @@ def test_a_study_trains_the_steps_asked(fake_fmnist_dir, tmp_path):
         assert json.loads((tmp_path / "run" / model / "train.json").read_text())["training"]["steps"] == 3
     assert json.loads((tmp_path / "run" / "transfer" / "transfer.json").read_text())["length"]["2"]["steps"] == 3
     assert "few-shot training" not in result.stdout  # nothing raised: no note
+
+
+def test_an_unset_length_leaves_the_fingerprinted_config_as_it_was():
+    """Run folders written before --steps existed still resume: unset length keys are not in to_dict()."""
+    assert "steps" not in TrainConfig().to_dict() and TrainConfig(steps=5).to_dict()["steps"] == 5
+    plain = StudyConfig().to_dict()
+    assert "steps" not in plain["training"]["fewshot"] and "steps" not in plain["transfer"]["training"]
+    assert not {"epochs", "steps", "min_steps"} & set(plain["training"])
+    asked = apply_length(with_length(StudyConfig(), epochs=None, steps=9, min_steps=None)).to_dict()
+    assert asked["training"]["steps"] == 9 and asked["transfer"]["training"]["steps"] == 9

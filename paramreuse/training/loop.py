@@ -52,7 +52,9 @@ class TrainConfig:
             raise ConfigError(f"lr must be > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; ``steps`` only when set, so that runs fingerprinted before it existed still resume."""
+        fields = asdict(self)
+        return fields if self.steps is not None else {k: v for k, v in fields.items() if k != "steps"}
 
 
 @dataclass(frozen=True)

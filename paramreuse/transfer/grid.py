@@ -78,7 +78,7 @@ class TransferConfig:
         check_at_least(self, ("finetuned_scale",), 0, ">= 0")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"training": self.training.to_dict()}
 
     def data_options(self) -> dict:
         """What the budget means for loading a run's target data."""
