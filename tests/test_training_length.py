@@ -128,6 +128,13 @@ def test_a_study_trains_the_steps_asked(fake_fmnist_dir, tmp_path):
         assert json.loads((tmp_path / "run" / model / "train.json").read_text())["training"]["steps"] == 3
     assert json.loads((tmp_path / "run" / "transfer" / "transfer.json").read_text())["length"]["2"]["steps"] == 3
     assert "few-shot training" not in result.stdout  # nothing raised: no note
+    # --epochs 1 on 10 shots is one step an epoch: --min-steps 6 raises it to 6, and the summary says so
+    args[args.index("--steps") : args.index("--steps") + 2] = ["--epochs", "1", "--min-steps", "6"]
+    raised = runner.invoke(app, [*args[:4], str(tmp_path / "raised"), *args[5:]])
+    assert raised.exit_code == 0, raised.output
+    line = "trained 6 epochs (asked 1): --min-steps 6 raised it; pass --min-steps 0 to train exactly 1"
+    assert f"few-shot training (T, T_scratch, transfer runs): {line}" in " ".join(raised.stdout.split())
+    assert json.loads((tmp_path / "raised" / "results.json").read_text())["training"]["note"] == line
 
 
 def test_an_unset_length_leaves_the_fingerprinted_config_as_it_was():

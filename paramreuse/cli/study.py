@@ -66,7 +66,8 @@ def study_command(
                       "--min-steps may raise it. S and T_full: \\[training.source] and \\[training.full] in --config.",
                       show_default=False)] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Exactly N optimiser steps in every few-shot training, "
-                     "instead of --epochs; no floor (\\[training] steps).", show_default=False)] = None,
+                     "instead of --epochs; no floor; the plan's cross-fitted folds train half (\\[training] steps).",
+                     show_default=False)] = None,
     min_steps: Annotated[int | None, typer.Option("--min-steps", help="Raise --epochs until each few-shot training "
                          "takes at least this many steps; default 150 (--quick 80), 0: never.", show_default=False)] = None,
 ) -> None:
