@@ -109,6 +109,18 @@ def test_transfer_runs_the_steps_asked(fake_fmnist, tmp_path):
     assert raised.exit_code == 0, raised.output
     assert "2 shots: trained 4 epochs (asked 2): --min-steps 4 raised it" in " ".join(raised.stdout.split())
     assert json.loads((tmp_path / "raised" / "transfer.json").read_text())["length"]["2"]["epochs"] == 4
+    # a --config file's [training] table sets the length; a flag wins over it
+    config = tmp_path / "transfer.toml"
+    config.write_text("seeds = 1\nshots = [2]\nstrategies = ['scratch']\n[training]\nsteps = 4\n")
+    base = args[:2] + ["--data", "fashion-mnist", "--classes", "5-9", "--device", "cpu", "--config", str(config)]
+    from_file = runner.invoke(app, [*base, "--out", str(tmp_path / "file"), "--quiet"])
+    assert from_file.exit_code == 0, from_file.output
+    doc = json.loads((tmp_path / "file" / "transfer.json").read_text())
+    assert doc["length"] == {"2": {"epochs": 4, "steps": 4, "note": None}} and doc["seeds"] == 1
+    assert list(doc["strategies"]) == ["scratch"]
+    flagged = runner.invoke(app, [*base, "--steps", "3", "--out", str(tmp_path / "flag"), "--quiet"])
+    assert flagged.exit_code == 0, flagged.output
+    assert json.loads((tmp_path / "flag" / "transfer.json").read_text())["length"]["2"]["steps"] == 3
 
 
 def test_a_study_trains_the_steps_asked(fake_fmnist_dir, tmp_path):
