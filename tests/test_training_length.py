@@ -140,6 +140,7 @@ def test_a_study_trains_the_steps_asked(fake_fmnist_dir, tmp_path):
         assert json.loads((tmp_path / "run" / model / "train.json").read_text())["training"]["steps"] == 3
     assert json.loads((tmp_path / "run" / "transfer" / "transfer.json").read_text())["length"]["2"]["steps"] == 3
     assert "few-shot training" not in result.stdout  # nothing raised: no note
+    assert "few-shot training</td><td class='n'>3 epochs, 3 steps (asked: steps 3)</td>" in (tmp_path / "run" / "report.html").read_text()
     # --epochs 1 on 10 shots is one step an epoch: --min-steps 6 raises it to 6, and the summary says so
     args[args.index("--steps") : args.index("--steps") + 2] = ["--epochs", "1", "--min-steps", "6"]
     raised = runner.invoke(app, [*args[:4], str(tmp_path / "raised"), *args[5:]])
