@@ -95,11 +95,15 @@ def chance_level(task: Task, num_classes: int, targets: torch.Tensor | None = No
         return None
     if targets is None or not len(targets):
         return 0.0
-    constant = torch.zeros(len(targets), num_classes, *targets.shape[1:])
+    chunk = max(1, 2**24 // (num_classes * targets[0].numel()))  # about 64 MB of constant outputs at a time
     values = []
     for label in range(num_classes):
-        constant.zero_()[:, label] = 1.0
-        values.append(task.value(constant, targets))
+        scores = []
+        for part in targets.split(chunk):
+            constant = torch.zeros(len(part), num_classes, *part.shape[1:])
+            constant[:, label] = 1.0
+            scores.append(task.scores(constant, part))
+        values.append(float(torch.cat(scores).mean()))
     return max(values)
 
 
