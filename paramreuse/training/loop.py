@@ -93,11 +93,17 @@ def training_length(config: TrainConfig, n_images: int) -> tuple[int, int]:
 def with_length(config: TrainConfig, *, epochs: int | None = None, steps: int | None = None,
                 min_steps: int | None = None) -> TrainConfig:  # fmt: skip
     """``config`` with the length a user asked for: exactly ``steps`` optimiser steps, or ``epochs``
-    and ``min_steps`` (each only when given); unchanged when nothing is given."""
+    and ``min_steps`` (each only when given); unchanged when nothing is given.
+
+    >>> with_length(TrainConfig(steps=40), epochs=3).steps is None, with_length(TrainConfig(steps=40), min_steps=9).steps
+    (True, 40)
+    """
     if steps is not None:
         return replace(config, steps=steps)
     given = {k: v for k, v in (("epochs", epochs), ("min_steps", min_steps)) if v is not None}
-    return replace(config, steps=None, **given) if given else config
+    if epochs is not None:  # epochs asked for: the config's own exact steps no longer hold
+        given["steps"] = None
+    return replace(config, **given) if given else config
 
 
 def length_note(config: TrainConfig, epochs: int) -> str | None:
