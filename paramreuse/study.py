@@ -19,27 +19,23 @@ from paramreuse.config import ConfigError, check_at_least, check_choice
 from paramreuse.data import TaskData
 from paramreuse.errors import DataError
 from paramreuse.judge.assess import COMPARISON_FILE, PLAN_FILE, REPLACEMENT_FILE, assess, compare_pair
-from paramreuse.judge.caveats import chance_caveat, validation_caveat
+from paramreuse.judge.caveats import chance_warnings, validation_caveat
 from paramreuse.judge.crossfit import crossfit_sweep, network_evidence
 from paramreuse.judge.plan import Plan
 from paramreuse.judge.replacement import SweepConfig, SweepInputs
 from paramreuse.judge.verdicts import Thresholds
-from paramreuse.models import is_pretrained, load_checkpoint, save_checkpoint
-from paramreuse.models.checkpoint import pretrained_spec
 from paramreuse.models.heads import head_names
-from paramreuse.models.loading import rebuilt_for
-from paramreuse.models.state_dicts import state_digest
 from paramreuse.progress import Progress
 from paramreuse.report import render_report
 from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
 from paramreuse.stats import mean_ci
-from paramreuse.tasks import TASKS, task_key
-from paramreuse.training.loop import TrainConfig, predict
+from paramreuse.tasks import TASKS
+from paramreuse.training.loop import TrainConfig, predict, with_length
 from paramreuse.training.run import (
     FRESH_INIT_OFFSET,
     MODEL_FILE,
-    TRAIN_FILE,
     RunSpec,
+    adopt_source,
     environment,
     run_training,
     source_for_target,
@@ -81,11 +77,42 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class StudyTraining:
-    """Training settings per stage: S on the source, few-shot T and T_scratch, and T_full."""
+    """Training settings per stage: S on the source, few-shot T and T_scratch, and T_full.
+
+    ``epochs``, ``steps`` and ``min_steps`` (the ``[training]`` table's own keys; ``--epochs``,
+    ``--steps``, ``--min-steps``) set the length of every few-shot training on the target shots:
+    T, T_scratch, the cross-fitted evidence of the plan and every transfer run. ``epochs`` counts
+    passes over the shots and ``min_steps`` may raise it; ``steps`` is the exact number of
+    optimiser steps. Unset, each keeps its table's ([training.fewshot], [transfer.training]).
+    S and T_full keep [training.source] and [training.full].
+    """
 
     source: TrainConfig = TrainConfig(epochs=4, batch_size=128, lr=2e-3)
     fewshot: TrainConfig = FEWSHOT
     full: TrainConfig = TrainConfig(epochs=3, batch_size=128, lr=1e-3)
+    epochs: int | None = None
+    steps: int | None = None
+    min_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        check_at_least(self, ("epochs", "steps"), 1)
+        check_at_least(self, ("min_steps",), 0)
+        if self.epochs is not None and self.steps is not None:
+            raise ConfigError(f"epochs ({self.epochs}) and steps ({self.steps}) are both set; give one: epochs "
+                              "counts passes over the shots (min_steps may raise it), steps exact optimiser steps")
+
+    def to_dict(self) -> dict:
+        """The fields; the length keys only when set (older run folders' fingerprints stay valid)."""
+        stages = {name: getattr(self, name).to_dict() for name in ("source", "fewshot", "full")}
+        return stages | {k: v for k, v in self.asked().items() if v is not None}
+
+    def asked(self) -> dict:
+        """The target trainings' length as the user set it (None: not set)."""
+        return {"epochs": self.epochs, "steps": self.steps, "min_steps": self.min_steps}
+
+    def applied(self, config: TrainConfig) -> TrainConfig:
+        """A few-shot training ``config`` with the asked length, when one is set."""
+        return with_length(config, **self.asked())
 
 
 @dataclass(frozen=True)
@@ -118,7 +145,7 @@ class StudyConfig:
         check_choice("align", self.align, ALIGNMENTS)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self) | {"training": self.training.to_dict(), "transfer": self.transfer.to_dict()}
 
 
 def quick(config: StudyConfig) -> StudyConfig:
@@ -130,12 +157,20 @@ def quick(config: StudyConfig) -> StudyConfig:
         full_limit_per_class=config.full_limit_per_class or 1000,
         test_per_class=config.test_per_class or 400,
         transfer=dataclasses.replace(config.transfer, seeds=min(config.transfer.seeds, 2), training=fewshot),
-        training=StudyTraining(
+        training=dataclasses.replace(
+            config.training,
             source=dataclasses.replace(config.training.source, epochs=min(config.training.source.epochs, 3)),
             fewshot=fewshot,
             full=dataclasses.replace(config.training.full, epochs=min(config.training.full.epochs, 2)),
         ),
     )
+
+
+def apply_length(config: StudyConfig) -> StudyConfig:
+    """The config with ``[training]``'s asked length applied to every few-shot training (T, T_scratch, transfer)."""
+    tr = config.training
+    transfer = dataclasses.replace(config.transfer, training=tr.applied(config.transfer.training))
+    return dataclasses.replace(config, training=dataclasses.replace(tr, fewshot=tr.applied(tr.fewshot)), transfer=transfer)
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,10 +225,12 @@ def run_study(
     out = prepare_out_dir(out)
     run = RunContext(out, device, progress, executor)
     start = time.perf_counter()
+    config = apply_length(config)
     data = load_study_data(config)
     tr = config.training
     if config.source.checkpoint is not None:
-        source_model, source_rec = given_source(config, data, run.under("source"))
+        source_model, source_rec = adopt_source(config.source.checkpoint, config.arch, data.target, out / "source",
+                                                seed=config.seed)  # fmt: skip
         config = dataclasses.replace(config, arch=source_rec["arch"])
     else:
         source_spec = RunSpec(config.arch, tr.source, config.seed)
@@ -235,7 +272,8 @@ def run_study(
             for name, rec in records.items()
         },
         "gains": gains,
-        "warnings": caveats(config, data, records),
+        "training": training_length(config, records),
+        "warnings": caveats(config, data, records, transfer),
         **_headlines(evidence, transfer),
         "environment": environment(device),
         "seconds": time.perf_counter() - start,
@@ -295,43 +333,25 @@ def head_size(model: torch.nn.Module) -> int:
     return int(next(state[k].shape[0] for k in head_names(model) if state[k].ndim >= 1))
 
 
-def given_source(config: StudyConfig, data: StudyData, run: RunContext) -> tuple[torch.nn.Module, dict]:
-    """S from the user's checkpoint or pretrained spec, fitted to the target's image channels and
-    written to ``run.out`` as a paramreuse checkpoint, so that every later stage reads it like a trained S.
-
-    A plain state dict needs ``config.arch``; a pretrained spec's input layer is adapted as timm does.
-    """
-    src, target = config.source, data.target
-    arch = config.arch if not pretrained_spec(src.checkpoint) else None
-    loaded, info = load_checkpoint(src.checkpoint, arch, input_size=target.size)
-    key = fingerprint({"given": state_digest(loaded.state_dict()), "arch": info.arch, "channels": target.channels})
-    out = prepare_out_dir(run.out)
-    done = load_if_current(out / TRAIN_FILE, key)
-    if done is not None and (out / MODEL_FILE).is_file():
-        return load_checkpoint(out / MODEL_FILE, info.arch)[0], done | {"resumed": True}
-    model, fit = rebuilt_for(loaded.state_dict(), info.arch, channels=target.channels, num_outputs=info.num_classes,
-                             seed=config.seed, where=f"--source {src.checkpoint}", keep_head=True,
-                             adapt_input=is_pretrained(info))  # fmt: skip
-    fitted = dataclasses.replace(info, in_channels=target.channels, input_size=target.size, task=task_key(target.kind))
-    save_checkpoint(out / MODEL_FILE, model, fitted)
-    record = {"fingerprint": key, "stage": "source", "arch": info.arch, "given": str(src.checkpoint),
-              "notes": fit.notes("S"), "metric": target.kind.metric_name, "test_metric": None, "test_metrics": {},
-              "val_metric": None, "training": {"seconds": 0.0}}  # fmt: skip
-    write_json(out / TRAIN_FILE, record)
-    return model.eval(), record | {"resumed": False}
+def training_length(config: StudyConfig, records: dict) -> dict:
+    """The few-shot trainings' length: as asked ([training], --epochs/--steps), as T trained, and a
+    ``note`` when the floor (min_steps) raised the asked epochs."""
+    done = records["target"]["training"]
+    asked = config.training.asked()
+    raised = asked["epochs"] is not None and done.get("note")
+    return {"asked": asked, "epochs": done.get("epochs"), "steps": done.get("steps"), "note": raised or None}
 
 
-def caveats(config: StudyConfig, data: StudyData, records: dict) -> list[str]:
-    """What limits the study's verdicts: too few images to judge the tolerance, a model at chance."""
+def caveats(config: StudyConfig, data: StudyData, records: dict, transfer: dict) -> list[str]:
+    """What limits the study's verdicts: too few images to judge the tolerance, every model at chance."""
     target = data.target
     tolerance = config.thresholds.for_task(target.kind).layer_tolerance
     judged = target.train if config.budget == Budget.SHOTS else target.val
     what = "cross-fitted evaluation set (the shots)" if config.budget == Budget.SHOTS else "validation set"
     found = [validation_caveat(len(judged), tolerance, metric=target.kind.metric_name, units=target.kind.units, what=what)]
-    if data.source is not None and records["source"]["test_metric"] is not None:
-        found.append(chance_caveat("S (on its own test set)", records["source"]["test_metric"], data.source.kind,
-                                   data.source.num_classes))  # fmt: skip
-    found.append(chance_caveat("T_full", records["full"]["test_metric"], target.kind, target.num_classes))
+    metrics = {name: records[name]["test_metric"] for name in ("source", "target", "scratch", "full")}
+    strategies = {name: entry["mean"] for name, entry in transfer["strategies"].items()}
+    found += chance_warnings(data.source, target, metrics, strategies, seeds=transfer["seeds"])
     return [w for w in found if w]
 
 

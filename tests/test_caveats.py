@@ -1,10 +1,20 @@
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
-from paramreuse.judge.caveats import chance_caveat, images_needed, resolvable_drop, validation_caveat
+from paramreuse.judge.caveats import (
+    chance_caveat,
+    chance_caveats,
+    chance_level,
+    chance_warnings,
+    images_needed,
+    resolvable_drop,
+    validation_caveat,
+)
 from paramreuse.tasks import CLASSIFICATION, RECONSTRUCTION, SEGMENTATION
 
 
@@ -54,3 +64,42 @@ def test_chance_caveat_for_segmentation_and_reconstruction():
     assert "dice 0.010" in chance_caveat("T_full", 0.01, SEGMENTATION, 2)
     assert chance_caveat("T_full", 0.40, SEGMENTATION, 2) is None
     assert chance_caveat("S", 3.0, RECONSTRUCTION, 1) is None  # PSNR has no chance level
+
+
+def _side(kind, outputs: int, targets: torch.Tensor) -> SimpleNamespace:
+    """What chance_warnings reads of a TaskData: its task, outputs and test targets."""
+    test = SimpleNamespace(y=targets, mask=targets, x=targets)
+    return SimpleNamespace(kind=kind, num_outputs=outputs, test=test)
+
+
+def test_chance_warnings_name_every_model_at_chance_with_the_level_and_threshold():
+    source = _side(CLASSIFICATION, 5, torch.arange(5))
+    target = _side(CLASSIFICATION, 5, torch.arange(5))
+    # the --quick run of issue 21: T and T_scratch below chance, S fine, the plan near chance
+    metrics = {"source": 0.93, "target": 0.149, "scratch": 0.180, "full": 0.61}
+    strategies = {"plan": 0.21, "scratch": 0.24, "finetune-all": 0.26}
+    found = chance_warnings(source, target, metrics, strategies, seeds=2)
+    assert len(found) == 1
+    line = found[0]
+    for named in ("T accuracy 0.149", "T_scratch accuracy 0.180", "transfer plan (mean of 2 seeds) accuracy 0.210",
+                  "transfer scratch (mean of 2 seeds) accuracy 0.240"):  # fmt: skip
+        assert named in line
+    assert "finetune-all" not in line and "T_full" not in line and "S (" not in line  # 0.26 > 0.25: not near chance
+    assert "chance 1/5 = 0.200" in line and "at or below 0.250" in line and "margin 0.05" in line and "--steps" in line
+    # S and T_full at chance: each its own line, with its own fix
+    found = chance_warnings(source, target, metrics | {"source": 0.2, "full": 0.22}, {}, seeds=2)
+    assert [w.split(": at or below")[0] for w in found] == [
+        "S (on its own test set) accuracy 0.200", "T accuracy 0.149, T_scratch accuracy 0.180", "T_full accuracy 0.220"]
+    assert "[training.source]" in found[0] and "[training.full]" in found[2]
+    assert chance_warnings(None, target, {"source": None, "target": 0.9, "scratch": 0.9, "full": 0.9}, {}, seeds=2) == []
+
+
+def test_the_chance_of_dice_is_the_best_constant_mask():
+    masks = torch.zeros(4, 8, 8, dtype=torch.long)
+    masks[:, :4] = 1  # half of every image is foreground: all-foreground scores 2p / (1 + p) = 2/3
+    assert chance_level(SEGMENTATION, 2, masks) == pytest.approx(2 / 3)
+    assert chance_level(SEGMENTATION, 2) == 0.0  # no masks: the empty mask
+    line = chance_caveats({"T": 0.70}, SEGMENTATION, 2, chance=chance_level(SEGMENTATION, 2, masks))
+    assert line is not None and "chance 0.667, the best constant mask" in line and "at or below 0.717" in line
+    assert chance_caveats({"T": 0.72}, SEGMENTATION, 2, chance=2 / 3) is None
+    assert chance_level(RECONSTRUCTION, 1, masks) is None

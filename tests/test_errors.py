@@ -171,6 +171,7 @@ CONFIGS = {
     "optimizer": '[training.fewshot]\noptimizer = "adamw"\n',
     "schedule": '[training.source]\nschedule = "cosin"\n',
     "tolerance": "[thresholds]\nlayer_tolerance = -0.02\n",
+    "length": "[training]\nepochs = 2\nsteps = 40\n",
 }
 
 
@@ -243,6 +244,10 @@ CASES = [
     ("NaN weights in a file without a checksum", _compare("nan_plain", "good", "--arch", TINY_ARCH), "NaN or Inf values in head.weight; the model diverged, or the file is damaged (it records no checksum to tell): retrain it, or re-save or re-download it"),
     ("one --shots value more than exist", lambda f: ["transfer", str(f.good), "--data", "fashion-mnist", "--classes", "5-9", "--shots", "5,500", "--seeds", "2", "--strategies", "scratch", "--device", "cpu"], "asked for 500 shots per class but fashion-mnist class 'Sandal' has only 60 training images after validation; use --shots 60 or fewer"),
     ("study error, progress bar on", lambda f: ["study", "--quick", "--classes", "7", "--device", "cpu"], "a classification target needs at least 2 classes, got only 'Sneaker' (7); widen --classes"),
+    ("zero epochs", _train("--epochs", "0"), "--epochs must be at least 1, got 0"),
+    ("both --epochs and --steps", lambda f: ["study", "--epochs", "2", "--steps", "40"], "--epochs 2 and --steps 40 both given; give one: --epochs counts passes over the training images (--min-steps may raise it), --steps exact optimiser steps"),
+    ("negative --min-steps", lambda f: ["transfer", str(f.good), "--data", "fashion-mnist", "--min-steps", "-1"], "--min-steps must be at least 0, got -1"),
+    ("config: epochs and steps both set", _config("length"), "length.toml.training: epochs (2) and steps (40) are both set; give one: epochs counts passes over the shots (min_steps may raise it), steps exact optimiser steps"),
 ]
 
 

@@ -145,6 +145,21 @@ SOURCE_HELP = ("a paramreuse checkpoint, a plain state dict with --arch, or pret
                "torchvision:NAME?weights=DEFAULT or timm:NAME?pretrained=true")  # fmt: skip
 
 
+STEPS_HELP = "Exactly N optimiser steps instead of --epochs (no floor; the last epoch may stop part-way)."
+MIN_STEPS_HELP = "Raise --epochs until training takes at least this many optimiser steps (0: never)."
+
+
+def check_length(epochs: int | None, steps: int | None, min_steps: int | None) -> None:
+    """Refuse a training length that cannot be meant: a count below 1 (0 for --min-steps), or both
+    --epochs and --steps."""
+    for flag, value, low in (("--epochs", epochs, 1), ("--steps", steps, 1), ("--min-steps", min_steps, 0)):
+        if value is not None and value < low:
+            raise SpecError(f"{flag} must be at least {low}, got {value}")
+    if epochs is not None and steps is not None:
+        raise SpecError(f"--epochs {epochs} and --steps {steps} both given; give one: --epochs counts passes over "
+                        "the training images (--min-steps may raise it), --steps exact optimiser steps")  # fmt: skip
+
+
 def parse_input_size(text: str | None) -> tuple[int, int] | None:
     """``N`` or ``H,W`` as (H, W)."""
     if text is None:

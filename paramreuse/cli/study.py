@@ -19,6 +19,7 @@ from paramreuse.cli.common import (
     OutOpt,
     ProgressBar,
     QuietOpt,
+    check_length,
     clean_errors,
     emit,
     table,
@@ -39,7 +40,9 @@ from paramreuse.study import StudyConfig, quick, run_study
 @clean_errors
 def study_command(
     config: Annotated[Path | None, typer.Option("--config", help="TOML file with StudyConfig keys (see README).")] = None,
-    quick_run: Annotated[bool, typer.Option("--quick", help="Shrink every stage: a smoke run in about a minute.")] = False,
+    quick_run: Annotated[bool, typer.Option("--quick", help="Shrink every stage for a smoke run: 1-2 minutes for "
+                                 "28x28 images on 2 idle cores; longer with more classes, larger images or busy "
+                                 "cores. Its models may end near chance.")] = False,
     out: OutOpt = Path("runs/study"),
     fmt: FormatOpt = Format.human,
     seed: Annotated[int | None, typer.Option("--seed", help="Override the config's seed.")] = None,
@@ -58,6 +61,15 @@ def study_command(
     size: Annotated[int | None, typer.Option("--size", help="Resize target images to SIZE x SIZE pixels.")] = None,
     budget: Annotated[str | None, typer.Option("--budget", help="Labelled target images the judgements may use: "
                       "'shots' (default: only the shots) or 'validation-set' (a carved validation set too).")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Passes over the target shots in every few-shot "
+                      "training: T, T_scratch, the plan's evidence and each transfer run (\\[training] epochs). "
+                      "--min-steps may raise it. S and T_full: \\[training.source] and \\[training.full] in --config.",
+                      show_default=False)] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Exactly N optimiser steps in every few-shot training, "
+                     "instead of --epochs; no floor; the plan's cross-fitted folds train half (\\[training] steps).",
+                     show_default=False)] = None,
+    min_steps: Annotated[int | None, typer.Option("--min-steps", help="Raise --epochs until each few-shot training "
+                         "takes at least this many steps; default 150 (--quick 80), 0: never.", show_default=False)] = None,
 ) -> None:
     """Train S on the source classes (or take --source), make T (fine-tuned), T_scratch and T_full on the
     target, judge which units to reuse, and prove the plan against the strategies a practitioner would use.
@@ -66,10 +78,14 @@ def study_command(
     builtin CNN. With --source, S is not trained and the source data are not needed:
     `paramreuse study --source s.pt --arch torchvision:resnet18 --target folder:imgs --shots 10`.
     Re-running with the same --out skips finished stages.
+
+    --epochs, --steps and --min-steps set every few-shot training (T, T_scratch, the plan's evidence, the transfer runs).
     """
+    check_length(epochs, steps, min_steps)
     cfg = load_toml(StudyConfig, config) if config else StudyConfig()
     cfg = with_overrides(cfg, source=source, arch=arch, target=target, classes=classes, shots=shots, size=size,
                          budget=budget)  # fmt: skip
+    cfg = with_length(cfg, epochs=epochs, steps=steps, min_steps=min_steps)
     if seed is not None:
         cfg = dataclasses.replace(cfg, seed=seed)
     if data_dir is not None:
@@ -97,6 +113,15 @@ def with_overrides(cfg: StudyConfig, *, source, arch, target, classes, shots, si
     return replace(cfg, source=src, target=tgt, **fields)
 
 
+def with_length(cfg: StudyConfig, *, epochs: int | None, steps: int | None, min_steps: int | None) -> StudyConfig:
+    """The few-shot length from the command line over the config file's ([training] epochs, steps,
+    min_steps): --steps replaces the file's epochs, --epochs its steps (both flags are refused before)."""
+    changes: dict = {"epochs": epochs, "steps": None} if epochs is not None else {}
+    changes |= {"steps": steps, "epochs": None} if steps is not None else {}
+    changes |= {"min_steps": min_steps} if min_steps is not None else {}
+    return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, **changes)) if changes else cfg
+
+
 def summary(console, results: dict, out: Path) -> None:
     metric = results["metric"]
     rows = [[MODEL_LABELS.get(n, n), m["evaluated_on"], "–" if m["test_metric"] is None else m["test_metric"]]
@@ -118,6 +143,9 @@ def summary(console, results: dict, out: Path) -> None:
     console.print(table("Companion paper's parameter-type findings on this pair",
                         ["finding", "holds"], [[f["finding"], holds_text(f["holds"])] for f in findings]))  # fmt: skip
     print_transfer(console, read_json(out / results["transfer"]["file"]))
+    note = results.get("training", {}).get("note")
+    if note:  # the floor trained the few-shot models longer than asked
+        console.print(f"few-shot training (T, T_scratch, transfer runs): {note}", highlight=False)
     for warning in results.get("warnings", []):
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     console.print(f"[bold]Verdict:[/] {escape(run_verdict(load_run(out)))}", highlight=False)

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from paramreuse.cli.common import (
+    MIN_STEPS_HELP,
+    STEPS_HELP,
     DataDirOpt,
     Device,
     DeviceOpt,
@@ -19,6 +21,7 @@ from paramreuse.cli.common import (
     SeedOpt,
     SizeOpt,
     TaskOpt,
+    check_length,
     clean_errors,
     emit,
     table,
@@ -37,8 +40,9 @@ def train_command(
     size: SizeOpt = None,
     classes: Annotated[str | None, typer.Option(help="Classes to use, e.g. 5-9, 5,6,7 or class names such as Sandal,Shirt or cat,dog (default: all); relabelled 0..C-1.")] = None,
     shots: Annotated[int | None, typer.Option(help="Training images per class (few-shot); default: all.")] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 5,
-    min_steps: Annotated[int, typer.Option(help="At least this many optimiser steps: tiny few-shot sets get more epochs.")] = 150,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the training set (default 5); --min-steps may raise it, and the summary says so.", show_default=False)] = None,
+    steps: Annotated[int | None, typer.Option(help=STEPS_HELP)] = None,
+    min_steps: Annotated[int, typer.Option(help=MIN_STEPS_HELP)] = 150,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 128,
     lr: Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule).")] = 1e-3,
     init: Annotated[Path | None, typer.Option(help="Start from this checkpoint (a plain state dict of --arch, or a pretrained spec); its head is replaced by a fresh one.")] = None,
@@ -58,10 +62,11 @@ def train_command(
     Segmentation: paramreuse train --arch builtin:unet --data fashion-mnist-seg --classes 0-4 --out runs/S;
     an auto-encoder: add --task reconstruction to any image data.
     """
+    check_length(epochs, steps, min_steps)
     dev = resolve_device(device.value)
     task_data = load_task(data, classes, shots, seed=seed, limit_per_class=limit_per_class, data_dir=data_dir,
                           task=task, size=size)  # fmt: skip
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, min_steps=min_steps)
+    config = TrainConfig(epochs=epochs or 5, batch_size=batch_size, lr=lr, min_steps=min_steps, steps=steps)
     spec = RunSpec(arch, config, seed, init=str(init) if init else None, keep_head=keep_head)
     with ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         _, record = run_training(spec, task_data, out, dev, progress=bar, stage="train")
@@ -69,8 +74,11 @@ def train_command(
     def human(console) -> None:
         status = "resumed from" if record["resumed"] else "saved to"
         rows = [["val " + record["metric"], record["val_metric"]], ["test " + record["metric"], record["test_metric"]],
+                ["epochs", record["training"]["epochs"]], ["steps", record["training"]["steps"]],
                 ["seconds", record["training"]["seconds"]]]  # fmt: skip
         console.print(table(f"{arch} on {data} classes {record['data']['classes']}", ["", "value"], rows))
+        if record["training"].get("note"):  # the floor trained longer than asked
+            console.print(record["training"]["note"], highlight=False)
         if "images" in record["data"]:  # the image rule of data read from files (folder:, segfolder:)
             console.print(f"images: {record['data']['images']}")
         console.print(f"model {status} {record['model']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -23,18 +24,21 @@ from paramreuse.cli.common import (
     QuietOpt,
     SizeOpt,
     TaskOpt,
+    check_length,
     clean_errors,
     emit,
     table,
     target_spec,
     with_backend,
 )  # fmt: skip
+from paramreuse.config import load_toml
 from paramreuse.devices import resolve_device
 from paramreuse.errors import ParamreuseError
 from paramreuse.judge.plan import plan_decisions
 from paramreuse.models import is_pretrained
 from paramreuse.models.loading import fit_to, load_source
 from paramreuse.results import read_json
+from paramreuse.training.loop import with_length
 from paramreuse.transfer.grid import TRANSFER_FILE, Source, TransferConfig, run_transfer
 from paramreuse.transfer.strategies import STRATEGIES
 
@@ -59,13 +63,23 @@ def transfer_command(
     classes: ClassesOpt = None,
     task: TaskOpt = None,
     size: SizeOpt = None,
-    shots: Annotated[str, typer.Option("--shots", help="Shots per class, comma-separated, e.g. 5,10,20,50.")] = "5,10,20,50",
-    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per shots value (each draws its own shots).")] = 5,
-    strategies: Annotated[str, typer.Option("--strategies", show_default=False, help=f"Comma-separated subset of {', '.join(STRATEGIES)} (default: all).")] = ",".join(STRATEGIES),
-    finetuned_scale: Annotated[float, typer.Option(help="Learning-rate scale of a given plan's reuse-finetuned units.")] = 1.0,
-    budget: Annotated[str, typer.Option("--budget", help="Labelled images each run may use: 'shots' (only its shots; "
-                                        "best-depth holds out a fifth of them) or 'validation-set' (plus a carved "
-                                        "validation set of up to 500 per class, a labelled reference).")] = "shots",
+    config_file: Annotated[Path | None, typer.Option("--config", help="TOML file with TransferConfig keys: "
+                           "strategies, shots, seeds, budget, \\[training] (epochs, steps, min_steps, lr, ...), "
+                           "\\[thresholds]; the flags override it.")] = None,
+    shots: Annotated[str | None, typer.Option("--shots", help="Shots per class, comma-separated (default 5,10,20,50).", show_default=False)] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="Seeds per shots value, each drawing its own shots (default 5).", show_default=False)] = None,
+    strategies: Annotated[str | None, typer.Option("--strategies", show_default=False, help=f"Comma-separated subset of {', '.join(STRATEGIES)} (default: all).")] = None,
+    finetuned_scale: Annotated[float | None, typer.Option(help="Learning-rate scale of a given plan's reuse-finetuned units (default 1).", show_default=False)] = None,
+    budget: Annotated[str | None, typer.Option("--budget", help="Labelled images each run may use: 'shots' (default: "
+                                               "only its shots; best-depth holds out a fifth of them) or "
+                                               "'validation-set' (plus a carved validation set of up to 500 per "
+                                               "class, a labelled reference).", show_default=False)] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Passes over the shots in every run (default 1); "
+                      "--min-steps may raise it.", show_default=False)] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Exactly N optimiser steps in every run, instead of "
+                     "--epochs; no floor.", show_default=False)] = None,
+    min_steps: Annotated[int | None, typer.Option("--min-steps", help="Raise --epochs until each run takes at least "
+                         "this many steps; default 150, 0: never.", show_default=False)] = None,
     arch: ArchOpt = None,
     out: OutOpt = Path("runs/transfer"),
     fmt: FormatOpt = Format.human,
@@ -82,26 +96,47 @@ def transfer_command(
     shots per seed; transfer.json has means, 95% CIs over seeds and paired t-tests of the plan
     against each baseline. Resumes from --out.
     """
-    names = tuple(s.strip() for s in strategies.split(",") if s.strip())
-    unknown = [n for n in names if n not in STRATEGIES]
-    if unknown or not names:
-        raise ParamreuseError(f"unknown strategy {', '.join(unknown) or '(none)'}; use {', '.join(STRATEGIES)}")
-    if seeds < 1:
+    if seeds is not None and seeds < 1:
         raise ParamreuseError(f"--seeds must be at least 1, got {seeds}")
+    check_length(epochs, steps, min_steps)
+    config = _config(config_file, shots=shots, seeds=seeds, strategies=strategies, finetuned_scale=finetuned_scale,
+                     budget=budget, length={"epochs": epochs, "steps": steps, "min_steps": min_steps})  # fmt: skip
     model, info = load_source(source, arch)
     if is_pretrained(info):  # its input layer is adapted to the target's channels, as timm adapts pretrained weights
         channels = target_spec(data, classes, None, 0, data_dir, task, size).load().channels
         model, _ = fit_to(model, info, channels=channels, num_outputs=info.num_classes, keep_head=True, where=str(source))
     decisions = plan_decisions(read_json(plan)) if plan is not None else None
-    config = TransferConfig(strategies=names, shots=_ints(shots, "shots"), seeds=seeds, finetuned_scale=finetuned_scale,
-                            budget=budget)  # fmt: skip
     src = Source(info.arch, {k: v.detach() for k, v in model.state_dict().items()})
     dev = resolve_device(device.value)
     executor = backend.open(dev)
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         run = RunContext(out, device=dev, progress=bar, executor=executor)
         doc = run_transfer(src, decisions, data, classes, run, config=config, data_dir=data_dir, task=task, size=size)
-    emit(doc, fmt, lambda console: (print_transfer(console, doc), console.print(f"written: {out / TRANSFER_FILE}")), quiet)
+    asked = epochs is not None or config_file is not None  # the floor's note matters when the user chose a length
+
+    def human(console) -> None:
+        print_transfer(console, doc)
+        for n, length in doc.get("length", {}).items() if asked else ():
+            if length.get("note"):
+                console.print(f"{n} shots: {length['note']}", highlight=False)
+        console.print(f"written: {out / TRANSFER_FILE}")
+
+    emit(doc, fmt, human, quiet)
+
+
+def _config(path: Path | None, *, shots, seeds, strategies, finetuned_scale, budget, length: dict) -> TransferConfig:
+    """The --config file's TransferConfig (or the defaults) with every flag that was given over it."""
+    config = load_toml(TransferConfig, path) if path is not None else TransferConfig()
+    given: dict = {"seeds": seeds, "finetuned_scale": finetuned_scale, "budget": budget}
+    given["shots"] = _ints(shots, "shots") if shots is not None else None
+    if strategies is not None:
+        names = tuple(s.strip() for s in strategies.split(",") if s.strip())
+        unknown = [n for n in names if n not in STRATEGIES]
+        if unknown or not names:
+            raise ParamreuseError(f"unknown strategy {', '.join(unknown) or '(none)'}; use {', '.join(STRATEGIES)}")
+        given["strategies"] = names
+    training = with_length(config.training, **length)
+    return replace(config, training=training, **{k: v for k, v in given.items() if v is not None})
 
 
 def print_transfer(console, doc: dict) -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 
+import torch
 from scipy import stats
 
+from paramreuse.data import TaskData
 from paramreuse.tasks import Task, get_task
 
-CHANCE_MARGIN = 0.05  # a classifier within 5 points of 1/classes (a Dice within 0.05 of 0) has learnt ~nothing
+CHANCE_MARGIN = 0.05  # within 5 points of chance (1/classes; a constant mask's Dice) a model has learnt ~nothing
 
 
 def resolvable_drop(n_images: int, *, spread: float | None = None, confidence: float = 0.95) -> float:
@@ -80,29 +82,98 @@ def validation_caveat(
     )
 
 
-def chance_level(task: Task, num_classes: int) -> float | None:
-    """The metric of a model that learnt nothing: 1/classes for accuracy, 0 for Dice; None for PSNR."""
+def chance_level(task: Task, num_classes: int, targets: torch.Tensor | None = None) -> float | None:
+    """The metric of a model that learnt nothing, or None where there is no such level (PSNR).
+
+    Accuracy: 1/classes (a balanced guess). Dice: the best a constant mask scores on ``targets``
+    (every pixel one label; "all foreground" can score well above 0 when objects fill the image),
+    or 0 (the empty mask) when no masks are given.
+    """
     if task.name == "classification":
         return 1.0 / num_classes
-    if task.name == "segmentation":
+    if task.name != "segmentation":
+        return None
+    if targets is None or not len(targets):
         return 0.0
-    return None
+    chunk = max(1, 2**24 // (num_classes * targets[0].numel()))  # about 64 MB of constant outputs at a time
+    values = []
+    for label in range(num_classes):
+        scores = []
+        for part in targets.split(chunk):
+            constant = torch.zeros(len(part), num_classes, *part.shape[1:])
+            constant[:, label] = 1.0
+            scores.append(task.scores(constant, part))
+        values.append(float(torch.cat(scores).mean()))
+    return max(values)
 
 
 def chance_caveat(
-    name: str, value: float, task: Task | str, num_classes: int, *, margin: float = CHANCE_MARGIN
-) -> str | None:
+    name: str, value: float | None, task: Task | str, num_classes: int, *, margin: float = CHANCE_MARGIN,
+    chance: float | None = None, fix: str = "train it longer or check its data",
+) -> str | None:  # fmt: skip
     """A warning when model ``name`` scores at (or within ``margin`` of) chance, else None.
 
-    Chance is 1/``num_classes`` for a classifier and a Dice of 0 for a segmenter (it finds no
-    foreground); a reconstruction has no chance level, so nothing is said.
+    See :func:`chance_caveats`; ``name``'s fix is ``fix``.
+    """
+    return chance_caveats({name: value}, task, num_classes, margin=margin, chance=chance, fix=fix)
+
+
+def chance_caveats(
+    models: dict[str, float | None], task: Task | str, num_classes: int, *, margin: float = CHANCE_MARGIN,
+    chance: float | None = None, fix: str = "train them longer or check their data",
+) -> str | None:  # fmt: skip
+    """One warning naming every model of ``models`` (name -> metric) at or near chance, else None.
+
+    Near chance is at or below ``chance + margin``; chance is :func:`chance_level` unless given
+    (a segmenter's best constant mask, measured on its test masks). A reconstruction has no
+    chance level, so nothing is said. The line states the chance level and the threshold.
     """
     task = get_task(task) if isinstance(task, str) else task
-    chance = chance_level(task, num_classes)
-    if chance is None or value > chance + margin:
+    chance = chance_level(task, num_classes) if chance is None else chance
+    if chance is None:
         return None
-    level = f"chance (1/{num_classes} = {chance:.3f})" if task.name == "classification" else f"{chance:g}"
+    threshold = chance + margin
+    low = {n: v for n, v in models.items() if v is not None and v <= threshold}
+    if not low:
+        return None
+    if task.name == "classification":
+        level = f"chance 1/{num_classes} = {chance:.3f}"
+    else:
+        level = f"chance {chance:.3f}, the best constant mask"
+    named = ", ".join(f"{n} {task.metric_name} {v:.3f}" for n, v in low.items())
+    one = len(low) == 1
     return (
-        f"{name} scores {task.metric_name} {value:.3f}, within {margin:g} of {level}: it has learnt almost "
-        f"nothing, so verdicts that compare with it say little; train it longer or check its data"
+        f"{named}: at or below {threshold:.3f} ({level}, + margin {margin:g}), so {'it has' if one else 'they have'} "
+        f"learnt almost nothing and verdicts that compare with {'it' if one else 'them'} say little; {fix}"
     )
+
+
+CHANCE_FIX = {  # how to train each model longer, in its warning
+    "source": "train S longer ([training.source] epochs in --config) or check its data",
+    "fewshot": "train them longer (--steps, or --epochs with --min-steps; [training] in --config), give more shots, "
+    "or check the data",
+    "full": "train T_full longer ([training.full] epochs in --config) or check the data",
+}
+
+
+def chance_warnings(
+    source: TaskData | None, target: TaskData, metrics: dict[str, float | None], strategies: dict[str, float], *,
+    seeds: int, margin: float = CHANCE_MARGIN,
+) -> list[str]:  # fmt: skip
+    """Every model of a study at or near chance, grouped by what would train it longer.
+
+    ``metrics``: test metrics of ``source`` (S on its own test set, None when not evaluated),
+    ``target`` (T), ``scratch`` and ``full``; ``strategies``: each transfer strategy's mean over
+    ``seeds``. Chance is measured on each side's test set (see :func:`chance_level`).
+    """
+    found = []
+    if source is not None:
+        chance = chance_level(source.kind, source.num_outputs, source.kind.targets(source.test))
+        found.append(chance_caveats({"S (on its own test set)": metrics["source"]}, source.kind, source.num_outputs,
+                                    margin=margin, chance=chance, fix=CHANCE_FIX["source"]))  # fmt: skip
+    chance = chance_level(target.kind, target.num_outputs, target.kind.targets(target.test))
+    fewshot = {"T": metrics["target"], "T_scratch": metrics["scratch"]}
+    fewshot |= {f"transfer {name} (mean of {seeds} seeds)": value for name, value in strategies.items()}
+    for models, fix in ((fewshot, CHANCE_FIX["fewshot"]), ({"T_full": metrics["full"]}, CHANCE_FIX["full"])):
+        found.append(chance_caveats(models, target.kind, target.num_outputs, margin=margin, chance=chance, fix=fix))
+    return [w for w in found if w]

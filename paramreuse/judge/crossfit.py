@@ -100,7 +100,9 @@ def crossfit_sweep(
     start = time.perf_counter()
     source = source_for(arch, state, data, seed).eval()
     config = dataclasses.replace(config, adaptive=False, keep_diffs=True, seed=seed)
-    short = dataclasses.replace(training, min_steps=training.min_steps // FOLDS)
+    # Half-length: a fold trains on half the shots for as many epochs, so half the floor (or the exact steps).
+    steps = None if training.steps is None else max(1, training.steps // FOLDS)
+    short = dataclasses.replace(training, min_steps=training.min_steps // FOLDS, steps=steps)
     bounds = difference_bounds(data.kind.bounds)
     folds = []
     for f, held in enumerate(fold_indices(data.train.y, FOLDS, seed)):

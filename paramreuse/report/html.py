@@ -322,6 +322,11 @@ def _environment(run: RunFiles) -> str:
         d = data.get(side, {})
         images = f"{d.get('train')} train / {d.get('val')} val / {d.get('test')} test images"
         rows.append([side, f"{d.get('data')} classes {d.get('classes')}, {images}"])
+    length = res.get("training")  # the few-shot trainings' length, as asked and as T trained
+    if length:
+        asked = ", ".join(f"{k} {v}" for k, v in length["asked"].items() if v is not None) or "nothing (the recipe)"
+        note = f"; {length['note']}" if length.get("note") else ""
+        rows.append(["few-shot training", f"{length['epochs']} epochs, {length['steps']} steps (asked: {asked}){note}"])
     rows.append(["study seconds", res.get("seconds")])
     rows += [[k, v] for k, v in res.get("environment", {}).items()]
     full = html.escape(json.dumps(cfg, indent=2))

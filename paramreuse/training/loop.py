@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
@@ -25,7 +25,9 @@ class TrainConfig:
 
     ``lr_scale`` maps a parameter-name prefix to a multiplier of ``lr``; 0 freezes those
     parameters (and keeps their batch-norm statistics fixed). The longest matching prefix wins.
-    ``min_steps`` raises the epoch count for tiny (few-shot) training sets. ``auto_rgn``
+    ``min_steps`` raises the epoch count for tiny (few-shot) training sets; ``steps``, when set,
+    is the exact number of optimiser steps instead (``epochs`` and ``min_steps`` are then
+    ignored, and the last epoch may stop part-way). ``auto_rgn``
     rescales every tensor's rate at the start of each epoch by its relative gradient norm
     |grad| / |theta|, normalised by the largest (Auto-RGN, Lee et al., ICLR 2023).
     """
@@ -39,30 +41,83 @@ class TrainConfig:
     min_steps: int = 0
     lr_scale: tuple[tuple[str, float], ...] = ()
     auto_rgn: bool = False
+    steps: int | None = None
 
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
-        check_at_least(self, ("epochs", "batch_size"), 1)
+        check_at_least(self, ("epochs", "batch_size", "steps"), 1)
         check_at_least(self, ("min_steps",), 0)
         if not self.lr > 0 or self.weight_decay < 0:
             raise ConfigError(f"lr must be > 0 and weight_decay >= 0, got {self.lr} and {self.weight_decay}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; ``steps`` only when set, so that runs fingerprinted before it existed still resume."""
+        fields = asdict(self)
+        return fields if self.steps is not None else {k: v for k, v in fields.items() if k != "steps"}
 
 
 @dataclass(frozen=True)
 class TrainResult:
+    """What a training run did: ``epochs`` and ``steps`` actually trained, ``asked`` the length its
+    config asked for (``epochs``, ``steps``, ``min_steps``), and ``note`` when the floor raised it."""
+
     epochs: int
     steps: int
     seconds: float
     final_loss: float
     val_metric: float | None
     history: tuple[dict, ...]
+    asked: dict = field(default_factory=dict)
+    note: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def training_length(config: TrainConfig, n_images: int) -> tuple[int, int]:
+    """(epochs, optimiser steps) that ``config`` trains on ``n_images`` images.
+
+    >>> training_length(TrainConfig(epochs=2, batch_size=10, min_steps=30), 50)
+    (6, 30)
+    >>> training_length(TrainConfig(epochs=2, batch_size=10, steps=12), 50)
+    (3, 12)
+    """
+    steps_per_epoch = math.ceil(n_images / config.batch_size)
+    if config.steps is not None:
+        return math.ceil(config.steps / steps_per_epoch), config.steps
+    epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
+    return epochs, epochs * steps_per_epoch
+
+
+def with_length(config: TrainConfig, *, epochs: int | None = None, steps: int | None = None,
+                min_steps: int | None = None) -> TrainConfig:  # fmt: skip
+    """``config`` with the length a user asked for: exactly ``steps`` optimiser steps, or ``epochs``
+    and ``min_steps`` (each only when given); unchanged when nothing is given.
+
+    >>> with_length(TrainConfig(steps=40), epochs=3).steps is None, with_length(TrainConfig(steps=40), min_steps=9).steps
+    (True, 40)
+    """
+    if steps is not None:
+        return replace(config, steps=steps)
+    given = {k: v for k, v in (("epochs", epochs), ("min_steps", min_steps)) if v is not None}
+    if epochs is not None:  # epochs asked for: the config's own exact steps no longer hold
+        given["steps"] = None
+    return replace(config, **given) if given else config
+
+
+def length_note(config: TrainConfig, epochs: int) -> str | None:
+    """One line when ``min_steps`` raised the epochs ``config`` asked for to ``epochs``, else None.
+
+    >>> length_note(TrainConfig(epochs=2, min_steps=300), 30)
+    'trained 30 epochs (asked 2): --min-steps 300 raised it; pass --min-steps 0 to train exactly 2'
+    >>> length_note(TrainConfig(epochs=2, min_steps=300), 2) is None
+    True
+    """
+    if config.steps is not None or epochs <= config.epochs:
+        return None
+    return (f"trained {epochs} epochs (asked {config.epochs}): --min-steps {config.min_steps} raised it; "
+            f"pass --min-steps 0 to train exactly {config.epochs}")  # fmt: skip
 
 
 # The few-shot recipe (T, T_scratch and every transfer run): what a practitioner with a few shots would run.
@@ -161,9 +216,7 @@ def train(
     if not groups:
         raise ValueError("every parameter is frozen; nothing to train")
     opt = _optimizer(groups, config)
-    steps_per_epoch = math.ceil(len(data) / config.batch_size)
-    epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
-    total = epochs * steps_per_epoch
+    epochs, total = training_length(config, len(data))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total) if config.schedule == "cosine" else None
     g = torch.Generator().manual_seed(seed)
     targets = task.targets(data)
@@ -178,6 +231,8 @@ def train(
             _auto_rgn_rates(opt, norms, step / total, config.schedule)
         loss_sum, seen = 0.0, 0
         for i in range(0, len(data), config.batch_size):
+            if step == total:  # an exact ``steps`` count can end part-way through the last epoch
+                break
             idx = order[i : i + config.batch_size]
             x, y = data.x[idx].to(device), targets[idx].to(device)
             loss = task.loss(model(x), y)
@@ -203,6 +258,8 @@ def train(
         final_loss=history[-1]["loss"],
         val_metric=val_metric,
         history=tuple(history),
+        asked={"epochs": config.epochs, "steps": config.steps, "min_steps": config.min_steps},
+        note=length_note(config, epochs),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,7 +28,8 @@ from paramreuse.models import (
     read_state_dict,
     save_checkpoint,
 )
-from paramreuse.models.loading import check_takes, fit_to, load_source
+from paramreuse.models.checkpoint import pretrained_spec
+from paramreuse.models.loading import check_takes, fit_to, load_source, rebuilt_for
 from paramreuse.models.state_dicts import state_digest
 from paramreuse.progress import Progress
 from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
@@ -172,3 +173,27 @@ def run_training(
     }
     write_json(out / TRAIN_FILE, record)
     return model, record | {"resumed": False}
+
+
+def adopt_source(checkpoint: str, arch: str, target: TaskData, out: str | Path, *, seed: int = 0) -> tuple[nn.Module, dict]:
+    """S from the user's checkpoint or pretrained spec, fitted to the target's image channels and
+    written to ``out`` as a paramreuse checkpoint, so that every later stage reads it like a trained S.
+
+    A plain state dict needs ``arch``; a pretrained spec's input layer is adapted as timm does.
+    """
+    loaded, info = load_checkpoint(checkpoint, arch if not pretrained_spec(checkpoint) else None, input_size=target.size)
+    key = fingerprint({"given": state_digest(loaded.state_dict()), "arch": info.arch, "channels": target.channels})
+    out = prepare_out_dir(out)
+    done = load_if_current(out / TRAIN_FILE, key)
+    if done is not None and (out / MODEL_FILE).is_file():
+        return load_checkpoint(out / MODEL_FILE, info.arch)[0], done | {"resumed": True}
+    model, fit = rebuilt_for(loaded.state_dict(), info.arch, channels=target.channels, num_outputs=info.num_classes,
+                             seed=seed, where=f"--source {checkpoint}", keep_head=True,
+                             adapt_input=is_pretrained(info))  # fmt: skip
+    fitted = replace(info, in_channels=target.channels, input_size=target.size, task=task_key(target.kind))
+    save_checkpoint(out / MODEL_FILE, model, fitted)
+    record = {"fingerprint": key, "stage": "source", "arch": info.arch, "given": str(checkpoint),
+              "notes": fit.notes("S"), "metric": target.kind.metric_name, "test_metric": None, "test_metrics": {},
+              "val_metric": None, "training": {"seconds": 0.0}}  # fmt: skip
+    write_json(out / TRAIN_FILE, record)
+    return model.eval(), record | {"resumed": False}

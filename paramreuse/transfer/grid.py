@@ -35,7 +35,7 @@ from paramreuse.models.state_dicts import state_digest
 from paramreuse.progress import ProgressEvent
 from paramreuse.results import JsonlLog, fingerprint, load_if_current, prepare_out_dir, write_json
 from paramreuse.stats import difference_bounds, paired_test, seed_interval
-from paramreuse.training.loop import FEWSHOT, TrainConfig, evaluate, train
+from paramreuse.training.loop import FEWSHOT, TrainConfig, evaluate, length_note, train, training_length
 from paramreuse.training.run import FRESH_INIT_OFFSET
 from paramreuse.transfer.strategies import L2SP, ORACLES, STRATEGIES, strategy, transplant, unit_names
 from paramreuse.vocabulary import BUDGETS, Budget, Decision
@@ -78,7 +78,7 @@ class TransferConfig:
         check_at_least(self, ("finetuned_scale",), 0, ">= 0")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"training": self.training.to_dict()}
 
     def data_options(self) -> dict:
         """What the budget means for loading a run's target data."""
@@ -136,6 +136,8 @@ def run_one(
         "depth": depth,
         "copied": p.copied,
         "seconds": result.seconds,
+        "epochs": result.epochs,
+        "steps": result.steps,
     }
 
 
@@ -326,12 +328,21 @@ def run_transfer(
         "plan": plan,
         "config": config.to_dict(),
         "ci": "95% Student-t interval over seeds, inside the metric's bounds; none below 3 seeds",
+        "length": trained_length(log.done.values(), config),
         "fingerprint": key,
     } | summarise(log.done, config, headline, task_for(data, task).bounds)
     write_json(out / TRANSFER_FILE, document)
     log.close()
     remove_file(out / TRANSFER_SOURCE_FILE)
     return document
+
+
+def trained_length(runs, config: TransferConfig) -> dict:
+    """Per shots value: the epochs and optimiser steps a run trained (config.training asked for
+    ``epochs``), with the note when ``min_steps`` raised them (None where an older log lacks them)."""
+    by_shots = {r["shots"]: r for r in runs if "epochs" in r}
+    return {str(n): {"epochs": r["epochs"], "steps": r["steps"], "note": length_note(config.training, r["epochs"])}
+            for n, r in sorted(by_shots.items())}  # fmt: skip
 
 
 def candidate_depths(units: int, most: int = MAX_CANDIDATES) -> list[int]:
@@ -367,6 +378,7 @@ def _best_depth(source: Source, task: TaskData, plan, seed: int, config: Transfe
     if fit_images is not task.train:  # retrain the chosen depth on every shot
         best = prepare(source, task, "best-depth", plan=plan, seed=seed, config=config, depth=depth)
         seconds += train(best.model, task.train, best.training, seed=seed, task=task.kind, device=device).seconds
+    epochs, steps = training_length(best.training, len(task.train))
     return {
         "value": evaluate(best.model, task.test, task.kind, device),
         "val": val_score,
@@ -375,4 +387,6 @@ def _best_depth(source: Source, task: TaskData, plan, seed: int, config: Transfe
         "seconds": seconds,
         "candidate_seconds": sum(c[4] for c in candidates),
         "candidates": [{"depth": c[2], "val": c[0]} for c in candidates],
+        "epochs": epochs,
+        "steps": steps,
     }
