@@ -117,6 +117,27 @@ def test_empty_class_folder_not_chosen_does_not_block_the_chosen_ones(tmp_path):
         load_task(f"folder:{root}", "five,ten", val_per_class=1)
 
 
+@pytest.mark.parametrize("layout", ["flat", "train_test"])
+def test_only_the_chosen_classes_files_are_opened(tmp_path, monkeypatch, layout):
+    """Issue 21: --classes five,six opens five/ and six/ only; seven/'s undecodable file breaks nothing."""
+    root = class_folder(tmp_path / "n", ("five", "seven", "six")) if layout == "flat" else \
+        train_test_folder(tmp_path / "n", train=("five", "seven", "six"), test=("five", "seven", "six"))
+    for seven in root.rglob("seven"):
+        (seven / "broken.png").write_bytes(b"not a png")
+    opened, real_open = [], Image.open
+    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: opened.append(Path(fp)) or real_open(fp, *a, **k))
+    task = load_task(f"folder:{root}", "five,six", val_per_class=1)
+    assert task.classes == (0, 2) and task.train.class_names == ("five", "six")
+    assert opened and {p.parent.name for p in opened} == {"five", "six"}
+    with pytest.raises(DataError, match=r"seven/broken.png: not a readable image"):
+        load_task(f"folder:{root}", "five,seven", val_per_class=1)
+    if layout == "flat":  # the held-out test images are those of reading every class
+        monkeypatch.setattr(Image, "open", real_open)
+        (root / "seven" / "broken.png").write_bytes((root / "seven" / "0.png").read_bytes())
+        every = load_task(f"folder:{root}", val_per_class=1)
+        assert torch.equal(every.test.x[every.test.y != 1], task.test.x)
+
+
 def test_too_few_classes_are_named_by_name(tmp_path):
     root = class_folder(tmp_path / "n", ("five", "six"))
     with pytest.raises(DataError, match=r"got only 'five' \(0\); widen --classes"):
