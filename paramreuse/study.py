@@ -25,9 +25,8 @@ from paramreuse.judge.plan import Plan
 from paramreuse.judge.replacement import SweepConfig, SweepInputs
 from paramreuse.judge.verdicts import Thresholds
 from paramreuse.models import is_pretrained, load_checkpoint, save_checkpoint
-from paramreuse.models.checkpoint import pretrained_spec
 from paramreuse.models.heads import head_names
-from paramreuse.models.loading import rebuilt_for
+from paramreuse.models.loading import load_source, rebuilt_for, recorded_arch
 from paramreuse.models.state_dicts import state_digest
 from paramreuse.progress import Progress
 from paramreuse.report import render_report
@@ -302,8 +301,10 @@ def given_source(config: StudyConfig, data: StudyData, run: RunContext) -> tuple
     A plain state dict needs ``config.arch``; a pretrained spec's input layer is adapted as timm does.
     """
     src, target = config.source, data.target
-    arch = config.arch if not pretrained_spec(src.checkpoint) else None
-    loaded, info = load_checkpoint(src.checkpoint, arch, input_size=target.size)
+    # A model that records its architecture keeps it (T is made of S's): the default --arch is no choice
+    # of the user's, and another --arch is an error saying which to pass.
+    arch = None if recorded_arch(src.checkpoint) and config.arch == StudyConfig.arch else config.arch
+    loaded, info = load_source(src.checkpoint, arch, input_size=target.size)
     key = fingerprint({"given": state_digest(loaded.state_dict()), "arch": info.arch, "channels": target.channels})
     out = prepare_out_dir(run.out)
     done = load_if_current(out / TRAIN_FILE, key)

@@ -137,6 +137,7 @@ def bad(tmp_path_factory) -> SimpleNamespace:
     f.five_six = class_folder(d / "five_six", ("five", "six"))
     (f.five_six / "ten").mkdir()  # empty, and not chosen: no error of its own
     f.one_class = class_folder(d / "one_class", ("five",))
+    f.wide = _checkpoint(d / "wide.safetensors", arch="builtin:cnn?width=8")
     return f
 
 
@@ -243,6 +244,8 @@ CASES = [
     ("NaN weights in a file without a checksum", _compare("nan_plain", "good", "--arch", TINY_ARCH), "NaN or Inf values in head.weight; the model diverged, or the file is damaged (it records no checksum to tell): retrain it, or re-save or re-download it"),
     ("one --shots value more than exist", lambda f: ["transfer", str(f.good), "--data", "fashion-mnist", "--classes", "5-9", "--shots", "5,500", "--seeds", "2", "--strategies", "scratch", "--device", "cpu"], "asked for 500 shots per class but fashion-mnist class 'Sandal' has only 60 training images after validation; use --shots 60 or fewer"),
     ("study error, progress bar on", lambda f: ["study", "--quick", "--classes", "7", "--device", "cpu"], "a classification target needs at least 2 classes, got only 'Sneaker' (7); widen --classes"),
+    ("S and T of different architectures", _compare("good", "wide", "--arch", "builtin:cnn?width=8"), "is builtin:cnn?width=8; S and T must share one architecture (--arch names it for plain state dicts, S and T alike): make a T from S with `paramreuse train --arch builtin:cnn?width=4 --init "),
+    ("--arch other than the model records", lambda f: ["study", "--quick", "--source", str(f.good), "--arch", "builtin:cnn?width=8", "--device", "cpu"], "good.safetensors records architecture builtin:cnn?width=4 but --arch is builtin:cnn?width=8; a model keeps the architecture it records, and S and T share one: pass --arch builtin:cnn?width=4, or use a model of builtin:cnn?width=8"),
 ]
 
 
