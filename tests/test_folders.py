@@ -16,6 +16,7 @@ from paramreuse.cli import app
 from paramreuse.data import load_task, parse_classes
 from paramreuse.data.images import unit_array
 from paramreuse.errors import DataError
+from paramreuse.models import read_info
 from tests.conftest import TINY_ARCH
 from tests.test_segmentation import write_segfolder
 
@@ -270,6 +271,16 @@ def test_train_json_records_the_rule(tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "out" / "train.json").read_text())
     assert record["data"]["images"].startswith("12 images; all 12x10 (HxW); grey (1 channel)")
+
+
+def test_train_names_the_classes_in_its_output_and_checkpoint(tmp_path):
+    """Issue 21: the human output says "classes owl, cat (2, 0)", not "classes [2, 0]"; the checkpoint records the names."""
+    root = class_folder(tmp_path / "pets", ("cat", "dog", "owl"))
+    result = cli("--data", f"folder:{root}", "--classes", "owl,cat", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "classes owl, cat (2, 0)" in " ".join(result.stdout.split())
+    info = read_info(tmp_path / "out" / "model.safetensors")
+    assert info.classes == (2, 0) and info.class_names == ("owl", "cat")
 
 
 # ---- --classes by name ----------------------------------------------------------------------

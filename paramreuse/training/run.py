@@ -150,7 +150,7 @@ def run_training(
     test_metric = test_metrics[data.kind.metric_name]
     info = ModelInfo(  # the architecture only: pretrained weights are in the tensors now
         arch=architecture_of(spec.arch), in_channels=data.channels, num_classes=data.num_outputs, task=task_key(data.kind),
-        input_size=data.size, data=data.name, classes=data.classes,
+        input_size=data.size, data=data.name, classes=data.classes, class_names=data.train.class_names,
     )  # fmt: skip
     save_checkpoint(out / MODEL_FILE, model, info)
     record = {
