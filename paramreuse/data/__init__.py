@@ -146,9 +146,9 @@ def load_task(
     classes = resolve_classes(classes, names, name)
     if classes is None:  # every class folder, an empty one too (checked below)
         classes = tuple(range(len(names))) if folder else tuple(sorted(set(train_all.y.tolist())))
+    check_present(classes, range(len(names)) if folder else train_all.y.unique().tolist(), name, names)
     _check_two_classes(name, classes, names, kind)
     if folder:  # only the chosen classes' folders must hold images, and only theirs are read
-        check_present(classes, range(len(names)), name)
         check_class_folders(folder, [names[c] for c in classes])
         train_all = load_split(name, "train", data_dir, size, classes)
     if kind.name == "segmentation" and train_all.mask is None:
