@@ -317,8 +317,8 @@ def given_source(config: StudyConfig, data: StudyData, run: RunContext) -> tuple
     fitted = dataclasses.replace(info, in_channels=target.channels, input_size=target.size, task=task_key(target.kind))
     save_checkpoint(out / MODEL_FILE, model, fitted)
     record = {"fingerprint": key, "stage": "source", "arch": info.arch, "given": str(src.checkpoint),
-              "given_model": info.describe(), "notes": fit.notes("S"), "metric": target.kind.metric_name, "test_metric": None, "test_metrics": {},
-              "val_metric": None, "training": {"seconds": 0.0}}  # fmt: skip
+              "given_model": info.describe(), "notes": fit.notes("S"), "metric": target.kind.metric_name,
+              "test_metric": None, "test_metrics": {}, "val_metric": None, "training": {"seconds": 0.0}}  # fmt: skip
     write_json(out / TRAIN_FILE, record)
     return model.eval(), record | {"resumed": False}
 
