@@ -25,6 +25,7 @@ from paramreuse.judge.plan import Plan
 from paramreuse.judge.replacement import SweepConfig, SweepInputs
 from paramreuse.judge.verdicts import Thresholds
 from paramreuse.models.heads import head_names
+from paramreuse.models.loading import recorded_arch
 from paramreuse.progress import Progress
 from paramreuse.report import render_report
 from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
@@ -229,8 +230,11 @@ def run_study(
     data = load_study_data(config)
     tr = config.training
     if config.source.checkpoint is not None:
-        source_model, source_rec = adopt_source(config.source.checkpoint, config.arch, data.target, out / "source",
-                                                seed=config.seed)  # fmt: skip
+        # A model that records its architecture keeps it (T is made of S's): the default --arch is no choice
+        # of the user's, and another --arch is an error saying which to pass.
+        given = config.source.checkpoint
+        arch = None if recorded_arch(given) and config.arch == StudyConfig.arch else config.arch
+        source_model, source_rec = adopt_source(given, arch, data.target, out / "source", seed=config.seed)
         config = dataclasses.replace(config, arch=source_rec["arch"])
     else:
         source_spec = RunSpec(config.arch, tr.source, config.seed)
@@ -268,6 +272,7 @@ def run_study(
                 if name == "source" else "target test",
                 "train_seconds": rec["training"]["seconds"],
                 "resumed": rec["resumed"],
+                **({"given": rec["given"], "given_model": rec.get("given_model", {})} if "given" in rec else {}),
             }
             for name, rec in records.items()
         },

@@ -38,3 +38,33 @@ class Budget(enum.StrEnum):
 
 
 BUDGETS = tuple(b.value for b in Budget)
+
+
+SHOWN_CLASSES = 12
+
+
+def classes_text(ids: list[int] | tuple[int, ...], names: list[str] | tuple[str, ...] = ()) -> str:
+    """Classes as messages name them: names, with their numbers in brackets (``Sandal, Shirt (5, 6)``).
+
+    Names alone when every name is a number (digits, folders named ``1``, ``2``): those names are
+    what ``--classes`` means; numbers alone when no names are known.
+
+    >>> classes_text([5, 6, 7], ["Sandal", "Shirt", "Sneaker"])
+    'Sandal, Shirt, Sneaker (5-7)'
+    >>> classes_text([0, 2], ["five", "six"])
+    'five, six (0, 2)'
+    >>> classes_text([3, 4], ["3", "4"])
+    '3, 4'
+    """
+    ids, names = [int(i) for i in ids], [str(n) for n in names]
+    numbers = _numbers(ids)
+    if len(names) != len(ids) or not names:
+        return numbers
+    shown = ", ".join(names[:SHOWN_CLASSES]) + (f" and {len(names) - SHOWN_CLASSES} more" if len(names) > SHOWN_CLASSES else "")
+    return shown if all(n.isdigit() for n in names) else f"{shown} ({numbers})"
+
+
+def _numbers(ids: list[int]) -> str:
+    if len(ids) > 2 and ids == list(range(ids[0], ids[0] + len(ids))):
+        return f"{ids[0]}-{ids[-1]}"
+    return ", ".join(map(str, ids))

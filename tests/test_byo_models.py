@@ -247,6 +247,22 @@ def test_compare_a_network_that_takes_32x32_only(tmp_path):
     assert json.loads((tmp_path / "b" / "comparison.json").read_text())["alignment"]["method"] == "weights"
 
 
+def test_s_and_t_of_different_architectures_is_one_line_saying_which_is_which(tmp_path):
+    """Issue 21: S builtin, T a user's py: network. The advice to confirm T's file with --arch used to end
+    in a second error about S; now the first line says what each is and how to get a pair, --arch or not."""
+    (tmp_path / "net.py").write_text(NET_32)
+    arch = f"py:{tmp_path / 'net.py'}:build"
+    torch.manual_seed(0)
+    s = save_checkpoint(tmp_path / "s.safetensors", build_model(TINY_ARCH, 1, 5), ModelInfo(TINY_ARCH, 1, 5))
+    t = save_checkpoint(tmp_path / "t.safetensors", build_model(arch, 1, 5), ModelInfo(arch, 1, 5, input_size=(32, 32)))
+    message = (f"S ({s}) is {TINY_ARCH} but T ({t}) is {arch}; S and T must share one architecture (--arch names it "
+               f"for plain state dicts, S and T alike): make a T from S with `paramreuse train --arch {TINY_ARCH} "
+               f"--init {s} --data ...`, or use an S of {arch}")  # fmt: skip
+    for extra in ([], ["--arch", arch]):
+        result = runner.invoke(app, ["compare", str(s), str(t), *extra, "--quiet", "--out", str(tmp_path / "o")])
+        _one_line_error(result, message)
+
+
 def test_input_size_takes_one_number_or_two():
     from paramreuse.cli.common import parse_input_size
 

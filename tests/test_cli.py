@@ -54,7 +54,8 @@ def _bad_init(tmp_path):
         (["--classes", "0-4,11"], "class 11 not present"),
         (["--shots", "500"], "asked for 500 shots per class"),
         (["--classes", "2"], "at least 2 classes"),
-        (_bad_init, "does not fit the architecture: shape mismatch features.0.0.weight"),
+        (_bad_init, ("records architecture builtin:cnn?width=8 but --arch is builtin:cnn?width=4; a model keeps the "
+                     "architecture it records, and S and T share one: pass --arch builtin:cnn?width=8")),
         (["--init", "missing.safetensors"], "missing.safetensors does not exist"),
     ],
 )
@@ -115,7 +116,7 @@ def test_plan_prints_its_thresholds(pair, tmp_path):
     [
         (["--params", "conv.weight,gamma"], "unknown parameter group gamma"),
         (["--align", "magic"], "unknown alignment 'magic'"),
-        (["wider T"], "source and target do not pair"),
+        (["wider T"], "is builtin:cnn?width=8; S and T must share one architecture"),
     ],
 )
 def test_replace_bad_input(pair, tmp_path, args, message):

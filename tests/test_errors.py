@@ -137,6 +137,7 @@ def bad(tmp_path_factory) -> SimpleNamespace:
     f.five_six = class_folder(d / "five_six", ("five", "six"))
     (f.five_six / "ten").mkdir()  # empty, and not chosen: no error of its own
     f.one_class = class_folder(d / "one_class", ("five",))
+    f.wide = _checkpoint(d / "wide.safetensors", arch="builtin:cnn?width=8")
     return f
 
 
@@ -199,8 +200,8 @@ CASES = [
     ("unreadable image", _train("--data", "folder:{broken}"), "not a readable image; remove or replace it"),
     ("data folder does not exist", _train("--data", "folder:{dir}/nope"), "does not exist; check the path after folder:"),
     ("corrupt IDX data", _corrupt_idx, "corrupt IDX file (unpack requires a buffer of 4 bytes); reinstall the data set"),
-    ("class not present", _replace("--classes", "5-9,12"), "class 12 not present in fashion-mnist (it has classes 0-9); choose --classes among those"),
-    ("class not present in a folder", _train("--data", "folder:{rgb}", "--classes", "0-2"), "class 2 not present in folder:"),
+    ("class not present", _replace("--classes", "5-9,12"), "class 12 not present in fashion-mnist (it has classes T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot (0-9)); choose --classes among those"),
+    ("class not present in a folder", _train("--data", "folder:{rgb}", "--classes", "0-2"), "(it has classes a, b (0, 1)); choose --classes among those"),
     ("more shots than exist", _replace("--classes", "5-9", "--shots", "500"), "has only 54 training images after validation; use --shots 54 or fewer"),
     ("zero shots", _train("--shots", "0"), "--shots must be at least 1, got 0"),
     ("single-class target", _replace("--classes", "7"), "a classification target needs at least 2 classes, got only 'Sneaker' (7); widen --classes"),
@@ -248,6 +249,8 @@ CASES = [
     ("both --epochs and --steps", lambda f: ["study", "--epochs", "2", "--steps", "40"], "--epochs 2 and --steps 40 both given; give one: --epochs counts passes over the training images (--min-steps may raise it), --steps exact optimiser steps"),
     ("negative --min-steps", lambda f: ["transfer", str(f.good), "--data", "fashion-mnist", "--min-steps", "-1"], "--min-steps must be at least 0, got -1"),
     ("config: epochs and steps both set", _config("length"), "length.toml.training: epochs (2) and steps (40) are both set; give one: epochs counts passes over the shots (min_steps may raise it), steps exact optimiser steps"),
+    ("S and T of different architectures", _compare("good", "wide", "--arch", "builtin:cnn?width=8"), "is builtin:cnn?width=8; S and T must share one architecture (--arch names it for plain state dicts, S and T alike): make a T from S with `paramreuse train --arch builtin:cnn?width=4 --init "),
+    ("--arch other than the model records", lambda f: ["study", "--quick", "--source", str(f.good), "--arch", "builtin:cnn?width=8", "--device", "cpu"], "good.safetensors records architecture builtin:cnn?width=4 but --arch is builtin:cnn?width=8; a model keeps the architecture it records, and S and T share one: pass --arch builtin:cnn?width=4, or use a model of builtin:cnn?width=8"),
 ]
 
 

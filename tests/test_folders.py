@@ -16,6 +16,7 @@ from paramreuse.cli import app
 from paramreuse.data import load_task, parse_classes
 from paramreuse.data.images import unit_array
 from paramreuse.errors import DataError
+from paramreuse.models import read_info
 from tests.conftest import TINY_ARCH
 from tests.test_segmentation import write_segfolder
 
@@ -115,6 +116,27 @@ def test_empty_class_folder_not_chosen_does_not_block_the_chosen_ones(tmp_path):
     assert task.train.class_names == ("five", "six")
     with pytest.raises(DataError, match=r"train/ten: class folder holds no images"):
         load_task(f"folder:{root}", "five,ten", val_per_class=1)
+
+
+@pytest.mark.parametrize("layout", ["flat", "train_test"])
+def test_only_the_chosen_classes_files_are_opened(tmp_path, monkeypatch, layout):
+    """Issue 21: --classes five,six opens five/ and six/ only; seven/'s undecodable file breaks nothing."""
+    root = class_folder(tmp_path / "n", ("five", "seven", "six")) if layout == "flat" else \
+        train_test_folder(tmp_path / "n", train=("five", "seven", "six"), test=("five", "seven", "six"))
+    for seven in root.rglob("seven"):
+        (seven / "broken.png").write_bytes(b"not a png")
+    opened, real_open = [], Image.open
+    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: opened.append(Path(fp)) or real_open(fp, *a, **k))
+    task = load_task(f"folder:{root}", "five,six", val_per_class=1)
+    assert task.classes == (0, 2) and task.train.class_names == ("five", "six")
+    assert opened and {p.parent.name for p in opened} == {"five", "six"}
+    with pytest.raises(DataError, match=r"seven/broken.png: not a readable image"):
+        load_task(f"folder:{root}", "five,seven", val_per_class=1)
+    if layout == "flat":  # the held-out test images are those of reading every class
+        monkeypatch.setattr(Image, "open", real_open)
+        (root / "seven" / "broken.png").write_bytes((root / "seven" / "0.png").read_bytes())
+        every = load_task(f"folder:{root}", val_per_class=1)
+        assert torch.equal(every.test.x[every.test.y != 1], task.test.x)
 
 
 def test_too_few_classes_are_named_by_name(tmp_path):
@@ -249,6 +271,16 @@ def test_train_json_records_the_rule(tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "out" / "train.json").read_text())
     assert record["data"]["images"].startswith("12 images; all 12x10 (HxW); grey (1 channel)")
+
+
+def test_train_names_the_classes_in_its_output_and_checkpoint(tmp_path):
+    """Issue 21: the human output says "classes owl, cat (2, 0)", not "classes [2, 0]"; the checkpoint records the names."""
+    root = class_folder(tmp_path / "pets", ("cat", "dog", "owl"))
+    result = cli("--data", f"folder:{root}", "--classes", "owl,cat", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "classes owl, cat (2, 0)" in " ".join(result.stdout.split())
+    info = read_info(tmp_path / "out" / "model.safetensors")
+    assert info.classes == (2, 0) and info.class_names == ("owl", "cat")
 
 
 # ---- --classes by name ----------------------------------------------------------------------

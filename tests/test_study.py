@@ -182,3 +182,39 @@ def test_a_given_source_reads_no_source_data(tmp_path):
     study = load_toml(StudyConfig, config)
     data = load_study_data(study)
     assert data.source is None and data.target.train.class_names == ("cat", "dog", "owl") and len(data.target.train) == 12
+
+
+def test_study_from_a_recorded_checkpoint_names_classes_and_the_given_source(tmp_path, trained_pair):
+    """Issue 21 item 6: a paramreuse S without --arch keeps its architecture; the output, results.json,
+    transfer.json and the report name the classes (cat, owl) and say what S was, with no None; an
+    unchosen class folder holding an undecodable file is never read."""
+    from paramreuse.data.sources import FASHION_MNIST_CLASSES
+    from paramreuse.models import ModelInfo, save_checkpoint
+
+    s, _ = trained_pair
+    info = ModelInfo(arch=TINY_ARCH, in_channels=1, num_classes=5, data="fashion-mnist", classes=(0, 1, 2, 3, 4),
+                     class_names=FASHION_MNIST_CLASSES[:5])  # fmt: skip
+    save_checkpoint(tmp_path / "s.safetensors", s, info)
+    folder = image_folder(tmp_path / "imgs")
+    for split in ("train", "test"):
+        (folder / split / "bat").mkdir()
+        (folder / split / "bat" / "0.png").write_bytes(b"not a png")
+    config = tmp_path / "c.toml"
+    config.write_text(TINY_STUDY.replace(f'arch = "{TINY_ARCH}"\n', "").replace("seeds = 2", "seeds = 1\nstrategies = ['plan']"))
+    run = tmp_path / "run"
+    args = ["study", "--config", str(config), "--source", str(tmp_path / "s.safetensors"), "--target", f"folder:{folder}",
+            "--classes", "cat,owl", "--shots", "4", "--out", str(run), "--device", "cpu"]  # fmt: skip
+    result = runner.invoke(app, args, env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert f"target: folder:{folder} classes cat, owl (1, 3);" in result.stdout
+    assert "source: " in result.stdout and "given (not trained by this study); architecture builtin:cnn?width=4" in result.stdout
+    results = json.loads((run / "results.json").read_text())
+    assert results["data"]["target"]["classes"] == [1, 3] and results["data"]["target"]["class_names"] == ["cat", "owl"]
+    given = results["models"]["source"]["given_model"]
+    assert given["arch"] == TINY_ARCH and given["outputs"] == 5 and given["weights"] == "the file"
+    transfer = json.loads((run / "transfer" / "transfer.json").read_text())
+    assert transfer["class_ids"] == [1, 3] and transfer["class_names"] == ["cat", "owl"]
+    report = (run / "report.html").read_text()
+    assert "classes cat, owl (1, 3)" in report and "None" not in report
+    assert ("s.safetensors, given (not trained by this study); architecture builtin:cnn?width=4, weights from the file, "
+            "a head of 5 outputs; trained on fashion-mnist classes T-shirt/top, Trouser, Pullover, Dress, Coat (0-4)") in report

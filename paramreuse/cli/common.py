@@ -20,7 +20,7 @@ from rich.table import Table
 from paramreuse.backends import DataSpec, make_executor
 from paramreuse.errors import ParamreuseError, SpecError
 from paramreuse.models import is_pretrained, read_info
-from paramreuse.models.loading import check_takes, fit_to, load_source
+from paramreuse.models.loading import check_one_architecture, check_takes, fit_to, load_source
 from paramreuse.progress import ProgressEvent
 from paramreuse.results import json_safe  # the same rules as the result files: NaN -> null
 
@@ -193,6 +193,7 @@ def load_models(source: Path, target: Path, arch: str | None, *, seed: int = 0, 
     them); S from pretrained weights gets its input layer adapted to T's channels.
     """
     size = parse_input_size(input_size)
+    check_one_architecture(source, target, arch)
     s, s_info = load_source(source, arch, input_size=size)
     t, t_info = load_source(target, arch, input_size=size)
     notes: tuple[str, ...] = ()

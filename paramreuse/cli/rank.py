@@ -34,6 +34,7 @@ from paramreuse.models.checkpoint import pretrained_spec
 from paramreuse.rank.ranking import OURS_LAYER, OURS_SOURCE, RANK_FILE, Ranking, columns, rank_layers, rank_sources
 from paramreuse.rank.scores import SCORES
 from paramreuse.results import write_json
+from paramreuse.vocabulary import classes_text
 
 
 @with_backend
@@ -103,8 +104,9 @@ def print_ranking(console, ranking: Ranking, out: Path) -> None:
     ours = [c for c in cols if c in OURS_SOURCE + OURS_LAYER]
     lead = ["layer", "k"] if ranking.mode == "layers" else ["source", "params"]
     subject = "layers (reuse units 1..k)" if ranking.mode == "layers" else "sources"
+    classes = classes_text(ranking.target["classes"], ranking.target.get("class_names", ()))
     console.print(
-        f"Ranking {subject} for {ranking.target['data']} classes {ranking.target['classes']} by {ranking.by}; "
+        f"Ranking {subject} for {ranking.target['data']} classes {classes} by {ranking.by}; "
         f"every score sees the same {ranking.scored_on} labelled target images",
         highlight=False,
     )

@@ -30,7 +30,7 @@ from paramreuse.cli.transfer import print_transfer
 from paramreuse.config import load_toml
 from paramreuse.devices import resolve_device
 from paramreuse.judge.verdicts import holds_text
-from paramreuse.report import load_run, run_verdict
+from paramreuse.report import load_run, run_verdict, sides_text
 from paramreuse.report.html import MODEL_LABELS
 from paramreuse.results import read_json
 from paramreuse.study import StudyConfig, quick, run_study
@@ -127,6 +127,8 @@ def summary(console, results: dict, out: Path) -> None:
     rows = [[MODEL_LABELS.get(n, n), m["evaluated_on"], "–" if m["test_metric"] is None else m["test_metric"]]
             for n, m in results["models"].items()]
     console.print(table("Models", ["model", "evaluated on", f"test {metric}"], rows))
+    for side, text in sides_text(results).items():
+        console.print(f"{side}: {escape(text)}", highlight=False)
     gain = results["gains"]["target_vs_scratch"]
     console.print(f"T - T_scratch: {gain['mean']:+.4f} {metric} (95% CI {gain['ci'][0]:+.4f} to {gain['ci'][1]:+.4f}, "
                   f"paired bootstrap over {gain['n']} target test images)")  # fmt: skip

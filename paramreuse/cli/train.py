@@ -30,6 +30,7 @@ from paramreuse.data import load_task
 from paramreuse.devices import resolve_device
 from paramreuse.training.loop import TrainConfig
 from paramreuse.training.run import RunSpec, run_training
+from paramreuse.vocabulary import classes_text
 
 
 @clean_errors
@@ -76,7 +77,8 @@ def train_command(
         rows = [["val " + record["metric"], record["val_metric"]], ["test " + record["metric"], record["test_metric"]],
                 ["epochs", record["training"]["epochs"]], ["steps", record["training"]["steps"]],
                 ["seconds", record["training"]["seconds"]]]  # fmt: skip
-        console.print(table(f"{arch} on {data} classes {record['data']['classes']}", ["", "value"], rows))
+        classes = classes_text(record["data"]["classes"], record["data"].get("class_names", ()))
+        console.print(table(f"{arch} on {data} classes {classes}", ["", "value"], rows))
         if record["training"].get("note"):  # the floor trained longer than asked
             console.print(record["training"]["note"], highlight=False)
         if "images" in record["data"]:  # the image rule of data read from files (folder:, segfolder:)

@@ -41,6 +41,7 @@ from paramreuse.results import read_json
 from paramreuse.training.loop import with_length
 from paramreuse.transfer.grid import TRANSFER_FILE, Source, TransferConfig, run_transfer
 from paramreuse.transfer.strategies import STRATEGIES
+from paramreuse.vocabulary import classes_text
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -146,7 +147,8 @@ def print_transfer(console, doc: dict) -> None:
         cells = [f"{b['mean']:.3f} " + (f"[{b['ci'][0]:.3f}, {b['ci'][1]:.3f}]" if b.get("ci") else "(no CI: not enough seeds)")
                  for b in (entry["by_shots"][str(n)] for n in shots)]  # fmt: skip
         rows.append([f"{name} (oracle)" if entry.get("oracle") else name, *cells])
-    title = f"Target test {doc['metric']} after training on the shots: mean [95% CI over {doc['seeds']} seeds]"
+    on = f" on {doc['data']} classes {classes_text(doc['class_ids'], doc['class_names'])}" if "class_ids" in doc else ""
+    title = f"Target test {doc['metric']}{on} after training on the shots: mean [95% CI over {doc['seeds']} seeds]"
     console.print(table(title, ["strategy", *(f"{n} shots" for n in shots)], rows))
     for key, sig in doc["significance"].items():
         ps = ", ".join(

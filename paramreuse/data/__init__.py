@@ -12,17 +12,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from paramreuse.data.sampling import carve, parse_classes, resolve_classes, select_classes
+from paramreuse.data.folders import check_class_folders, folder_class_names, load_folder
+from paramreuse.data.sampling import carve, check_present, parse_classes, resolve_classes, select_classes
 from paramreuse.data.sources import (
     ImageSet,
-    check_class_folders,
     load_digits,
     load_fashion_mnist,
     load_fashion_mnist_seg,
-    load_folder,
     load_segfolder,
     resized,
-)  # fmt: skip
+)
 from paramreuse.errors import DataError
 from paramreuse.tasks import CLASSIFICATION, SEGMENTATION, Task, get_task
 
@@ -92,8 +91,13 @@ class TaskData:
         }
 
 
-def load_split(name: str, split: str, data_dir: str | Path | None = None, size=None) -> ImageSet:
-    """All images of one split of the named data set, with the source's class ids."""
+def load_split(name: str, split: str, data_dir: str | Path | None = None, size=None,
+               classes: Sequence[int] | None = None) -> ImageSet:  # fmt: skip
+    """The images of one split of the named data set, with the source's class ids.
+
+    ``classes``: an image folder reads only these classes' files (ids among its class folders);
+    other data sets are arrays, read whole.
+    """
     if name == "fashion-mnist":
         return resized(load_fashion_mnist(split, data_dir), size)
     if name in ("fashion-mnist-seg", "fashion-mnist-seg" + MULTI_SUFFIX):
@@ -101,7 +105,7 @@ def load_split(name: str, split: str, data_dir: str | Path | None = None, size=N
     if name == "digits":
         return load_digits(split, size or (28, 28))
     if name.startswith("folder:"):
-        return load_folder(name.removeprefix("folder:"), split, size)
+        return load_folder(name.removeprefix("folder:"), split, size, classes)
     if name.startswith("segfolder:"):
         return load_segfolder(name.removeprefix("segfolder:"), split, size)
     raise DataError(f"unknown data set {name!r}; use one of {', '.join(DATA_NAMES)}")
@@ -134,31 +138,40 @@ def load_task(
     """
     kind = task_for(name, task)
     size = (size, size) if isinstance(size, int) else size
-    train_all = load_split(name, "train", data_dir, size)
-    # Names resolve against the data's own class names, so the data are read first.
-    classes = resolve_classes(classes, train_all.class_names, name)
-    if classes is None:
-        classes = tuple(sorted(set(train_all.y.tolist())))
-        if name.startswith("folder:"):  # every class folder, an empty one too (checked below)
-            classes = tuple(range(len(train_all.class_names)))
-    if len(classes) < 2 and kind is CLASSIFICATION:
-        got = ", ".join(f"{train_all.class_names[c]!r} ({c})" if c < len(train_all.class_names) else str(c) for c in classes)
-        if len(train_all.class_names) < 2:
-            raise DataError(f"{name} has a single class, {got}; a classification target needs at least 2 classes: "
-                            "add another class folder")
-        raise DataError(f"a classification target needs at least 2 classes, got only {got or 'none'}; widen --classes")
-    if name.startswith("folder:"):  # only the chosen classes' folders must hold images
-        names = train_all.class_names
-        check_class_folders(name.removeprefix("folder:"), [names[c] for c in classes if c < len(names)])
+    folder = name.removeprefix("folder:") if name.startswith("folder:") else None
+    # Names resolve against the data's own class names: a folder's from its listing (no image is
+    # opened before the classes are known), another data set's once it is read.
+    train_all = None if folder else load_split(name, "train", data_dir, size)
+    names = folder_class_names(folder) if folder else train_all.class_names
+    classes = resolve_classes(classes, names, name)
+    if classes is None:  # every class folder, an empty one too (checked below)
+        classes = tuple(range(len(names))) if folder else tuple(sorted(set(train_all.y.tolist())))
+    check_present(classes, range(len(names)) if folder else train_all.y.unique().tolist(), name, names)
+    _check_two_classes(name, classes, names, kind)
+    if folder:  # only the chosen classes' folders must hold images, and only theirs are read
+        check_class_folders(folder, [names[c] for c in classes])
+        train_all = load_split(name, "train", data_dir, size, classes)
     if kind.name == "segmentation" and train_all.mask is None:
         raise DataError(f"{name} has no masks for segmentation; use fashion-mnist-seg, fashion-mnist-seg-multi or segfolder:PATH")
     train = _labelled(select_classes(train_all, classes, name), name)
     # Carve before reading the test split: a class too small to train on is the error to report.
     train, val = carve(train, seed, shots, limit_per_class, val_per_class, where=name)
-    test = _labelled(select_classes(load_split(name, "test", data_dir, size), classes, f"{name} (test split)"), name)
+    test = load_split(name, "test", data_dir, size, classes)
+    test = _labelled(select_classes(test, classes, f"{name} (test split)"), name)
     if test_per_class is not None:
         test, _ = carve(test, 0, limit_per_class=test_per_class, val_per_class=0, where=f"{name} (test split)")
     return TaskData(name, classes, train, val, test, kind)
+
+
+def _check_two_classes(name: str, classes: tuple[int, ...], names: Sequence[str], kind: Task) -> None:
+    """A classification target needs two classes; the error names the ones it got."""
+    if len(classes) >= 2 or kind is not CLASSIFICATION:
+        return
+    got = ", ".join(f"{names[c]!r} ({c})" if c < len(names) else str(c) for c in classes)
+    if len(names) < 2:
+        raise DataError(f"{name} has a single class, {got}; a classification target needs at least 2 classes: "
+                        "add another class folder")
+    raise DataError(f"a classification target needs at least 2 classes, got only {got or 'none'}; widen --classes")
 
 
 def _labelled(data: ImageSet, name: str) -> ImageSet:

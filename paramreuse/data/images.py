@@ -1,6 +1,7 @@
 """Image files as people have them, read into one tensor by one stated rule.
 
-The rule, decided over every image of a data set (both splits, so that they agree):
+The rule, decided over every image read of a data set (both splits, so that they agree; in an
+image folder, the images of the chosen classes, the only files opened):
 
 - **size**: the size asked for; else the most common size (ties: the larger); images of
   another size are resized to it with bilinear filtering (antialiased when shrinking);
@@ -114,7 +115,7 @@ class ImageRule:
 
 
 def image_rule(headers: list[ImageHeader], size: tuple[int, int] | None = None) -> ImageRule:
-    """The one rule for these images (all images of a data set, every split)."""
+    """The one rule for these images (all images read of a data set, every split)."""
     if not headers:
         raise DataError("no images to read")
     n = len(headers)

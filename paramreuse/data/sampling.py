@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 import torch
 
 from paramreuse.data.sources import ImageSet
 from paramreuse.errors import DataError
+from paramreuse.vocabulary import classes_text
 
 VAL_FRACTION = 0.1
 VAL_CAP_PER_CLASS = 500
@@ -94,18 +95,27 @@ def class_by_name(name: str, names: Sequence[str], where: str = "the data") -> i
 def select_classes(data: ImageSet, classes: tuple[int, ...], where: str) -> ImageSet:
     """Keep only ``classes`` and relabel them 0..C-1 in the order given."""
     present = set(torch.unique(data.y).tolist())
-    absent = [c for c in classes if c not in present]
-    if absent:
-        raise DataError(
-            f"class {', '.join(map(str, absent))} not present in {where} "
-            f"(it has classes {_ranges(sorted(present))}); choose --classes among those"
-        )
+    check_present(classes, present, where, data.class_names)
     lookup = torch.full((max(present) + 1,), -1, dtype=torch.int64)
     lookup[torch.tensor(classes)] = torch.arange(len(classes))
     keep = lookup[data.y] >= 0
     names = tuple(data.class_names[c] if c < len(data.class_names) else str(c) for c in classes)
     mask = None if data.mask is None else data.mask[keep]
     return replace(data, x=data.x[keep], y=lookup[data.y[keep]], class_names=names, mask=mask)
+
+
+def check_present(classes: Sequence[int], present: Iterable[int], where: str, names: Sequence[str] = ()) -> None:
+    """Every class asked for is among ``present``; else an error listing the ones there are, by name
+    (with their numbers) where ``names`` (of every class id) are known."""
+    present = sorted(set(present))
+    absent = [c for c in classes if c not in present]
+    if absent:
+        named = [names[c] for c in present] if names and all(c < len(names) for c in present) else []
+        there = classes_text(present, named) if named else _ranges(present)
+        raise DataError(
+            f"class {', '.join(map(str, absent))} not present in {where} "
+            f"(it has classes {there}); choose --classes among those"
+        )
 
 
 def _ranges(values: list[int]) -> str:

@@ -1,5 +1,5 @@
 """Image sources: Fashion-MNIST (IDX files, also as a segmentation set), scikit-learn digits,
-image folders, and segmentation folders (images with masks).
+and segmentation folders (images with masks); image folders are in ``folders.py``.
 
 Every source returns an :class:`ImageSet` of float images scaled to [-1, 1] with the
 source's own class ids (and, for segmentation, a label mask per image); class selection and
@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -27,9 +26,7 @@ from paramreuse.data.images import (  # noqa: F401 - IMAGE_SUFFIXES stays import
     image_files,
     image_rule,
     images_tensor,
-    peek,
     read_image,
-    visible_dirs,
 )  # fmt: skip
 from paramreuse.errors import DataError
 
@@ -207,12 +204,12 @@ def load_digits(split: str, size: tuple[int, int] | None = (28, 28)) -> ImageSet
     bunch = sk_load_digits()
     x = to_unit_range(torch.from_numpy(bunch.images.astype(np.float32)).unsqueeze(1), 16.0)
     y = torch.from_numpy(bunch.target.astype(np.int64))
-    test = _stratified_holdout(y, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
+    test = stratified_holdout(y, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
     index = test if split == "test" else ~test
     return ImageSet(resize(x[index], size), y[index], tuple(str(d) for d in range(10)))
 
 
-def _stratified_holdout(y: torch.Tensor, fraction: float, seed: int, at_least_one: bool = False) -> torch.Tensor:
+def stratified_holdout(y: torch.Tensor, fraction: float, seed: int, at_least_one: bool = False) -> torch.Tensor:
     """Boolean mask selecting ``fraction`` of each class, deterministic in ``seed``.
 
     ``at_least_one``: a class of two or more images gives at least one (a tiny folder class
@@ -227,72 +224,6 @@ def _stratified_holdout(y: torch.Tensor, fraction: float, seed: int, at_least_on
         chosen = members[torch.randperm(len(members), generator=g)[:count]]
         mask[chosen] = True
     return mask
-
-
-# ---- image folders ----------------------------------------------------------------------
-
-
-def load_folder(root: str | Path, split: str, size: tuple[int, int] | None = None) -> ImageSet:
-    """ImageFolder layout: ``root/CLASS/*.png``, or ``root/train/CLASS`` and ``root/test/CLASS``.
-
-    Without train/ and test/ subfolders a fixed 25% of each class is held out as the test split.
-    Hidden folders and files (``.ipynb_checkpoints``, ``.DS_Store``, ``._NAME.png``) are skipped;
-    train/ and test/ must hold the same classes. Every image of both splits decides one
-    :func:`~paramreuse.data.images.image_rule` (size, grey or RGB), recorded in ``image_rule``.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; check the path after folder:")
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        splits = {s: _class_files(root / s) for s in ("train", "test")}
-        _check_same_classes(root, splits["train"], splits["test"])
-        rule = image_rule([peek(f) for files in splits.values() for f in _all_files(files)], size)
-        return _read_classes(splits[split], rule)
-    files = _class_files(root)
-    full = _read_classes(files, image_rule([peek(f) for f in _all_files(files)], size))
-    test = _stratified_holdout(full.y, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED, at_least_one=True)
-    return full.subset(test if split == "test" else ~test)
-
-
-def _class_files(root: Path) -> dict[str, list[Path]]:
-    """Image files of each class folder of ``root``, by class name in sorted order."""
-    files = {d.name: image_files(d) for d in visible_dirs(root)}
-    if not any(files.values()):
-        raise DataError(f"{root}: no images found; expected {root}/CLASS_NAME/IMAGE.png for each class")
-    return files  # an empty class folder is an error only when that class is chosen: check_class_folders
-
-
-def check_class_folders(root: str | Path, class_names: Sequence[str]) -> None:
-    """Each chosen class folder (of train/ and test/ where the folder has them) holds images."""
-    root = Path(root)
-    splits = [root / "train", root / "test"] if (root / "train").is_dir() and (root / "test").is_dir() else [root]
-    for folder in (split / name for split in splits for name in class_names):
-        if folder.is_dir() and not image_files(folder):
-            raise DataError(
-                f"{folder}: class folder holds no images (hidden and non-image files are skipped); "
-                "add images to it or remove the folder"
-            )
-
-
-def _all_files(files: dict[str, list[Path]]) -> list[Path]:
-    return [f for found in files.values() for f in found]
-
-
-def _check_same_classes(root: Path, train: dict, test: dict) -> None:
-    """Train and test must name the same classes: else class ids would mean different things."""
-    only_train, only_test = sorted(set(train) - set(test)), sorted(set(test) - set(train))
-    if only_train or only_test:
-        differ = [f"only in {s}/: {', '.join(names)}" for s, names in (("train", only_train), ("test", only_test)) if names]
-        raise DataError(
-            f"{root}: train/ and test/ hold different classes ({'; '.join(differ)}); "
-            "give both the same class folders"
-        )
-
-
-def _read_classes(files: dict[str, list[Path]], rule: ImageRule) -> ImageSet:
-    x = images_tensor([read_image(f) for f in _all_files(files)], rule)
-    y = torch.tensor([i for i, found in enumerate(files.values()) for _ in found], dtype=torch.int64)
-    return ImageSet(x, y, tuple(files), image_rule=rule.text)
 
 
 # ---- segmentation folders: images/ + masks/ ---------------------------------------------
@@ -313,7 +244,7 @@ def load_segfolder(root: str | Path, split: str, size: tuple[int, int] | None = 
         roots = (root / "train", root / "test")
         return _read_segfolder(root / split, _segfolder_rule(roots, size), _mask_label_count(*roots))
     full = _read_segfolder(root, _segfolder_rule((root,), size), _mask_label_count(root))
-    test = _stratified_holdout(full.y, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
+    test = stratified_holdout(full.y, DIGITS_TEST_FRACTION, DIGITS_SPLIT_SEED)
     return full.subset(test if split == "test" else ~test)
 
 

@@ -43,9 +43,18 @@ class ModelInfo:
     data: str = ""
     classes: tuple[int, ...] = ()
     extra: dict = field(default_factory=dict)
+    class_names: tuple[str, ...] = ()  # of ``classes``, as the data named them (files written before: none)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def describe(self) -> dict:
+        """What a reader needs to know of the model: its architecture, where its weights came from, its
+        outputs and the data and classes it was trained on (when recorded)."""
+        weights = self.extra.get("weights")
+        return {"arch": self.arch, "weights": f"pretrained {weights} (local cache)" if weights else "the file",
+                "outputs": self.num_classes, "trained_on": self.data, "classes": list(self.classes),
+                "class_names": list(self.class_names)}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelInfo:
@@ -53,6 +62,7 @@ class ModelInfo:
         d = {k: v for k, v in d.items() if k in names}
         d["input_size"] = tuple(d.get("input_size", (28, 28)))
         d["classes"] = tuple(d.get("classes", ()))
+        d["class_names"] = tuple(d.get("class_names", ()))
         info = cls(**d)
         _check_types(info)
         return info
@@ -65,6 +75,8 @@ def _check_types(info: ModelInfo) -> None:
         raise TypeError("arch, task and data must be strings")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts) or len(info.input_size) != 2:
         raise TypeError("in_channels, num_classes, input_size and classes must be whole numbers")
+    if not all(isinstance(n, str) for n in info.class_names):
+        raise TypeError("class_names must be strings")
     if not isinstance(info.extra, dict):
         raise TypeError("extra must be a table")
 

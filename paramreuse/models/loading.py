@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from paramreuse.errors import SpecError
-from paramreuse.models.checkpoint import ModelInfo, is_pretrained, load_checkpoint, read_info
+from paramreuse.models.checkpoint import ModelInfo, is_pretrained, load_checkpoint, pretrained_spec, read_info
 from paramreuse.models.factory import build_model
 from paramreuse.models.registry import architecture_of
 from paramreuse.models.state_dicts import Fit, fit_state
@@ -24,12 +24,37 @@ def load_source(
 ) -> tuple[nn.Module, ModelInfo]:
     """Load a paramreuse checkpoint (its recorded architecture; ``arch`` naming the same one confirms a
     ``py:`` spec), a plain state dict of architecture ``arch``, or a pretrained spec."""
-    path = Path(str(source))
-    recorded = read_info(path) if path.suffix == ".safetensors" and path.is_file() else None
-    if recorded is None:
+    kept = recorded_arch(source)
+    if kept is not None and arch is not None and architecture_of(arch) != kept:
+        raise SpecError(
+            f"{source} records architecture {kept} but --arch is {arch}; a model keeps the architecture it records, "
+            f"and S and T share one: pass --arch {kept}, or use a model of {arch}"
+        )
+    if kept is None or pretrained_spec(source):
         return load_checkpoint(source, arch, input_size=input_size)
-    trusted = arch is not None and architecture_of(arch) == recorded.arch
-    return load_checkpoint(path, trust_code=trusted, input_size=input_size)
+    return load_checkpoint(Path(str(source)), trust_code=arch is not None, input_size=input_size)
+
+
+def recorded_arch(source: str | Path) -> str | None:
+    """The architecture a paramreuse checkpoint records or a pretrained spec names; None for a plain state dict."""
+    spec = pretrained_spec(source)
+    if spec is not None:
+        return architecture_of(spec)
+    path = Path(str(source))
+    info = read_info(path) if path.suffix == ".safetensors" and path.is_file() else None
+    return None if info is None else info.arch
+
+
+def check_one_architecture(source: str | Path, target: str | Path, arch: str | None) -> None:
+    """S and T of one architecture, before either is loaded: S's and T's recorded ones, or ``--arch``."""
+    s_arch, t_arch = recorded_arch(source) or arch, recorded_arch(target) or arch
+    if s_arch is None or t_arch is None or architecture_of(s_arch) == architecture_of(t_arch):
+        return
+    raise SpecError(
+        f"S ({source}) is {s_arch} but T ({target}) is {t_arch}; S and T must share one "
+        f"architecture (--arch names it for plain state dicts, S and T alike): make a T from S with "
+        f"`paramreuse train --arch {s_arch} --init {source} --data ...`, or use an S of {t_arch}"
+    )
 
 
 def rebuilt_for(

@@ -1,7 +1,7 @@
 """The HTML report, rendered from the result files only."""
 
 from paramreuse.report.html import FIGURES, REPORT_FILE, SECTIONS, load_run, render_report, run_verdict
-from paramreuse.report.verdict import MetricStyle, metric_style, strategy_label, verdict_sentence
+from paramreuse.report.verdict import MetricStyle, metric_style, sides_text, strategy_label, verdict_sentence
 
 __all__ = [
     "FIGURES",
@@ -12,6 +12,7 @@ __all__ = [
     "metric_style",
     "render_report",
     "run_verdict",
+    "sides_text",
     "strategy_label",
     "verdict_sentence",
 ]

@@ -20,6 +20,7 @@ from paramreuse.report.verdict import (
     is_oracle,
     metric_style,
     reuses,
+    sides_text,
     strategy_label,
     undecided_units,
     unit_j2,
@@ -316,12 +317,8 @@ def _thresholds(run: RunFiles) -> str:
 def _environment(run: RunFiles) -> str:
     res = run.results
     cfg = res["config"]
-    data = res.get("data", {})
     rows = [["architecture", cfg.get("arch")], ["seed", cfg.get("seed")]]
-    for side in ("source", "target"):
-        d = data.get(side, {})
-        images = f"{d.get('train')} train / {d.get('val')} val / {d.get('test')} test images"
-        rows.append([side, f"{d.get('data')} classes {d.get('classes')}, {images}"])
+    rows += [[side, text] for side, text in sides_text(res).items()]
     length = res.get("training")  # the few-shot trainings' length, as asked and as T trained
     if length:
         asked = ", ".join(f"{k} {v}" for k, v in length["asked"].items() if v is not None) or "nothing (the recipe)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from paramreuse.stats import Bounds, clip, difference_bounds, not_enough_seeds, seed_interval
-from paramreuse.vocabulary import ORACLES, REUSE_DECISIONS, Decision
+from paramreuse.vocabulary import ORACLES, REUSE_DECISIONS, Decision, classes_text
 
 # Units of every task's metric (DESIGN.md's contract; the report reads files and imports no task code).
 CONTRACT_UNITS = {"accuracy": "fraction", "dice": "fraction", "iou": "fraction", "psnr": "dB"}
@@ -265,3 +265,31 @@ def best_strategy(transfer: dict, oracles: bool = True) -> tuple[str, float] | N
         return None
     name = max(strategies, key=lambda n: strategies[n]["mean"])
     return name, strategies[name]["mean"]
+
+
+def sides_text(results: dict) -> dict[str, str]:
+    """S's and T's data as the study's output names them: classes by name, image counts; a given S as given."""
+    source = results.get("models", {}).get("source", {})
+    given = source.get("given") or results.get("config", {}).get("source", {}).get("checkpoint")
+    data = results.get("data", {})
+    return {"source": given_text(given, source.get("given_model", {})) if given else data_text(data.get("source", {})),
+            "target": data_text(data.get("target", {}))}  # fmt: skip
+
+
+def data_text(d: dict) -> str:
+    """A data set: its classes by name (numbers in brackets) and its image counts."""
+    if not d:
+        return "not read"
+    images = ", ".join(f"{d[split]} {split}" for split in ("train", "val", "test") if split in d)
+    return f"{d.get('data')} classes {classes_text(d.get('classes', []), d.get('class_names', []))}; {images} images"
+
+
+def given_text(path: str, model: dict) -> str:
+    """A given S as it was given: the file or spec, not trained by the study, and what it records."""
+    parts = [f"{path}, given (not trained by this study)"]
+    if model:
+        parts.append(f"architecture {model['arch']}, weights from {model['weights']}, a head of {model['outputs']} outputs")
+    if model.get("trained_on"):
+        classes = classes_text(model.get("classes", []), model.get("class_names", []))
+        parts.append(f"trained on {model['trained_on']}" + (f" classes {classes}" if classes else ""))
+    return "; ".join(parts)

@@ -28,7 +28,6 @@ from paramreuse.models import (
     read_state_dict,
     save_checkpoint,
 )
-from paramreuse.models.checkpoint import pretrained_spec
 from paramreuse.models.loading import check_takes, fit_to, load_source, rebuilt_for
 from paramreuse.models.state_dicts import state_digest
 from paramreuse.progress import Progress
@@ -151,7 +150,7 @@ def run_training(
     test_metric = test_metrics[data.kind.metric_name]
     info = ModelInfo(  # the architecture only: pretrained weights are in the tensors now
         arch=architecture_of(spec.arch), in_channels=data.channels, num_classes=data.num_outputs, task=task_key(data.kind),
-        input_size=data.size, data=data.name, classes=data.classes,
+        input_size=data.size, data=data.name, classes=data.classes, class_names=data.train.class_names,
     )  # fmt: skip
     save_checkpoint(out / MODEL_FILE, model, info)
     record = {
@@ -175,13 +174,14 @@ def run_training(
     return model, record | {"resumed": False}
 
 
-def adopt_source(checkpoint: str, arch: str, target: TaskData, out: str | Path, *, seed: int = 0) -> tuple[nn.Module, dict]:
+def adopt_source(checkpoint: str, arch: str | None, target: TaskData, out: str | Path, *, seed: int = 0) -> tuple[nn.Module, dict]:
     """S from the user's checkpoint or pretrained spec, fitted to the target's image channels and
     written to ``out`` as a paramreuse checkpoint, so that every later stage reads it like a trained S.
 
-    A plain state dict needs ``arch``; a pretrained spec's input layer is adapted as timm does.
+    A plain state dict needs ``arch`` (None: the architecture the checkpoint records); a pretrained
+    spec's input layer is adapted as timm does. An ``arch`` other than the recorded one is an error.
     """
-    loaded, info = load_checkpoint(checkpoint, arch if not pretrained_spec(checkpoint) else None, input_size=target.size)
+    loaded, info = load_source(checkpoint, arch, input_size=target.size)
     key = fingerprint({"given": state_digest(loaded.state_dict()), "arch": info.arch, "channels": target.channels})
     out = prepare_out_dir(out)
     done = load_if_current(out / TRAIN_FILE, key)
@@ -193,7 +193,7 @@ def adopt_source(checkpoint: str, arch: str, target: TaskData, out: str | Path, 
     fitted = replace(info, in_channels=target.channels, input_size=target.size, task=task_key(target.kind))
     save_checkpoint(out / MODEL_FILE, model, fitted)
     record = {"fingerprint": key, "stage": "source", "arch": info.arch, "given": str(checkpoint),
-              "notes": fit.notes("S"), "metric": target.kind.metric_name, "test_metric": None, "test_metrics": {},
-              "val_metric": None, "training": {"seconds": 0.0}}  # fmt: skip
+              "given_model": info.describe(), "notes": fit.notes("S"), "metric": target.kind.metric_name,
+              "test_metric": None, "test_metrics": {}, "val_metric": None, "training": {"seconds": 0.0}}  # fmt: skip
     write_json(out / TRAIN_FILE, record)
     return model.eval(), record | {"resumed": False}

@@ -300,9 +300,9 @@ def run_transfer(
     sorted_digest = state_digest(dict(sorted(source.state.items()))) if executor.remote else ""
     device = executor.job_device(run.device)
     # Every shots value is checked against the data before any run starts: enough images per class.
-    for n in sorted({runs[job_id][0] for job_id in todo}):
-        DataSpec.of(data, classes=classes, shots=n, seed=0, data_dir=data_dir, test_per_class=config.test_per_class,
-                    task=task, size=size, **config.data_options()).load()  # fmt: skip
+    for n in sorted({runs[job_id][0] for job_id in todo}) or config.shots[:1]:
+        loaded = DataSpec.of(data, classes=classes, shots=n, seed=0, data_dir=data_dir, task=task, size=size,
+                             test_per_class=config.test_per_class, **config.data_options()).load()  # fmt: skip
     jobs = []
     for job_id in todo:
         n, s, name = runs[job_id]
@@ -321,7 +321,9 @@ def run_transfer(
     document = {
         "metric": task_for(data, task).metric_name,
         "data": data,
-        "classes": classes,
+        "classes": classes,  # as asked for; the classes it chose, by number and by name:
+        "class_ids": list(loaded.classes),
+        "class_names": list(loaded.train.class_names),
         "shots": list(config.shots),
         "headline_shots": headline,
         "seeds": config.seeds,
