@@ -32,10 +32,11 @@ from paramreuse.cli.common import (
 from paramreuse.devices import resolve_device
 from paramreuse.errors import ParamreuseError
 from paramreuse.judge.plan import plan_decisions
-from paramreuse.models import is_pretrained
+from paramreuse.models import is_pretrained, read_info
 from paramreuse.models.loading import fit_to, load_source
 from paramreuse.results import read_json
 from paramreuse.transfer.grid import TRANSFER_FILE, Source, TransferConfig, run_transfer
+from paramreuse.transfer.reuse import check_plan
 from paramreuse.transfer.strategies import STRATEGIES
 
 
@@ -66,6 +67,9 @@ def transfer_command(
     budget: Annotated[str, typer.Option("--budget", help="Labelled images each run may use: 'shots' (only its shots; "
                                         "best-depth holds out a fifth of them) or 'validation-set' (plus a carved "
                                         "validation set of up to 500 per class, a labelled reference).")] = "shots",
+    save: Annotated[str, typer.Option("--save", help="Models to keep, each of the first seed at the first --shots "
+                    "value: plan (models/plan.safetensors), all (models/STRATEGY.safetensors for every "
+                    "strategy) or none.")] = "plan",
     arch: ArchOpt = None,
     out: OutOpt = Path("runs/transfer"),
     fmt: FormatOpt = Format.human,
@@ -81,6 +85,14 @@ def transfer_command(
     (an oracle: the frozen prefix chosen on held-out labels). Every strategy trains on the same
     shots per seed; transfer.json has means, 95% CIs over seeds and paired t-tests of the plan
     against each baseline. Resumes from --out.
+
+    Keeps the models --save names (first seed, first --shots value) in
+    --out/models/; load one with `paramreuse train --init FILE` or
+    paramreuse.load_checkpoint(FILE).
+
+    Example: paramreuse transfer runs/S/model.safetensors
+    --plan runs/plan/plan.json --data fashion-mnist --classes 5-9
+    --shots 10 --seeds 5 --out runs/transfer
     """
     names = tuple(s.strip() for s in strategies.split(",") if s.strip())
     unknown = [n for n in names if n not in STRATEGIES]
@@ -88,11 +100,15 @@ def transfer_command(
         raise ParamreuseError(f"unknown strategy {', '.join(unknown) or '(none)'}; use {', '.join(STRATEGIES)}")
     if seeds < 1:
         raise ParamreuseError(f"--seeds must be at least 1, got {seeds}")
+    if save not in SAVES:
+        raise ParamreuseError(f"--save takes {', '.join(SAVES)}, got {save!r}")
     model, info = load_source(source, arch)
     if is_pretrained(info):  # its input layer is adapted to the target's channels, as timm adapts pretrained weights
         channels = target_spec(data, classes, None, 0, data_dir, task, size).load().channels
         model, _ = fit_to(model, info, channels=channels, num_outputs=info.num_classes, keep_head=True, where=str(source))
     decisions = plan_decisions(read_json(plan)) if plan is not None else None
+    if decisions is not None:
+        check_plan(model, decisions, str(plan))
     config = TransferConfig(strategies=names, shots=_ints(shots, "shots"), seeds=seeds, finetuned_scale=finetuned_scale,
                             budget=budget)  # fmt: skip
     src = Source(info.arch, {k: v.detach() for k, v in model.state_dict().items()})
@@ -100,8 +116,23 @@ def transfer_command(
     executor = backend.open(dev)
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         run = RunContext(out, device=dev, progress=bar, executor=executor)
-        doc = run_transfer(src, decisions, data, classes, run, config=config, data_dir=data_dir, task=task, size=size)
-    emit(doc, fmt, lambda console: (print_transfer(console, doc), console.print(f"written: {out / TRANSFER_FILE}")), quiet)
+        doc = run_transfer(src, decisions, data, classes, run, config=config, data_dir=data_dir, task=task, size=size,
+                           keep={"plan": ("plan",), "all": names, "none": ()}[save])  # fmt: skip
+    emit(doc, fmt, lambda console: (print_transfer(console, doc), print_models(console, doc, out),
+                                    console.print(f"written: {out / TRANSFER_FILE}")), quiet)  # fmt: skip
+
+
+SAVES = ("plan", "all", "none")
+
+
+def print_models(console, doc: dict, out: Path) -> None:
+    """Where the kept models are, and how to load one."""
+    for name, file in doc.get("models", {}).items():
+        value = read_info(out / file).extra["test_metric"]  # the model's own, as recorded in it
+        console.print(f"model ({name}, seed 0, {doc['headline_shots']} shots, test {doc['metric']} {value:.4f}): "
+                      f"{out / file}", highlight=False, soft_wrap=True)  # fmt: skip
+    if doc.get("models"):
+        console.print("load it with `paramreuse train --init FILE` or paramreuse.load_checkpoint(FILE)", highlight=False)
 
 
 def print_transfer(console, doc: dict) -> None:

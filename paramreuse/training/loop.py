@@ -120,13 +120,22 @@ def _auto_rgn_rates(opt: torch.optim.Optimizer, norms: list[float], progress_fra
         group["lr"] = group["base_lr"] * min(norm / top, 1.0) * factor
 
 
-def _hold_frozen_norms(model: nn.Module, frozen: set[str]) -> None:
-    """Put normalisation layers whose parameters are all frozen into eval mode."""
+def frozen_norms(model: nn.Module, frozen: set[str]) -> list[nn.Module]:
+    """Normalisation layers whose parameters are all frozen: they are held in eval mode, so that
+    their running statistics stay S's and normalise as S's did."""
+    held = []
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            own = [f"{name}.{p}" for p, _ in module.named_parameters(recurse=False)]
+            own = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
             if own and all(p in frozen for p in own):
-                module.eval()
+                held.append(module)
+    return held
+
+
+def _hold_frozen_norms(model: nn.Module, frozen: set[str]) -> None:
+    """Put normalisation layers whose parameters are all frozen into eval mode."""
+    for module in frozen_norms(model, frozen):
+        module.eval()
 
 
 def _optimizer(groups: list[dict], config: TrainConfig) -> torch.optim.Optimizer:
