@@ -6,6 +6,7 @@ replace cases (unknown data set, --shots 500 on train, bad --params, unpaired mo
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -25,6 +26,7 @@ from paramreuse.transfer.grid import RUNS_LOG
 from tests.conftest import TINY_ARCH
 from tests.test_byo_models import hf_cache, torch_home  # noqa: F401 - fixtures: empty weight caches
 from tests.test_folders import class_folder, grey_images, train_test_folder
+from tests.test_reuse import make_plan
 from tests.test_segmentation import write_segfolder
 
 runner = CliRunner()
@@ -137,6 +139,10 @@ def bad(tmp_path_factory) -> SimpleNamespace:
     f.five_six = class_folder(d / "five_six", ("five", "six"))
     (f.five_six / "ten").mkdir()  # empty, and not chosen: no error of its own
     f.one_class = class_folder(d / "one_class", ("five",))
+    f.unet_plan = d / "unet_plan.json"
+    f.unet_plan.write_text(json.dumps(make_plan(build_model("builtin:unet?width=4", 1, 2), {}).to_dict()))
+    f.not_plan = d / "not_plan.json"
+    f.not_plan.write_text(json.dumps({"metric": "accuracy"}))
     return f
 
 
@@ -172,6 +178,11 @@ CONFIGS = {
     "schedule": '[training.source]\nschedule = "cosin"\n',
     "tolerance": "[thresholds]\nlayer_tolerance = -0.02\n",
 }
+
+
+def _apply(plan: str, *extra: str):
+    return lambda f: ["apply", str(getattr(f, plan)), "--source", str(f.good), "--data", "fashion-mnist", "--device", "cpu",
+                      *extra]  # fmt: skip
 
 
 def _config(name: str):
@@ -243,6 +254,10 @@ CASES = [
     ("NaN weights in a file without a checksum", _compare("nan_plain", "good", "--arch", TINY_ARCH), "NaN or Inf values in head.weight; the model diverged, or the file is damaged (it records no checksum to tell): retrain it, or re-save or re-download it"),
     ("one --shots value more than exist", lambda f: ["transfer", str(f.good), "--data", "fashion-mnist", "--classes", "5-9", "--shots", "5,500", "--seeds", "2", "--strategies", "scratch", "--device", "cpu"], "asked for 500 shots per class but fashion-mnist class 'Sandal' has only 60 training images after validation; use --shots 60 or fewer"),
     ("study error, progress bar on", lambda f: ["study", "--quick", "--classes", "7", "--device", "cpu"], "a classification target needs at least 2 classes, got only 'Sneaker' (7); widen --classes"),
+    ("plan of another network", _apply("unet_plan", "--classes", "5-9"), "unet_plan.json does not fit the model: its units down.0.0.0, down.0.1.0, down.1.0.0, down.1.1.0 and 6 more are not in it (the model's units are features.0.0, features.1.0, features.3.0, features.4.0 and 4 more); make the plan for this architecture with `paramreuse plan` or `paramreuse study`"),
+    ("JSON that is not a plan", _apply("not_plan", "--classes", "5-9"), "not_plan.json is not a plan (KeyError: 'layers'); use the plan.json that `paramreuse plan` or `paramreuse study` writes"),
+    ("plan file does not exist", lambda f: ["apply", str(f.dir / "nowhere.json"), "--source", str(f.good), "--data", "fashion-mnist"], "nowhere.json does not exist; check the path (`paramreuse plan` and `paramreuse study` write plan.json)"),
+    ("unknown --save", lambda f: ["transfer", str(f.good), "--data", "fashion-mnist", "--save", "some"], "--save takes plan, all, none, got 'some'"),
 ]
 
 

@@ -60,6 +60,9 @@ def load_plan(path: str | Path) -> Plan:
     Raises:
         PlanError: the file is missing, not JSON, or not a plan.
     """
+    if not Path(path).is_file():
+        raise PlanError(f"plan file {path} does not exist; check the path (`paramreuse plan` and `paramreuse study` "
+                        "write plan.json)")  # fmt: skip
     try:
         doc = read_json(path)
     except ParamreuseError as exc:  # missing or not JSON: read_json's one line, as the plan's error
