@@ -139,12 +139,14 @@ def apply_plan(model: nn.Module, plan: PlanLike, source) -> AppliedPlan:
     """
     plan = as_plan(plan)
     chosen = _plan_strategy(model, plan)
+    state = _source_state(source)  # read (and checked) before the model is touched
     reinit = tuple(u.name for u in inventory(model) if chosen.decisions.get(u.name, Decision.REINIT.value) == Decision.REINIT.value)
     named = dict(model.named_modules())
     for unit in (u for u in inventory(model) if u.name in reinit):
         for prefix in unit_prefixes(unit):
-            named[prefix].reset_parameters()
-    report = transplant(_source_state(source), model, chosen.decisions)
+            if hasattr(named[prefix], "reset_parameters"):
+                named[prefix].reset_parameters()
+    report = transplant(state, model, chosen.decisions)
     _, frozen = loop.param_groups(model, loop.TrainConfig(lr_scale=chosen.lr_scale))  # sets requires_grad
     held = loop.frozen_norms(model, frozen)
     for module in held:
