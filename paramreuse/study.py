@@ -26,16 +26,15 @@ from paramreuse.judge.replacement import SweepConfig, SweepInputs
 from paramreuse.judge.verdicts import Thresholds
 from paramreuse.models import is_pretrained, load_checkpoint, save_checkpoint
 from paramreuse.models.checkpoint import pretrained_spec
-from paramreuse.models.heads import head_names
+from paramreuse.models.heads import head_size
 from paramreuse.models.loading import rebuilt_for
 from paramreuse.models.state_dicts import state_digest
 from paramreuse.progress import Progress
 from paramreuse.report import render_report
 from paramreuse.report.verdict import metric_style, recommended_strategy
 from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
-from paramreuse.stats import mean_ci
 from paramreuse.tasks import TASKS, task_key
-from paramreuse.training.loop import TrainConfig, predict
+from paramreuse.training.loop import TrainConfig, paired_gain
 from paramreuse.training.run import (
     FRESH_INIT_OFFSET,
     MODEL_FILE,
@@ -294,12 +293,6 @@ def _headlines(evidence: Evidence, transfer: dict) -> dict:
     }
 
 
-def head_size(model: torch.nn.Module) -> int:
-    """The number of outputs of a model's task head (classes, mask labels or channels)."""
-    state = model.state_dict()
-    return int(next(state[k].shape[0] for k in head_names(model) if state[k].ndim >= 1))
-
-
 def given_source(config: StudyConfig, data: StudyData, run: RunContext) -> tuple[torch.nn.Module, dict]:
     """S from the user's checkpoint or pretrained spec, fitted to the target's image channels and
     written to ``run.out`` as a paramreuse checkpoint, so that every later stage reads it like a trained S.
@@ -338,15 +331,6 @@ def caveats(config: StudyConfig, data: StudyData, records: dict) -> list[str]:
                                    data.source.num_classes))  # fmt: skip
     found.append(chance_caveat("T_full", records["full"]["test_metric"], target.kind, target.num_classes))
     return [w for w in found if w]
-
-
-def paired_gain(a: torch.nn.Module, b: torch.nn.Module, data: TaskData, device, seed: int) -> dict:
-    """Metric of ``a`` minus metric of ``b`` on the target test set, with a paired bootstrap CI."""
-    targets = data.kind.targets(data.test)
-    scores = [data.kind.scores(predict(m, data.test, device), targets) for m in (a, b)]
-    diffs = scores[0] - scores[1]
-    return {"mean": float(diffs.mean()), "ci": mean_ci(diffs, seed=seed), "n": len(diffs),
-            "ci_over": "target test images (paired bootstrap); seed-to-seed spread needs several study seeds"}  # fmt: skip
 
 
 def transfer_study(source: torch.nn.Module, config: StudyConfig, run: RunContext, keep: tuple[str, ...] = ("plan",)) -> dict:
