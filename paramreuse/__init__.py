@@ -2,7 +2,7 @@
 
 from paramreuse.data import TaskData, load_task, parse_classes
 from paramreuse.devices import resolve_device
-from paramreuse.errors import CheckpointError, DataError, ParamreuseError, SpecError
+from paramreuse.errors import CheckpointError, DataError, ParamreuseError, PlanError, SpecError
 from paramreuse.models import ModelInfo, build_model, load_checkpoint, save_checkpoint
 from paramreuse.study import StudyConfig, run_study
 from paramreuse.tasks import get_task
@@ -17,6 +17,7 @@ __all__ = [
     "DataError",
     "ModelInfo",
     "ParamreuseError",
+    "PlanError",
     "RunSpec",
     "SpecError",
     "StudyConfig",
