@@ -356,7 +356,7 @@ def recommended_model(source: torch.nn.Module, config: StudyConfig, run: RunCont
     style = metric_style(records["target"]["metric"], values, records["target"]["units"])
     chosen = recommended_strategy(transfer, style)
     why = "the plan, trained as it says" if chosen == "plan" else f"the study's own proof puts the plan clearly below {chosen}"
-    if chosen not in transfer["models"]:  # kept now: only its first seed's run is trained again
+    if chosen not in transfer["model_files"]:  # kept now: only its first seed's run is trained again
         transfer = transfer_study(source, config, run, keep=("plan", chosen))
     return transfer, publish_model(run.out / "transfer", transfer, chosen, run.out, why=why)
 

@@ -116,7 +116,7 @@ def test_study_writes_the_recommended_model_that_train_init_and_the_api_load(stu
     transfer = json.loads((run / "transfer" / "transfer.json").read_text())
     assert results["model"]["path"] == str(run / "model.safetensors")
     assert record["strategy"] == results["model"]["strategy"] == "plan"  # 2 seeds: no proof to say otherwise
-    assert (run / "model.safetensors").read_bytes() == (run / "transfer" / transfer["models"]["plan"]).read_bytes()
+    assert (run / "model.safetensors").read_bytes() == (run / "transfer" / transfer["model_files"]["plan"]).read_bytes()
     _, info = load_checkpoint(run / "model.safetensors")
     assert info.extra["test_metric"] == record["test_metric"] == transfer["strategies"]["plan"]["runs"][0]
     assert info.extra["decisions"] == record["decisions"] and (info.extra["seed"], info.extra["shots"]) == (0, 5)
@@ -145,7 +145,7 @@ def test_a_study_whose_proof_names_another_strategy_keeps_that_model(study_run, 
     record = json.loads((copy / "model.json").read_text())
     assert record["strategy"] == "finetune-all" and "clearly below finetune-all" in record["why"]
     transfer = json.loads((copy / "transfer" / "transfer.json").read_text())
-    assert set(transfer["models"]) == {"plan", "finetune-all"}
+    assert set(transfer["model_files"]) == {"plan", "finetune-all"}
     assert (copy / "model.safetensors").read_bytes() == (copy / "transfer" / "models" / "finetune-all.safetensors").read_bytes()
 
 

@@ -34,9 +34,9 @@ def test_transfer_keeps_the_models_and_trains_again_only_a_missing_one(trained_p
     config = TransferConfig(strategies=STRATEGIES, shots=(2, 4), seeds=2, training=TINY_TRAIN)
     args = (source, plan, "fashion-mnist", "5-9", RunContext(tmp_path))
     doc = run_transfer(*args, config=config, headline=4, keep=STRATEGIES)
-    assert doc["models"] == {name: f"models/{name}.safetensors" for name in STRATEGIES}
+    assert doc["model_files"] == {name: f"models/{name}.safetensors" for name in STRATEGIES}
     for name in STRATEGIES:
-        _, info = load_checkpoint(tmp_path / doc["models"][name])
+        _, info = load_checkpoint(tmp_path / doc["model_files"][name])
         assert info.extra["strategy"] == name and (info.extra["shots"], info.extra["seed"]) == (4, 0)
         assert info.extra["test_metric"] == doc["strategies"][name]["runs"][0]  # seed 0 at the headline shots
         assert info.num_classes == 5 and info.classes == (5, 6, 7, 8, 9)
@@ -57,8 +57,8 @@ def test_transfer_keeps_the_models_and_trains_again_only_a_missing_one(trained_p
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     # keep only the plan's from now on: the document says so, and nothing is trained
     jobs.clear()
-    assert run_transfer(*args, config=config, headline=4)["models"] == {"plan": "models/plan.safetensors"}
-    assert jobs == [] and json.loads((tmp_path / "transfer.json").read_text())["models"] == {"plan": "models/plan.safetensors"}
+    assert run_transfer(*args, config=config, headline=4)["model_files"] == {"plan": "models/plan.safetensors"}
+    assert jobs == [] and json.loads((tmp_path / "transfer.json").read_text())["model_files"] == {"plan": "models/plan.safetensors"}
 
 
 @pytest.fixture

@@ -127,11 +127,11 @@ SAVES = ("plan", "all", "none")
 
 def print_models(console, doc: dict, out: Path) -> None:
     """Where the kept models are, and how to load one."""
-    for name, file in doc.get("models", {}).items():
+    for name, file in doc.get("model_files", {}).items():
         value = read_info(out / file).extra["test_metric"]  # the model's own, as recorded in it
         console.print(f"model ({name}, seed 0, {doc['headline_shots']} shots, test {doc['metric']} {value:.4f}): "
                       f"{out / file}", highlight=False, soft_wrap=True)  # fmt: skip
-    if doc.get("models"):
+    if doc.get("model_files"):
         console.print("load it with `paramreuse train --init FILE` or paramreuse.load_checkpoint(FILE)", highlight=False)
 
 

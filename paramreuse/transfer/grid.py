@@ -266,7 +266,7 @@ def run_transfer(
     ``run``: where to write (``run.out``), the device, progress callback and executor; each training
     run is a job for ``run.executor``, whose remote workers read S from a file in ``run.out``.
     ``keep``: strategies whose model of the first seed at the headline shots is saved, by the worker
-    that trains it, to ``models/<strategy>.safetensors`` (listed in ``transfer.json["models"]``); a
+    that trains it, to ``models/<strategy>.safetensors`` (listed in ``transfer.json["model_files"]``); a
     resumed grid trains again only the runs whose kept model is missing.
     """
     out, progress, executor = prepare_out_dir(run.out), run.progress, run.executor
@@ -311,9 +311,9 @@ def run_transfer(
     models = {runs[job_id][2]: file for job_id, file in kept.items()}
     if finished is not None:
         remove_file(out / TRANSFER_SOURCE_FILE)
-        if finished.get("models") != models:
-            write_json(out / TRANSFER_FILE, finished | {"models": models})
-        return finished | {"models": models}
+        if finished.get("model_files") != models:
+            write_json(out / TRANSFER_FILE, finished | {"model_files": models})
+        return finished | {"model_files": models}
     document = {
         "metric": task_for(data, task).metric_name,
         "data": data,
@@ -325,7 +325,7 @@ def run_transfer(
         "config": config.to_dict(),
         "ci": "95% Student-t interval over seeds, inside the metric's bounds; none below 3 seeds",
         "fingerprint": key,
-    } | summarise(log.done, config, headline, task_for(data, task).bounds) | {"models": models}
+    } | summarise(log.done, config, headline, task_for(data, task).bounds) | {"model_files": models}
     write_json(out / TRANSFER_FILE, document)
     log.close()
     remove_file(out / TRANSFER_SOURCE_FILE)

@@ -208,9 +208,9 @@ def _summary(record: dict) -> dict:
 
 
 def publish_model(transfer_out: str | Path, transfer: dict, strategy_name: str, out: str | Path, *, why: str) -> dict:
-    """Copy the kept model of ``strategy_name`` (``transfer["models"]``) to ``out/model.safetensors`` and
+    """Copy the kept model of ``strategy_name`` (``transfer["model_files"]``) to ``out/model.safetensors`` and
     describe it in ``out/model.json``; files that already hold it are left untouched. Returns ``model.json``."""
-    source, out = Path(transfer_out) / transfer["models"][strategy_name], Path(out)
+    source, out = Path(transfer_out) / transfer["model_files"][strategy_name], Path(out)
     data = source.read_bytes()
     key = fingerprint({"transfer": transfer["fingerprint"], "strategy": strategy_name,
                        "sha256": hashlib.sha256(data).hexdigest()})  # fmt: skip
