@@ -17,3 +17,7 @@ class DataError(ParamreuseError):
 
 class CheckpointError(ParamreuseError):
     """A checkpoint that cannot be read, does not match, or is unsafe."""
+
+
+class PlanError(ParamreuseError):
+    """A plan.json that cannot be read, or whose units do not match the model it is applied to."""

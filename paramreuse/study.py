@@ -24,14 +24,14 @@ from paramreuse.judge.crossfit import crossfit_sweep, network_evidence
 from paramreuse.judge.plan import Plan
 from paramreuse.judge.replacement import SweepConfig, SweepInputs
 from paramreuse.judge.verdicts import Thresholds
-from paramreuse.models.heads import head_names
+from paramreuse.models.heads import head_size
 from paramreuse.models.loading import recorded_arch
 from paramreuse.progress import Progress
 from paramreuse.report import render_report
+from paramreuse.report.verdict import metric_style, recommended_strategy
 from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
-from paramreuse.stats import mean_ci
 from paramreuse.tasks import TASKS
-from paramreuse.training.loop import TrainConfig, predict, with_length
+from paramreuse.training.loop import TrainConfig, paired_gain, with_length
 from paramreuse.training.run import (
     FRESH_INIT_OFFSET,
     MODEL_FILE,
@@ -42,6 +42,7 @@ from paramreuse.training.run import (
     source_for_target,
 )
 from paramreuse.transfer.grid import FEWSHOT, TRANSFER_FILE, Source, TransferConfig, run_transfer
+from paramreuse.transfer.reuse import publish_model
 from paramreuse.vocabulary import BUDGETS, Budget
 
 RESULTS_FILE = "results.json"
@@ -255,6 +256,7 @@ def run_study(
     gains = {f"{a}_vs_{b}": paired_gain(models[a], models[b], data.target, device, config.seed)
              for a, b in (("target", "scratch"), ("full", "scratch"))}  # fmt: skip
     transfer = transfer_study(models["source"], config, run)
+    transfer, model = recommended_model(models["source"], config, run, transfer, records)
     results = {
         "config": config.to_dict(),
         "metric": records["target"]["metric"],
@@ -278,6 +280,8 @@ def run_study(
         },
         "gains": gains,
         "training": training_length(config, records),
+        "model": {"path": str(out / MODEL_FILE)} | {k: model[k] for k in ("strategy", "why", "metric", "test_metric",
+                                                                          "shots", "seed")},
         "warnings": caveats(config, data, records, transfer),
         **_headlines(evidence, transfer),
         "environment": environment(device),
@@ -332,12 +336,6 @@ def _headlines(evidence: Evidence, transfer: dict) -> dict:
     }
 
 
-def head_size(model: torch.nn.Module) -> int:
-    """The number of outputs of a model's task head (classes, mask labels or channels)."""
-    state = model.state_dict()
-    return int(next(state[k].shape[0] for k in head_names(model) if state[k].ndim >= 1))
-
-
 def training_length(config: StudyConfig, records: dict) -> dict:
     """The few-shot trainings' length: as asked ([training], --epochs/--steps), as T trained, and a
     ``note`` when the floor (min_steps) raised the asked epochs."""
@@ -360,18 +358,10 @@ def caveats(config: StudyConfig, data: StudyData, records: dict, transfer: dict)
     return [w for w in found if w]
 
 
-def paired_gain(a: torch.nn.Module, b: torch.nn.Module, data: TaskData, device, seed: int) -> dict:
-    """Metric of ``a`` minus metric of ``b`` on the target test set, with a paired bootstrap CI."""
-    targets = data.kind.targets(data.test)
-    scores = [data.kind.scores(predict(m, data.test, device), targets) for m in (a, b)]
-    diffs = scores[0] - scores[1]
-    return {"mean": float(diffs.mean()), "ci": mean_ci(diffs, seed=seed), "n": len(diffs),
-            "ci_over": "target test images (paired bootstrap); seed-to-seed spread needs several study seeds"}  # fmt: skip
-
-
-def transfer_study(source: torch.nn.Module, config: StudyConfig, run: RunContext) -> dict:
+def transfer_study(source: torch.nn.Module, config: StudyConfig, run: RunContext, keep: tuple[str, ...] = ("plan",)) -> dict:
     """The plan rule against the other strategies, on the study's target and shots (transfer/); each run
-    makes its plan from its own shots, so plan.json is the plan for the study's own draw."""
+    makes its plan from its own shots, so plan.json is the plan for the study's own draw. The models of
+    ``keep`` (first seed) are kept in transfer/models/."""
     tgt = config.target
     shots = config.transfer.shots or (tgt.shots,)
     transfer_config = dataclasses.replace(config.transfer, shots=shots, test_per_class=config.test_per_class,
@@ -379,7 +369,21 @@ def transfer_study(source: torch.nn.Module, config: StudyConfig, run: RunContext
     source_spec = Source(config.arch, {k: v.detach().cpu() for k, v in source.state_dict().items()})
     # No fixed plan: each run makes the plan from its own shots, as a user following the tool would.
     return run_transfer(source_spec, None, tgt.data, tgt.classes, run.under("transfer"), config=transfer_config,
-                        data_dir=config.data_dir, headline=tgt.shots, task=tgt.task, size=tgt.size)  # fmt: skip
+                        data_dir=config.data_dir, headline=tgt.shots, task=tgt.task, size=tgt.size, keep=keep)  # fmt: skip
+
+
+def recommended_model(source: torch.nn.Module, config: StudyConfig, run: RunContext, transfer: dict,
+                      records: dict) -> tuple[dict, dict]:  # fmt: skip
+    """The model the verdict recommends (the plan's, or the strategy the proof says to use instead), first
+    seed, written to ``model.safetensors`` and ``model.json`` in the study's folder; the transfer document
+    (with that model kept) and ``model.json``."""
+    values = [r["test_metric"] for r in records.values() if r["test_metric"] is not None]
+    style = metric_style(records["target"]["metric"], values, records["target"]["units"])
+    chosen = recommended_strategy(transfer, style)
+    why = "the plan, trained as it says" if chosen == "plan" else f"the study's own proof puts the plan clearly below {chosen}"
+    if chosen not in transfer["model_files"]:  # kept now: only its first seed's run is trained again
+        transfer = transfer_study(source, config, run, keep=("plan", chosen))
+    return transfer, publish_model(run.out / "transfer", transfer, chosen, run.out, why=why)
 
 
 

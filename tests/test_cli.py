@@ -131,7 +131,7 @@ def test_replace_bad_input(pair, tmp_path, args, message):
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-VERBS = ("study", "train", "compare", "replace", "plan", "transfer", "rank", "report")
+VERBS = ("study", "train", "compare", "replace", "plan", "transfer", "apply", "rank", "report")
 
 
 def test_every_verb_offers_out_format_and_quiet():

@@ -63,7 +63,7 @@ def test_train_prints_no_image_rule_for_array_data(fake_fmnist, tmp_path):
     assert "images:" not in result.stdout
 
 
-VERBS = ["study", "train", "compare", "replace", "plan", "transfer", "report", "rank"]
+VERBS = ["study", "train", "compare", "replace", "plan", "transfer", "apply", "report", "rank"]
 
 
 @pytest.mark.parametrize("verb", [None, *VERBS])

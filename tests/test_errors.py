@@ -6,6 +6,7 @@ replace cases (unknown data set, --shots 500 on train, bad --params, unpaired mo
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -25,6 +26,7 @@ from paramreuse.transfer.grid import RUNS_LOG
 from tests.conftest import TINY_ARCH
 from tests.test_byo_models import hf_cache, torch_home  # noqa: F401 - fixtures: empty weight caches
 from tests.test_folders import class_folder, grey_images, train_test_folder
+from tests.test_reuse import make_plan
 from tests.test_segmentation import write_segfolder
 
 runner = CliRunner()
@@ -138,6 +140,10 @@ def bad(tmp_path_factory) -> SimpleNamespace:
     (f.five_six / "ten").mkdir()  # empty, and not chosen: no error of its own
     f.one_class = class_folder(d / "one_class", ("five",))
     f.wide = _checkpoint(d / "wide.safetensors", arch="builtin:cnn?width=8")
+    f.unet_plan = d / "unet_plan.json"
+    f.unet_plan.write_text(json.dumps(make_plan(build_model("builtin:unet?width=4", 1, 2), {}).to_dict()))
+    f.not_plan = d / "not_plan.json"
+    f.not_plan.write_text(json.dumps({"metric": "accuracy"}))
     return f
 
 
@@ -174,6 +180,11 @@ CONFIGS = {
     "tolerance": "[thresholds]\nlayer_tolerance = -0.02\n",
     "length": "[training]\nepochs = 2\nsteps = 40\n",
 }
+
+
+def _apply(plan: str, *extra: str):
+    return lambda f: ["apply", str(getattr(f, plan)), "--source", str(f.good), "--data", "fashion-mnist", "--device", "cpu",
+                      *extra]  # fmt: skip
 
 
 def _config(name: str):
@@ -251,6 +262,10 @@ CASES = [
     ("config: epochs and steps both set", _config("length"), "length.toml.training: epochs (2) and steps (40) are both set; give one: epochs counts passes over the shots (min_steps may raise it), steps exact optimiser steps"),
     ("S and T of different architectures", _compare("good", "wide", "--arch", "builtin:cnn?width=8"), "is builtin:cnn?width=8; S and T must share one architecture (--arch names it for plain state dicts, S and T alike): make a T from S with `paramreuse train --arch builtin:cnn?width=4 --init "),
     ("--arch other than the model records", lambda f: ["study", "--quick", "--source", str(f.good), "--arch", "builtin:cnn?width=8", "--device", "cpu"], "good.safetensors records architecture builtin:cnn?width=4 but --arch is builtin:cnn?width=8; a model keeps the architecture it records, and S and T share one: pass --arch builtin:cnn?width=4, or use a model of builtin:cnn?width=8"),
+    ("plan of another network", _apply("unet_plan", "--classes", "5-9"), "unet_plan.json does not fit the model: its units down.0.0.0, down.0.1.0, down.1.0.0, down.1.1.0 and 6 more are not in it (the model's units are features.0.0, features.1.0, features.3.0, features.4.0 and 4 more); make the plan for this architecture with `paramreuse plan` or `paramreuse study`"),
+    ("JSON that is not a plan", _apply("not_plan", "--classes", "5-9"), "not_plan.json is not a plan (KeyError: 'layers'); use the plan.json that `paramreuse plan` or `paramreuse study` writes"),
+    ("plan file does not exist", lambda f: ["apply", str(f.dir / "nowhere.json"), "--source", str(f.good), "--data", "fashion-mnist"], "nowhere.json does not exist; check the path (`paramreuse plan` and `paramreuse study` write plan.json)"),
+    ("unknown --save", lambda f: ["transfer", str(f.good), "--data", "fashion-mnist", "--save", "some"], "--save takes plan, all, none, got 'some'"),
 ]
 
 

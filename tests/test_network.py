@@ -12,7 +12,7 @@ from scipy import stats
 from paramreuse.judge.network import NetworkChoice, NetworkEvidence, decide_network
 from paramreuse.judge.plan import judge
 from paramreuse.judge.verdicts import Thresholds
-from paramreuse.report.verdict import metric_style, reuses, verdict_sentence
+from paramreuse.report.verdict import metric_style, recommended_strategy, reuses, verdict_sentence
 from tests.test_judge import UNITS, comparison, sweep
 
 STYLE = metric_style("accuracy")
@@ -94,6 +94,8 @@ def test_the_sentence_and_the_plan_agree_for_every_kind_of_evidence(network, cur
     assert ("over training from scratch" in sentence) is not scratch
     # the study's own proof, when it puts the plan clearly below a strategy, names what to use
     assert ("use lp-ft instead" in sentence) == (proof == "plan clearly below lp-ft")
+    # ... and the model the study writes (model.safetensors) is the one the sentence recommends
+    assert recommended_strategy(_transfer(PROOFS[proof]), STYLE) == ("lp-ft" if "lp-ft" in proof else "plan")
     if NETWORK[network] is not None:
         assert f"on {40} held-out shots" in sentence
 

@@ -102,6 +102,53 @@ def test_report_rerenders_from_files(study_run):
     assert result.exit_code == 0 and (run / "report.html").is_file()
 
 
+def test_study_writes_the_recommended_model_that_train_init_and_the_api_load(study_run, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from paramreuse.cli.study import summary
+    from paramreuse.models import load_checkpoint
+
+    run = study_run[0]
+    results = json.loads((run / "results.json").read_text())
+    record = json.loads((run / "model.json").read_text())
+    transfer = json.loads((run / "transfer" / "transfer.json").read_text())
+    assert results["model"]["path"] == str(run / "model.safetensors")
+    assert record["strategy"] == results["model"]["strategy"] == "plan"  # 2 seeds: no proof to say otherwise
+    assert (run / "model.safetensors").read_bytes() == (run / "transfer" / transfer["model_files"]["plan"]).read_bytes()
+    _, info = load_checkpoint(run / "model.safetensors")
+    assert info.extra["test_metric"] == record["test_metric"] == transfer["strategies"]["plan"]["runs"][0]
+    assert info.extra["decisions"] == record["decisions"] and (info.extra["seed"], info.extra["shots"]) == (0, 5)
+    console = Console(file=io.StringIO(), width=80)
+    summary(console, results, run)
+    printed = " ".join(console.file.getvalue().split())
+    assert f"model (plan, seed 0, 5 shots, test accuracy {record['test_metric']:.4f}):" in printed
+    init = ["train", "--arch", TINY_ARCH, "--classes", "5-9", "--shots", "2", "--epochs", "1", "--min-steps", "1",
+            "--init", str(run / "model.safetensors"), "--device", "cpu", "--quiet", "--out", str(tmp_path / "T")]  # fmt: skip
+    assert runner.invoke(app, init).exit_code == 0
+
+
+def test_a_study_whose_proof_names_another_strategy_keeps_that_model(study_run, tmp_path, monkeypatch):
+    """The verdict says "use finetune-all instead": its first seed's run is trained again for the model alone."""
+    import shutil
+
+    from paramreuse import study
+
+    run, args, _ = study_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    monkeypatch.setattr(study, "recommended_strategy", lambda transfer, style: "finetune-all")
+    out = args.index("--out") + 1
+    result = runner.invoke(app, [*args[:out], str(copy), *args[out + 1 :], "--quiet"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((copy / "model.json").read_text())
+    assert record["strategy"] == "finetune-all" and "clearly below finetune-all" in record["why"]
+    transfer = json.loads((copy / "transfer" / "transfer.json").read_text())
+    assert set(transfer["model_files"]) == {"plan", "finetune-all"}
+    assert (copy / "model.safetensors").read_bytes() == (copy / "transfer" / "models" / "finetune-all.safetensors").read_bytes()
+
+
 def test_study_bad_config_key(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text("[target]\nshot = 3\n")

@@ -2,6 +2,7 @@
 
 import typer
 
+from paramreuse.cli.apply import apply_command
 from paramreuse.cli.common import HelpCommand, HelpGroup
 from paramreuse.cli.compare import compare_command
 from paramreuse.cli.plan import plan_command
@@ -26,6 +27,7 @@ app.command("compare", cls=HelpCommand)(compare_command)
 app.command("replace", cls=HelpCommand)(replace_command)
 app.command("plan", cls=HelpCommand)(plan_command)
 app.command("transfer", cls=HelpCommand)(transfer_command)
+app.command("apply", cls=HelpCommand)(apply_command)
 app.command("report", cls=HelpCommand)(report_command)
 app.command("rank", cls=HelpCommand)(rank_command)
 

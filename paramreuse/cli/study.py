@@ -151,4 +151,9 @@ def summary(console, results: dict, out: Path) -> None:
     for warning in results.get("warnings", []):
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     console.print(f"[bold]Verdict:[/] {escape(run_verdict(load_run(out)))}", highlight=False)
+    model = results.get("model")
+    if model:  # the model the verdict recommends, trained on the first seed's shots
+        console.print(f"model ({model['strategy']}, seed {model['seed']}, {model['shots']} shots, test {metric} "
+                      f"{model['test_metric']:.4f}): {model['path']}; load it with `paramreuse train --init "
+                      f"{model['path']}` or paramreuse.load_checkpoint", highlight=False, soft_wrap=True)  # fmt: skip
     console.print(f"results: {out / 'results.json'}   report: {out / 'report.html'}")

@@ -35,11 +35,12 @@ from paramreuse.config import load_toml
 from paramreuse.devices import resolve_device
 from paramreuse.errors import ParamreuseError
 from paramreuse.judge.plan import plan_decisions
-from paramreuse.models import is_pretrained
+from paramreuse.models import is_pretrained, read_info
 from paramreuse.models.loading import fit_to, load_source
 from paramreuse.results import read_json
 from paramreuse.training.loop import with_length
 from paramreuse.transfer.grid import TRANSFER_FILE, Source, TransferConfig, run_transfer
+from paramreuse.transfer.reuse import check_plan
 from paramreuse.transfer.strategies import STRATEGIES
 from paramreuse.vocabulary import classes_text
 
@@ -81,6 +82,9 @@ def transfer_command(
                      "--epochs; no floor.", show_default=False)] = None,
     min_steps: Annotated[int | None, typer.Option("--min-steps", help="Raise --epochs until each run takes at least "
                          "this many steps; default 150, 0: never.", show_default=False)] = None,
+    save: Annotated[str, typer.Option("--save", help="Models to keep, each of the first seed at the first --shots "
+                    "value: plan (models/plan.safetensors), all (models/STRATEGY.safetensors for every "
+                    "strategy) or none.")] = "plan",
     arch: ArchOpt = None,
     out: OutOpt = Path("runs/transfer"),
     fmt: FormatOpt = Format.human,
@@ -96,23 +100,36 @@ def transfer_command(
     (an oracle: the frozen prefix chosen on held-out labels). Every strategy trains on the same
     shots per seed; transfer.json has means, 95% CIs over seeds and paired t-tests of the plan
     against each baseline. Resumes from --out.
+
+    Keeps the models --save names (first seed, first --shots value) in
+    --out/models/; load one with `paramreuse train --init FILE` or
+    paramreuse.load_checkpoint(FILE).
+
+    Example: paramreuse transfer runs/S/model.safetensors
+    --plan runs/plan/plan.json --data fashion-mnist --classes 5-9
+    --shots 10 --seeds 5 --out runs/transfer
     """
     if seeds is not None and seeds < 1:
         raise ParamreuseError(f"--seeds must be at least 1, got {seeds}")
     check_length(epochs, steps, min_steps)
     config = _config(config_file, shots=shots, seeds=seeds, strategies=strategies, finetuned_scale=finetuned_scale,
                      budget=budget, length={"epochs": epochs, "steps": steps, "min_steps": min_steps})  # fmt: skip
+    if save not in SAVES:
+        raise ParamreuseError(f"--save takes {', '.join(SAVES)}, got {save!r}")
     model, info = load_source(source, arch)
     if is_pretrained(info):  # its input layer is adapted to the target's channels, as timm adapts pretrained weights
         channels = target_spec(data, classes, None, 0, data_dir, task, size).load().channels
         model, _ = fit_to(model, info, channels=channels, num_outputs=info.num_classes, keep_head=True, where=str(source))
     decisions = plan_decisions(read_json(plan)) if plan is not None else None
+    if decisions is not None:
+        check_plan(model, decisions, str(plan))
     src = Source(info.arch, {k: v.detach() for k, v in model.state_dict().items()})
     dev = resolve_device(device.value)
     executor = backend.open(dev)
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         run = RunContext(out, device=dev, progress=bar, executor=executor)
-        doc = run_transfer(src, decisions, data, classes, run, config=config, data_dir=data_dir, task=task, size=size)
+        doc = run_transfer(src, decisions, data, classes, run, config=config, data_dir=data_dir, task=task, size=size,
+                           keep={"plan": ("plan",), "all": config.strategies, "none": ()}[save])  # fmt: skip
     asked = epochs is not None or config_file is not None  # the floor's note matters when the user chose a length
 
     def human(console) -> None:
@@ -120,6 +137,7 @@ def transfer_command(
         for n, length in doc.get("length", {}).items() if asked else ():
             if length.get("note"):
                 console.print(f"{n} shots: {length['note']}", highlight=False)
+        print_models(console, doc, out)
         console.print(f"written: {out / TRANSFER_FILE}")
 
     emit(doc, fmt, human, quiet)
@@ -138,6 +156,19 @@ def _config(path: Path | None, *, shots, seeds, strategies, finetuned_scale, bud
         given["strategies"] = names
     training = with_length(config.training, **length)
     return replace(config, training=training, **{k: v for k, v in given.items() if v is not None})
+
+
+SAVES = ("plan", "all", "none")
+
+
+def print_models(console, doc: dict, out: Path) -> None:
+    """Where the kept models are, and how to load one."""
+    for name, file in doc.get("model_files", {}).items():
+        value = read_info(out / file).extra["test_metric"]  # the model's own, as recorded in it
+        console.print(f"model ({name}, seed 0, {doc['headline_shots']} shots, test {doc['metric']} {value:.4f}): "
+                      f"{out / file}", highlight=False, soft_wrap=True)  # fmt: skip
+    if doc.get("model_files"):
+        console.print("load it with `paramreuse train --init FILE` or paramreuse.load_checkpoint(FILE)", highlight=False)
 
 
 def print_transfer(console, doc: dict) -> None:

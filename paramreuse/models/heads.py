@@ -34,3 +34,8 @@ def head_names(model: nn.Module) -> list[str]:
     prefix = head_module_name(model) + "."
     return [k for k in model.state_dict() if k.startswith(prefix)]
 
+
+def head_size(model: nn.Module) -> int:
+    """The number of outputs of a model's task head (classes, mask labels or channels)."""
+    state = model.state_dict()
+    return int(next(state[k].shape[0] for k in head_names(model) if state[k].ndim >= 1))

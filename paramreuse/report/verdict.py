@@ -143,8 +143,9 @@ def _reuse_alternative(transfer: dict) -> str | None:
     return max(present, key=lambda name: strategies[name]["mean"], default=None)
 
 
-def proof_clause(transfer: dict, style: MetricStyle) -> str | None:
-    """When the study's own proof shows the plan clearly below another strategy: which one, by how much, and to use it."""
+def clearly_better(transfer: dict, style: MetricStyle) -> tuple[str, dict] | None:
+    """The strategy (no oracle) the study's own proof puts the plan clearly below, by the most, and the plan's
+    gain against it; None when there is none."""
     strategies = transfer.get("strategies", {})
     if "plan" not in strategies:
         return None
@@ -158,6 +159,21 @@ def proof_clause(transfer: dict, style: MetricStyle) -> str | None:
     if not worse:
         return None
     _, name, gain = min(worse)
+    return name, gain
+
+
+def recommended_strategy(transfer: dict, style: MetricStyle) -> str:
+    """What the verdict tells the user to train: the plan, unless the proof names another strategy to use instead."""
+    better = clearly_better(transfer, style)
+    return "plan" if better is None else better[0]
+
+
+def proof_clause(transfer: dict, style: MetricStyle) -> str | None:
+    """When the study's own proof shows the plan clearly below another strategy: which one, by how much, and to use it."""
+    better = clearly_better(transfer, style)
+    if better is None:
+        return None
+    name, gain = better
     lo, hi = gain["ci"]
     return (f"but the study's own proof puts the plan clearly below {strategy_label(name)} "
             f"({style.fmt(gain['mean'], True)} {style.name}, 95% CI {style.fmt(lo, True)} to {style.fmt(hi, True)} "

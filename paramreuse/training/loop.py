@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from paramreuse.config import ConfigError, check_at_least, check_choice
-from paramreuse.data import ImageSet
+from paramreuse.data import ImageSet, TaskData
 from paramreuse.progress import Progress, ProgressEvent
+from paramreuse.stats import mean_ci
 from paramreuse.tasks import CLASSIFICATION, Task
 
 OPTIMIZERS = ("adam", "sgd")
@@ -175,13 +176,22 @@ def _auto_rgn_rates(opt: torch.optim.Optimizer, norms: list[float], progress_fra
         group["lr"] = group["base_lr"] * min(norm / top, 1.0) * factor
 
 
-def _hold_frozen_norms(model: nn.Module, frozen: set[str]) -> None:
-    """Put normalisation layers whose parameters are all frozen into eval mode."""
+def frozen_norms(model: nn.Module, frozen: set[str]) -> list[nn.Module]:
+    """Normalisation layers whose parameters are all frozen: they are held in eval mode, so that
+    their running statistics stay S's and normalise as S's did."""
+    held = []
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            own = [f"{name}.{p}" for p, _ in module.named_parameters(recurse=False)]
+            own = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
             if own and all(p in frozen for p in own):
-                module.eval()
+                held.append(module)
+    return held
+
+
+def _hold_frozen_norms(model: nn.Module, frozen: set[str]) -> None:
+    """Put normalisation layers whose parameters are all frozen into eval mode."""
+    for module in frozen_norms(model, frozen):
+        module.eval()
 
 
 def _optimizer(groups: list[dict], config: TrainConfig) -> torch.optim.Optimizer:
@@ -287,3 +297,12 @@ def evaluate_metrics(
     if extra is not None:
         values[task.extra_metric] = float(extra.mean())
     return values
+
+
+def paired_gain(a: nn.Module, b: nn.Module, data: TaskData, device, seed: int) -> dict:
+    """Metric of ``a`` minus metric of ``b`` on the target test set, with a paired bootstrap CI (per test image)."""
+    targets = data.kind.targets(data.test)
+    scores = [data.kind.scores(predict(m, data.test, device), targets) for m in (a, b)]
+    diffs = scores[0] - scores[1]
+    return {"mean": float(diffs.mean()), "ci": mean_ci(diffs, seed=seed), "n": len(diffs),
+            "ci_over": "target test images (paired bootstrap); seed-to-seed spread needs several study seeds"}  # fmt: skip

@@ -92,6 +92,14 @@ def check_outputs(model: nn.Module, data: TaskData, arch: str) -> None:
         raise SpecError(f"{arch} gives outputs of shape {shape} but {data.kind.name} on {data.name} needs {expected}; {hint}")
 
 
+def model_info(arch: str, data: TaskData, extra: dict | None = None) -> ModelInfo:
+    """What a checkpoint of a model of ``arch`` trained on ``data`` records: the architecture only
+    (pretrained weights are in the tensors now), the data's channels, outputs, task, size and classes."""
+    return ModelInfo(arch=architecture_of(arch), in_channels=data.channels, num_classes=data.num_outputs,
+                     task=task_key(data.kind), input_size=data.size, data=data.name, classes=data.classes,
+                     class_names=data.train.class_names, extra=dict(extra or {}))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything that determines a training run (its fingerprint is a hash of this)."""
@@ -148,11 +156,7 @@ def run_training(
         raise CheckpointError(f"{stage}: training diverged (NaN weights); lower the learning rate")
     test_metrics = evaluate_metrics(model, data.test, data.kind, device)
     test_metric = test_metrics[data.kind.metric_name]
-    info = ModelInfo(  # the architecture only: pretrained weights are in the tensors now
-        arch=architecture_of(spec.arch), in_channels=data.channels, num_classes=data.num_outputs, task=task_key(data.kind),
-        input_size=data.size, data=data.name, classes=data.classes, class_names=data.train.class_names,
-    )  # fmt: skip
-    save_checkpoint(out / MODEL_FILE, model, info)
+    save_checkpoint(out / MODEL_FILE, model, model_info(spec.arch, data))
     record = {
         "fingerprint": key,
         "stage": stage,

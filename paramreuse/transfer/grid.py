@@ -29,20 +29,22 @@ from paramreuse.judge.plan import decide as decide_unit
 from paramreuse.judge.plan import extends_prefix, frozen_depth, network_decision
 from paramreuse.judge.replacement import SweepConfig
 from paramreuse.judge.verdicts import Thresholds
-from paramreuse.models import build_model, read_state_dict
+from paramreuse.models import build_model, read_state_dict, save_checkpoint
 from paramreuse.models.heads import head_module_name
 from paramreuse.models.state_dicts import state_digest
 from paramreuse.progress import ProgressEvent
 from paramreuse.results import JsonlLog, fingerprint, load_if_current, prepare_out_dir, write_json
-from paramreuse.stats import difference_bounds, paired_test, seed_interval
+from paramreuse.stats import difference_bounds
 from paramreuse.training.loop import FEWSHOT, TrainConfig, evaluate, length_note, train, training_length
-from paramreuse.training.run import FRESH_INIT_OFFSET
-from paramreuse.transfer.strategies import L2SP, ORACLES, STRATEGIES, strategy, transplant, unit_names
+from paramreuse.training.run import FRESH_INIT_OFFSET, model_info
+from paramreuse.transfer.strategies import L2SP, STRATEGIES, strategy, transplant, unit_names
+from paramreuse.transfer.summary import COMPARED, summarise  # noqa: F401 - COMPARED, summarise: re-exported
 from paramreuse.vocabulary import BUDGETS, Budget, Decision
 
 TRANSFER_FILE, RUNS_LOG = "transfer.json", "transfer.runs.jsonl"
+MODELS_DIR = "models"  # kept models: models/<strategy>.safetensors (first seed, headline shots)
+MODEL_ONLY = "model:"  # a finished run trained again only because its kept model is missing
 TRANSFER_SOURCE_FILE = "transfer.source.safetensors"  # S's tensors, for the workers of a remote executor
-COMPARED = ("scratch", "finetune-all", "lp-ft", "l2-sp", "auto-rgn")
 HOLDOUT = 0.2  # best-depth's share of the shots held out to choose its depth (shots budget)
 MAX_CANDIDATES = 9  # best-depth tries at most this many frozen depths, evenly spaced
 
@@ -102,6 +104,7 @@ class Prepared:
     penalty: L2SP | None
     copied: int
     warm_head: bool = False
+    decisions: dict = field(default_factory=dict)  # the strategy's decisions per unit
 
 
 def prepare(
@@ -119,14 +122,14 @@ def prepare(
         penalty = L2SP(anchor, config.l2sp_alpha, config.l2sp_beta)
     decay = 0.0 if chosen.l2sp else config.training.weight_decay  # L2-SP replaces plain weight decay
     training = replace(config.training, lr_scale=chosen.lr_scale, weight_decay=decay, auto_rgn=chosen.auto_rgn)
-    return Prepared(model, training, penalty, len(report.copied), chosen.warm_head)
+    return Prepared(model, training, penalty, len(report.copied), chosen.warm_head, dict(chosen.decisions))
 
 
 def run_one(
     source: Source, task: TaskData, name: str, *, plan: dict | None, seed: int, config: TransferConfig,
     device, depth: int | None = None, warm_head: bool = False,
 ) -> dict:  # fmt: skip
-    """Prepare, train on the shots, evaluate on the target test set."""
+    """Prepare, train on the shots, evaluate on the target test set; ``model`` is the trained model."""
     p = prepare(source, task, name, plan=plan, seed=seed, config=config, depth=depth)
     p = replace(p, warm_head=p.warm_head or warm_head)
     result = fit(p, task.train, task, seed, device)
@@ -138,6 +141,8 @@ def run_one(
         "seconds": result.seconds,
         "epochs": result.epochs,
         "steps": result.steps,
+        "decisions": p.decisions,
+        "model": p.model,
     }
 
 
@@ -211,17 +216,27 @@ class TransferJob:
     config: TransferConfig
     device: str | torch.device
     digest: str = ""  # what S's tensors hash to, in key order (checked when read from the file)
+    model_path: str | None = None  # where the worker saves the trained model (atomically), if anywhere
 
 
 def transfer_job(job: TransferJob) -> dict:
-    """Load the target data (and S, when given as a file), train the strategy, evaluate it."""
+    """Load the target data (and S, when given as a file), train the strategy, evaluate it; save the
+    model to ``job.model_path`` when given, from the worker that trained it."""
     task_data = load_task(job.data.name, **job.data.options)
     source = Source(job.arch, job.state if isinstance(job.state, dict) else _read_source(job.state, job.digest))
     if job.strategy == "best-depth":
-        return _best_depth(source, task_data, job.plan, job.seed, job.config, job.device)
-    if job.strategy == "plan":
-        return _plan_run(source, task_data, job.plan, job.seed, job.config, job.device)
-    return run_one(source, task_data, job.strategy, plan=job.plan, seed=job.seed, config=job.config, device=job.device)
+        result = _best_depth(source, task_data, job.plan, job.seed, job.config, job.device)
+    elif job.strategy == "plan":
+        result = _plan_run(source, task_data, job.plan, job.seed, job.config, job.device)
+    else:
+        result = run_one(source, task_data, job.strategy, plan=job.plan, seed=job.seed, config=job.config,
+                         device=job.device)  # fmt: skip
+    model = result.pop("model")
+    if job.model_path is not None:
+        extra = {"strategy": job.strategy, "metric": task_data.kind.metric_name, "test_metric": result["value"],
+                 "shots": job.data.options.get("shots"), "seed": job.seed, "decisions": result["decisions"]}  # fmt: skip
+        save_checkpoint(job.model_path, model.cpu(), model_info(job.arch, task_data, extra))
+    return result
 
 
 def _read_source(path: str, digest: str) -> dict:
@@ -231,37 +246,6 @@ def _read_source(path: str, digest: str) -> dict:
             f"a worker read other tensors for S from {path} than the driver wrote; is the --out folder shared by every worker?"
         )
     return state
-
-
-def summarise(runs: dict[str, dict], config: TransferConfig, headline: int, bounds=None) -> dict:
-    """Means, CIs (inside the metric's ``bounds``; none below 3 seeds) and paired tests per strategy
-    and shots; top-level keys describe ``headline`` shots."""
-    by = {(r["strategy"], r["shots"], r["seed"]): r for r in runs.values()}
-    seeds = list(range(config.seeds))
-    strategies = {}
-    for name in config.strategies:
-        per_shots = {}
-        for n in config.shots:
-            values = [by[(name, n, s)]["value"] for s in seeds]
-            per_shots[str(n)] = seed_interval(values, bounds) | {"runs": values}
-            if name in ("best-depth", "plan") and by[(name, n, 0)].get("depth") is not None:
-                per_shots[str(n)]["depths"] = [by[(name, n, s)]["depth"] for s in seeds]
-            if name == "plan" and by[(name, n, 0)].get("network"):  # the network decision of every draw
-                per_shots[str(n)]["network"] = [by[(name, n, s)]["network"]["choice"] for s in seeds]
-                per_shots[str(n)]["network_evidence"] = [by[(name, n, s)]["network"] for s in seeds]
-                if "diagnostics" in by[(name, n, 0)]:
-                    per_shots[str(n)]["diagnostics"] = [by[(name, n, s)]["diagnostics"] for s in seeds]
-            for cost in ("seconds", "plan_seconds", "candidate_seconds"):  # compute, for side-by-side cost ratios
-                if cost in by[(name, n, 0)]:
-                    per_shots[str(n)][cost] = [by[(name, n, s)][cost] for s in seeds]
-        strategies[name] = per_shots[str(headline)] | {"by_shots": per_shots, "oracle": name in ORACLES}
-    significance = {}
-    if "plan" in config.strategies:
-        for other in (o for o in COMPARED if o in config.strategies):
-            per_shots = {str(n): paired_test(strategies["plan"]["by_shots"][str(n)]["runs"], strategies[other]["by_shots"][str(n)]["runs"])
-                         for n in config.shots}  # fmt: skip
-            significance[f"plan_vs_{other}"] = per_shots[str(headline)] | {"by_shots": per_shots}
-    return {"strategies": strategies, "significance": significance}
 
 
 def run_transfer(
@@ -276,48 +260,62 @@ def run_transfer(
     headline: int | None = None,
     task: str | None = None,
     size: int | tuple[int, int] | None = None,
+    keep: tuple[str, ...] = ("plan",),
 ) -> dict:
     """Every strategy x shots x seed; writes and returns ``transfer.json``.
 
     ``task`` and ``size`` are passed to :func:`paramreuse.data.load_task` (default: the data's own task).
     ``run``: where to write (``run.out``), the device, progress callback and executor; each training
     run is a job for ``run.executor``, whose remote workers read S from a file in ``run.out``.
+    ``keep``: strategies whose model of the first seed at the headline shots is saved, by the worker
+    that trains it, to ``models/<strategy>.safetensors`` (listed in ``transfer.json["model_files"]``); a
+    resumed grid trains again only the runs whose kept model is missing.
     """
     out, progress, executor = prepare_out_dir(run.out), run.progress, run.executor
+    headline = headline if headline in config.shots else config.shots[0]
     digest = state_digest(source.state)
     runs_key = fingerprint({"source": [source.arch, digest], "plan": plan, "data": [data, classes, task, size], "config": config.to_dict()})
     key = fingerprint([runs_key, headline])  # the headline only changes the summary, not the runs
+    kept = {f"{headline}:0:{name}": model_file(name) for name in config.strategies if name in keep}
+    missing = {job_id for job_id, file in kept.items() if not (out / file).is_file()}
     finished = load_if_current(out / TRANSFER_FILE, key)
-    if finished is not None:
-        return finished
-    log = JsonlLog(out / RUNS_LOG, runs_key)
+    log = JsonlLog(out / RUNS_LOG if finished is None else None, runs_key)  # a finished grid's log is gone
     grid = [(n, s, name) for n in config.shots for s in range(config.seeds) for name in config.strategies]
     runs = {f"{n}:{s}:{name}": (n, s, name) for n, s, name in grid}
-    todo = [job_id for job_id in runs if job_id not in log.done]
+    todo = [job_id for job_id in runs if job_id not in log.done] if finished is None else []
+    again = [job_id for job_id in runs if job_id in missing and job_id not in todo]  # for the model alone
     if executor.remote:  # the longest jobs first, so that no worker ends the grid alone with one
         todo.sort(key=lambda job_id: runs[job_id][2] != "best-depth")
-    state = shippable_file(out / TRANSFER_SOURCE_FILE, source.state) if todo and executor.remote else source.state
+    state = shippable_file(out / TRANSFER_SOURCE_FILE, source.state) if (todo or again) and executor.remote else source.state
     sorted_digest = state_digest(dict(sorted(source.state.items()))) if executor.remote else ""
     device = executor.job_device(run.device)
     # Every shots value is checked against the data before any run starts: enough images per class.
-    for n in sorted({runs[job_id][0] for job_id in todo}) or config.shots[:1]:
+    for n in sorted({runs[job_id][0] for job_id in todo + again}) or config.shots[:1]:
         loaded = DataSpec.of(data, classes=classes, shots=n, seed=0, data_dir=data_dir, task=task, size=size,
                              test_per_class=config.test_per_class, **config.data_options()).load()  # fmt: skip
     jobs = []
-    for job_id in todo:
+    for job_id in todo + again:
         n, s, name = runs[job_id]
         target = DataSpec.of(data, classes=classes, shots=n, seed=s, data_dir=data_dir,
                              test_per_class=config.test_per_class, task=task, size=size, **config.data_options())  # fmt: skip
-        jobs.append((job_id, TransferJob(source.arch, state, plan, target, name, s, config, device, sorted_digest)))
+        path = str(out / kept[job_id]) if job_id in kept else None
+        job = TransferJob(source.arch, state, plan, target, name, s, config, device, sorted_digest, path)
+        jobs.append((job_id if job_id in todo else MODEL_ONLY + job_id, job))
     resumed = [(job_id, None) for job_id in runs if job_id in log.done]  # counted, not recomputed
+    total = len(resumed) + len(jobs)
     with closing(executor.map_unordered(transfer_job, jobs)) as results:  # closed early: no job keeps running
         for done, (job_id, result) in enumerate(chain(resumed, results), start=1):
-            n, s, name = runs[job_id]
-            if result is not None:
+            n, s, name = runs[job_id.removeprefix(MODEL_ONLY)]
+            if result is not None and not job_id.startswith(MODEL_ONLY):
                 log.add({"id": job_id, "strategy": name, "shots": n, "seed": s} | result)
             if progress is not None:
-                progress(ProgressEvent("transfer", done, len(runs), {"run": f"{name} {n} shots seed {s}"}))
-    headline = headline if headline in config.shots else config.shots[0]
+                progress(ProgressEvent("transfer", done, total, {"run": f"{name} {n} shots seed {s}"}))
+    models = {runs[job_id][2]: file for job_id, file in kept.items()}
+    if finished is not None:
+        remove_file(out / TRANSFER_SOURCE_FILE)
+        if finished.get("model_files") != models:
+            write_json(out / TRANSFER_FILE, finished | {"model_files": models})
+        return finished | {"model_files": models}
     document = {
         "metric": task_for(data, task).metric_name,
         "data": data,
@@ -332,7 +330,7 @@ def run_transfer(
         "ci": "95% Student-t interval over seeds, inside the metric's bounds; none below 3 seeds",
         "length": trained_length(log.done.values(), config),
         "fingerprint": key,
-    } | summarise(log.done, config, headline, task_for(data, task).bounds)
+    } | summarise(log.done, config, headline, task_for(data, task).bounds) | {"model_files": models}
     write_json(out / TRANSFER_FILE, document)
     log.close()
     remove_file(out / TRANSFER_SOURCE_FILE)
@@ -345,6 +343,11 @@ def trained_length(runs, config: TransferConfig) -> dict:
     by_shots = {r["shots"]: r for r in runs if "epochs" in r}
     return {str(n): {"epochs": r["epochs"], "steps": r["steps"], "note": length_note(config.training, r["epochs"])}
             for n, r in sorted(by_shots.items())}  # fmt: skip
+
+
+def model_file(strategy_name: str) -> str:
+    """Where a kept model of ``strategy_name`` is written, relative to the transfer's folder."""
+    return f"{MODELS_DIR}/{strategy_name}.safetensors"
 
 
 def candidate_depths(units: int, most: int = MAX_CANDIDATES) -> list[int]:
@@ -386,6 +389,8 @@ def _best_depth(source: Source, task: TaskData, plan, seed: int, config: Transfe
         "val": val_score,
         "depth": depth,
         "copied": best.copied,
+        "decisions": best.decisions,
+        "model": best.model,
         "seconds": seconds,
         "candidate_seconds": sum(c[4] for c in candidates),
         "candidates": [{"depth": c[2], "val": c[0]} for c in candidates],
