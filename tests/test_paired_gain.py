@@ -8,7 +8,7 @@ import torch
 
 from paramreuse.data import load_task
 from paramreuse.models import build_model
-from paramreuse.study import paired_gain
+from paramreuse.training.loop import paired_gain
 from tests.conftest import TINY_ARCH
 
 

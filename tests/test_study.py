@@ -133,7 +133,7 @@ def test_a_study_whose_proof_names_another_strategy_keeps_that_model(study_run, 
     """The verdict says "use finetune-all instead": its first seed's run is trained again for the model alone."""
     import shutil
 
-    from paramreuse import study
+    from paramreuse.study import run as study
 
     run, args, _ = study_run
     copy = tmp_path / "run"
