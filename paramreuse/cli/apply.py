@@ -23,6 +23,7 @@ from paramreuse.cli.common import (
     TaskOpt,
     clean_errors,
     emit,
+    print_model,
 )  # fmt: skip
 from paramreuse.data import load_task
 from paramreuse.devices import resolve_device
@@ -81,8 +82,7 @@ def apply_command(
         status = "loaded from" if record["resumed"] else "written to"
         console.print(f"plan {plan} ({record['decision']}): test {record['metric']} {record['test_metric']:.4f}",
                       highlight=False, soft_wrap=True)  # fmt: skip
-        console.print(f"model {status} {out / record['model']} (and {out / MODEL_RECORD}); load it with "
-                      f"`paramreuse train --init {out / record['model']}` or paramreuse.load_checkpoint",
-                      highlight=False, soft_wrap=True)  # fmt: skip
+        console.print(f"described in {out / MODEL_RECORD}", highlight=False, soft_wrap=True)
+        print_model(console, f"model {status}", out / record["model"])
 
     emit(record, fmt, human, quiet)

@@ -100,6 +100,13 @@ class ProgressBar:
         self.progress.update(self.tasks[event.stage], completed=event.completed, total=event.total, info=info)
 
 
+def print_model(console: Console, what: str, path: str | Path) -> None:
+    """Where a trained model is, and how to load it: two lines, each path whole (never folded)."""
+    console.print(f"{what}: {path}", highlight=False, soft_wrap=True)
+    console.print(f"load it with `paramreuse train --init {path}` or paramreuse.load_checkpoint(PATH)",
+                  highlight=False, soft_wrap=True)  # fmt: skip
+
+
 def emit(result: dict, fmt: Format, human: Callable[[Console], None], quiet: bool = False) -> None:
     """Print ``result`` as JSON (alone on stdout, as the result files store it), or call ``human``, unless quiet."""
     if fmt is Format.json:

@@ -22,6 +22,7 @@ from paramreuse.cli.common import (
     check_length,
     clean_errors,
     emit,
+    print_model,
     table,
     with_backend,
 )  # fmt: skip
@@ -153,7 +154,6 @@ def summary(console, results: dict, out: Path) -> None:
     console.print(f"[bold]Verdict:[/] {escape(run_verdict(load_run(out)))}", highlight=False)
     model = results.get("model")
     if model:  # the model the verdict recommends, trained on the first seed's shots
-        console.print(f"model ({model['strategy']}, seed {model['seed']}, {model['shots']} shots, test {metric} "
-                      f"{model['test_metric']:.4f}): {model['path']}; load it with `paramreuse train --init "
-                      f"{model['path']}` or paramreuse.load_checkpoint", highlight=False, soft_wrap=True)  # fmt: skip
+        print_model(console, f"model ({model['strategy']}, seed {model['seed']}, {model['shots']} shots, test {metric} "
+                             f"{model['test_metric']:.4f})", model["path"])  # fmt: skip
     console.print(f"results: {out / 'results.json'}   report: {out / 'report.html'}")
