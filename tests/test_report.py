@@ -79,7 +79,7 @@ def test_study_summary_ends_with_the_verdict(study_run):
     text = " ".join(result.stdout.split())  # rich wraps long lines
     assert "Verdict: " + run_verdict(load_run(run)) in text
     assert text.endswith(f"results: {run / 'results.json'} report: {run / 'report.html'}")
-    assert f"load it with `paramreuse train --init {run / 'model.safetensors'}` or paramreuse.load_checkpoint(PATH)" in text
+    assert "load it with `paramreuse train --init FILE` or paramreuse.load_checkpoint(FILE)" in text
     lines = result.stdout.splitlines()  # the model's path on a line of its own, whole
     assert any(line.startswith("model (plan, seed 0") and line.endswith(f"): {run / 'model.safetensors'}") for line in lines)
     assert "eta" in result.stderr and "Verdict" not in result.stderr  # progress on stderr, the summary on stdout

@@ -100,11 +100,13 @@ class ProgressBar:
         self.progress.update(self.tasks[event.stage], completed=event.completed, total=event.total, info=info)
 
 
+LOAD_HINT = "load it with `paramreuse train --init FILE` or paramreuse.load_checkpoint(FILE)"
+
+
 def print_model(console: Console, what: str, path: str | Path) -> None:
-    """Where a trained model is, and how to load it: two lines, each path whole (never folded)."""
+    """Where a trained model is (its path whole, never folded), and how to load it: two lines within 80 columns."""
     console.print(f"{what}: {path}", highlight=False, soft_wrap=True)
-    console.print(f"load it with `paramreuse train --init {path}` or paramreuse.load_checkpoint(PATH)",
-                  highlight=False, soft_wrap=True)  # fmt: skip
+    console.print(LOAD_HINT, highlight=False)
 
 
 def emit(result: dict, fmt: Format, human: Callable[[Console], None], quiet: bool = False) -> None:

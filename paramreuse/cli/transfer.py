@@ -10,6 +10,7 @@ import typer
 
 from paramreuse.backends import RunContext
 from paramreuse.cli.common import (
+    LOAD_HINT,
     SOURCE_HELP,
     ArchOpt,
     BackendChoice,
@@ -168,7 +169,7 @@ def print_models(console, doc: dict, out: Path) -> None:
         console.print(f"model ({name}, seed 0, {doc['headline_shots']} shots, test {doc['metric']} {value:.4f}): "
                       f"{out / file}", highlight=False, soft_wrap=True)  # fmt: skip
     if doc.get("model_files"):
-        console.print("load it with `paramreuse train --init FILE` or paramreuse.load_checkpoint(FILE)", highlight=False)
+        console.print(LOAD_HINT, highlight=False)
 
 
 def print_transfer(console, doc: dict) -> None:
