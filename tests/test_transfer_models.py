@@ -87,3 +87,22 @@ def test_transfer_save_all_writes_one_model_per_strategy_that_train_init_loads(s
     assert trained.exit_code == 0, trained.output
     bad = runner.invoke(app, [*args[:-2], "--save", "some", "--out", str(tmp_path / "u")])
     assert bad.exit_code == 2 and "--save takes plan, all, none, got 'some'" in bad.stderr
+
+
+def test_a_given_plan_trains_as_it_says_its_rate_and_its_head_warm_up(s_file, fake_fmnist, tmp_path, monkeypatch):
+    """`transfer --plan` takes the plan's finetuned_rate (unless --finetuned-scale) and warm head, as `apply` does."""
+    doc = json.loads((tmp_path / "plan.json").read_text())
+    doc["thresholds"] |= {"finetuned_rate": 0.5, "warm_head": True}
+    (tmp_path / "plan.json").write_text(json.dumps(doc))
+    warmed = []
+    real = grid.run_one
+    monkeypatch.setattr(grid, "run_one", lambda *a, **k: warmed.append((k["config"].finetuned_scale, k["warm_head"])) or real(*a, **k))
+    base = ["transfer", str(s_file), "--plan", str(tmp_path / "plan.json"), "--data", "fashion-mnist", "--classes",
+            "5-9", "--shots", "3", "--seeds", "1", "--strategies", "plan", "--save", "none", "--device", "cpu", "--quiet"]  # fmt: skip
+    assert runner.invoke(app, [*base, "--out", str(tmp_path / "a")]).exit_code == 0
+    assert runner.invoke(app, [*base, "--finetuned-scale", "0.2", "--out", str(tmp_path / "b")]).exit_code == 0
+    assert warmed == [(0.5, True), (0.2, True)]
+    assert json.loads((tmp_path / "a" / "transfer.json").read_text())["config"]["finetuned_scale"] == 0.5
+    (tmp_path / "layers.json").write_text(json.dumps({"layers": doc["layers"]}))  # hand-written: the default settings
+    assert runner.invoke(app, [*base[:3], str(tmp_path / "layers.json"), *base[4:], "--out", str(tmp_path / "c")]).exit_code == 0
+    assert warmed[-1] == (1.0, True)

@@ -35,13 +35,11 @@ from paramreuse.cli.common import (
 from paramreuse.config import load_toml
 from paramreuse.devices import resolve_device
 from paramreuse.errors import ParamreuseError
-from paramreuse.judge.plan import plan_decisions
 from paramreuse.models import is_pretrained, read_info
 from paramreuse.models.loading import fit_to, load_source
-from paramreuse.results import read_json
 from paramreuse.training.loop import with_length
 from paramreuse.transfer.grid import TRANSFER_FILE, Source, TransferConfig, run_transfer
-from paramreuse.transfer.reuse import check_plan
+from paramreuse.transfer.reuse import check_plan, plan_settings
 from paramreuse.transfer.strategies import STRATEGIES
 from paramreuse.vocabulary import classes_text
 
@@ -72,7 +70,7 @@ def transfer_command(
     shots: Annotated[str | None, typer.Option("--shots", help="Shots per class, comma-separated (default 5,10,20,50).", show_default=False)] = None,
     seeds: Annotated[int | None, typer.Option("--seeds", help="Seeds per shots value, each drawing its own shots (default 5).", show_default=False)] = None,
     strategies: Annotated[str | None, typer.Option("--strategies", show_default=False, help=f"Comma-separated subset of {', '.join(STRATEGIES)} (default: all).")] = None,
-    finetuned_scale: Annotated[float | None, typer.Option(help="Learning-rate scale of a given plan's reuse-finetuned units (default 1).", show_default=False)] = None,
+    finetuned_scale: Annotated[float | None, typer.Option(help="Learning-rate scale of a given plan's reuse-finetuned units (default: the plan's finetuned_rate).", show_default=False)] = None,
     budget: Annotated[str | None, typer.Option("--budget", help="Labelled images each run may use: 'shots' (default: "
                                                "only its shots; best-depth holds out a fifth of them) or "
                                                "'validation-set' (plus a carved validation set of up to 500 per "
@@ -121,9 +119,12 @@ def transfer_command(
     if is_pretrained(info):  # its input layer is adapted to the target's channels, as timm adapts pretrained weights
         channels = target_spec(data, classes, None, 0, data_dir, task, size).load().channels
         model, _ = fit_to(model, info, channels=channels, num_outputs=info.num_classes, keep_head=True, where=str(source))
-    decisions = plan_decisions(read_json(plan)) if plan is not None else None
-    if decisions is not None:
+    decisions = None
+    if plan is not None:  # trained as it says: its fine-tune rate (unless --finetuned-scale) and head warm-up
+        decisions, made_with = plan_settings(plan)
         check_plan(model, decisions, str(plan))
+        rate = finetuned_scale if finetuned_scale is not None else made_with.finetuned_rate
+        config = replace(config, thresholds=made_with, finetuned_scale=rate)
     src = Source(info.arch, {k: v.detach() for k, v in model.state_dict().items()})
     dev = resolve_device(device.value)
     executor = backend.open(dev)

@@ -195,8 +195,9 @@ def _plan_run(source: Source, task: TaskData, plan: dict | None, seed: int, conf
 
     A plan that re-initialises every unit trains exactly as scratch does (no warm head: there is no body to probe).
     """
-    if plan is not None:
-        return run_one(source, task, "plan", plan=plan, seed=seed, config=config, device=device)
+    if plan is not None:  # at ``config.finetuned_scale``, its head warmed up as ``config.thresholds`` say
+        warm = config.thresholds.warm_head and any(d != Decision.REINIT.value for d in plan.values())
+        return run_one(source, task, "plan", plan=plan, seed=seed, config=config, device=device, warm_head=warm)
     decisions, evidence = plan_from_shots(source, task, seed, config, device)
     planned = replace(config, finetuned_scale=config.thresholds.finetuned_rate)
     warm = config.thresholds.warm_head and any(d != Decision.REINIT.value for d in decisions.values())

@@ -25,7 +25,8 @@ from torch import nn
 
 from paramreuse.data import TaskData
 from paramreuse.errors import ParamreuseError, PlanError
-from paramreuse.judge.plan import Plan
+from paramreuse.judge.plan import Plan, plan_decisions
+from paramreuse.judge.verdicts import Thresholds
 from paramreuse.models import build_model, load_checkpoint, read_info, read_state_dict, save_checkpoint
 from paramreuse.models.state_dicts import check_finite, state_digest
 from paramreuse.models.units import inventory
@@ -60,22 +61,43 @@ def load_plan(path: str | Path) -> Plan:
     Raises:
         PlanError: the file is missing, not JSON, or not a plan.
     """
+    return _from_doc(_read(path), str(path))
+
+
+def plan_settings(path: str | Path) -> tuple[dict[str, str], Thresholds]:
+    """A plan.json's decisions per unit and the settings it was made with (``finetuned_rate``,
+    ``warm_head``): the defaults for a hand-written plan that lists only its layers' decisions.
+
+    Raises:
+        PlanError: the file is missing, not JSON, or has no layers with decisions.
+    """
+    doc = _read(path)
+    try:
+        return plan_decisions(doc), Thresholds(**doc.get("thresholds", {}))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise _not_a_plan(str(path), exc) from None
+
+
+def _read(path: str | Path) -> dict:
     if not Path(path).is_file():
         raise PlanError(f"plan file {path} does not exist; check the path (`paramreuse plan` and `paramreuse study` "
                         "write plan.json)")  # fmt: skip
     try:
-        doc = read_json(path)
-    except ParamreuseError as exc:  # missing or not JSON: read_json's one line, as the plan's error
+        return read_json(path)
+    except ParamreuseError as exc:  # not JSON: read_json's one line, as the plan's error
         raise PlanError(str(exc)) from None
-    return _from_doc(doc, str(path))
 
 
 def _from_doc(doc, where: str) -> Plan:
     try:
         return Plan.from_dict(doc)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise PlanError(f"{where} is not a plan ({type(exc).__name__}: {exc}); use the plan.json that "
-                        "`paramreuse plan` or `paramreuse study` writes") from None  # fmt: skip
+        raise _not_a_plan(where, exc) from None
+
+
+def _not_a_plan(where: str, exc: Exception) -> PlanError:
+    return PlanError(f"{where} is not a plan ({type(exc).__name__}: {exc}); use the plan.json that "
+                     "`paramreuse plan` or `paramreuse study` writes")  # fmt: skip
 
 
 def as_plan(plan: PlanLike) -> Plan:
