@@ -212,6 +212,8 @@ def test_report_numbers_come_from_the_result_files(study_dir):
     assert "<td class='t'>best-depth (oracle)</td>" in html and "<td class='t'>best-depth</td>" not in html
     assert f"<td class='n'>{run.plan['thresholds']['rmse_position']:.4f}</td>" in html
     assert run.results["environment"]["torch"] in html
+    model = run.results["model"]  # the recommended model, named in the first box with its own test metric
+    assert escape(f"({model['strategy']}, seed 0, {model['shots']} shots per class, test accuracy {model['test_metric']:.3f}) is {model['path']}") in html
 
 
 def test_report_rerenders_from_result_files_alone(study_dir, tmp_path):

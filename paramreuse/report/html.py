@@ -145,6 +145,11 @@ def _verdict(run: RunFiles, style: MetricStyle) -> str:
                      f"{plan['thresholds']['layer_tolerance']}, so the sweep cannot say whether S's values fit there "
                      f"(see the plan table).")  # fmt: skip
     items += _strategy_items(run, style)
+    model = res.get("model")
+    if model:  # the model the verdict recommends, written beside results.json
+        items.append(f"The recommended model ({model['strategy']}, seed {model['seed']}, {model['shots']} shots per "
+                     f"class, test {style.name} {style.fmt(model['test_metric'])}) is {model['path']}: load it with "
+                     "`paramreuse train --init FILE` or paramreuse.load_checkpoint(FILE).")  # fmt: skip
     bullets = "".join(f"<li>{html.escape(i)}</li>" for i in items)
     verdict = f"<p class='{kind}' id='verdict-sentence'>{html.escape(sentence)}</p>"
     return f"{verdict}{_warnings(run)}<ul>{bullets}</ul>"
