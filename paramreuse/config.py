@@ -107,13 +107,24 @@ def _checked(value: Any, kind: Any, where: str) -> Any:
     return value
 
 
-def load_toml(cls: type[T], path: str | Path) -> T:
-    """Read a TOML file into dataclass ``cls``."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file's tables; a missing file or invalid TOML is one line."""
     path = Path(path)
     try:
-        mapping = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist; check the --config path") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return from_mapping(cls, mapping, str(path))
+
+
+def load_toml(cls: type[T], path: str | Path) -> T:
+    """Read a TOML file into dataclass ``cls``."""
+    return from_mapping(cls, read_toml(path), str(path))
+
+
+def one_length(epochs: Any, steps: Any, where: str = "") -> None:
+    """A training length is epochs or steps, never both (a config table's keys)."""
+    if epochs is not None and steps is not None:
+        raise ConfigError(f"{where}epochs ({epochs}) and steps ({steps}) are both set; give one: epochs counts "
+                          "passes over the shots (min_steps may raise it), steps exact optimiser steps")  # fmt: skip

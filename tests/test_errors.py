@@ -266,6 +266,7 @@ CASES = [
     ("JSON that is not a plan", _apply("not_plan", "--classes", "5-9"), "not_plan.json is not a plan (KeyError: 'layers'); use the plan.json that `paramreuse plan` or `paramreuse study` writes"),
     ("plan file does not exist", lambda f: ["apply", str(f.dir / "nowhere.json"), "--source", str(f.good), "--data", "fashion-mnist"], "nowhere.json does not exist; check the path (`paramreuse plan` and `paramreuse study` write plan.json)"),
     ("unknown --save", lambda f: ["transfer", str(f.good), "--data", "fashion-mnist", "--save", "some"], "--save takes plan, all, none, got 'some'"),
+    ("transfer config: epochs and steps both set", lambda f: ["transfer", str(f.good), "--data", "fashion-mnist", "--config", str(f.dir / "length.toml")], "length.toml.training: epochs (2) and steps (40) are both set; give one: epochs counts passes over the shots (min_steps may raise it), steps exact optimiser steps"),
 ]
 
 

@@ -32,7 +32,7 @@ from paramreuse.cli.common import (
     target_spec,
     with_backend,
 )  # fmt: skip
-from paramreuse.config import load_toml
+from paramreuse.config import from_mapping, one_length, read_toml
 from paramreuse.devices import resolve_device
 from paramreuse.errors import ParamreuseError
 from paramreuse.models import is_pretrained, read_info
@@ -147,7 +147,12 @@ def transfer_command(
 
 def _config(path: Path | None, *, shots, seeds, strategies, finetuned_scale, budget, length: dict) -> TransferConfig:
     """The --config file's TransferConfig (or the defaults) with every flag that was given over it."""
-    config = load_toml(TransferConfig, path) if path is not None else TransferConfig()
+    config = TransferConfig()
+    if path is not None:
+        mapping = read_toml(path)
+        training = mapping.get("training", {})
+        one_length(training.get("epochs"), training.get("steps"), f"{path}.training: ")
+        config = from_mapping(TransferConfig, mapping, str(path))
     given: dict = {"seeds": seeds, "finetuned_scale": finetuned_scale, "budget": budget}
     given["shots"] = _ints(shots, "shots") if shots is not None else None
     if strategies is not None:

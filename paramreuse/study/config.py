@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from paramreuse.align.matching import METHODS
 from paramreuse.backends import DataSpec
-from paramreuse.config import ConfigError, check_at_least, check_choice
+from paramreuse.config import ConfigError, check_at_least, check_choice, one_length
 from paramreuse.data import TaskData
 from paramreuse.errors import DataError
 from paramreuse.judge.replacement import SweepConfig
@@ -69,9 +69,7 @@ class StudyTraining:
     def __post_init__(self) -> None:
         check_at_least(self, ("epochs", "steps"), 1)
         check_at_least(self, ("min_steps",), 0)
-        if self.epochs is not None and self.steps is not None:
-            raise ConfigError(f"epochs ({self.epochs}) and steps ({self.steps}) are both set; give one: epochs "
-                              "counts passes over the shots (min_steps may raise it), steps exact optimiser steps")
+        one_length(self.epochs, self.steps)
 
     def to_dict(self) -> dict:
         """The fields; the length keys only when set (older run folders' fingerprints stay valid)."""
