@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from paramreuse.cli import app
 from paramreuse.errors import CheckpointError, SpecError
 from paramreuse.models import ModelInfo, build_model, load_checkpoint, save_checkpoint
+from paramreuse.models.loading import load_source
 from paramreuse.training.run import init_from_checkpoint
 from tests.conftest import TINY_ARCH
 
@@ -261,6 +262,14 @@ def test_s_and_t_of_different_architectures_is_one_line_saying_which_is_which(tm
     for extra in ([], ["--arch", arch]):
         result = runner.invoke(app, ["compare", str(s), str(t), *extra, "--quiet", "--out", str(tmp_path / "o")])
         _one_line_error(result, message)
+
+
+def test_a_builtin_spelled_with_its_default_options_is_the_same_architecture(tmp_path):
+    """builtin:cnn records itself as written; --arch builtin:cnn?width=16 (its default) names the same network."""
+    path = save_checkpoint(tmp_path / "s.safetensors", build_model("builtin:cnn", 1, 5), ModelInfo("builtin:cnn", 1, 5))
+    assert load_source(path, "builtin:cnn?width=16")[1].arch == "builtin:cnn"
+    with pytest.raises(SpecError, match="records architecture builtin:cnn but --arch is builtin:cnn\\?width=8"):
+        load_source(path, "builtin:cnn?width=8")
 
 
 def test_input_size_takes_one_number_or_two():

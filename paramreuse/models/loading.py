@@ -15,7 +15,7 @@ from torch import nn
 from paramreuse.errors import SpecError
 from paramreuse.models.checkpoint import ModelInfo, is_pretrained, load_checkpoint, pretrained_spec, read_info
 from paramreuse.models.factory import build_model
-from paramreuse.models.registry import architecture_of
+from paramreuse.models.registry import architecture_of, same_architecture
 from paramreuse.models.state_dicts import Fit, fit_state
 
 
@@ -25,7 +25,7 @@ def load_source(
     """Load a paramreuse checkpoint (its recorded architecture; ``arch`` naming the same one confirms a
     ``py:`` spec), a plain state dict of architecture ``arch``, or a pretrained spec."""
     kept = recorded_arch(source)
-    if kept is not None and arch is not None and architecture_of(arch) != kept:
+    if kept is not None and arch is not None and not same_architecture(arch, kept):
         raise SpecError(
             f"{source} records architecture {kept} but --arch is {arch}; a model keeps the architecture it records, "
             f"and S and T share one: pass --arch {kept}, or use a model of {arch}"
@@ -48,7 +48,7 @@ def recorded_arch(source: str | Path) -> str | None:
 def check_one_architecture(source: str | Path, target: str | Path, arch: str | None) -> None:
     """S and T of one architecture, before either is loaded: S's and T's recorded ones, or ``--arch``."""
     s_arch, t_arch = recorded_arch(source) or arch, recorded_arch(target) or arch
-    if s_arch is None or t_arch is None or architecture_of(s_arch) == architecture_of(t_arch):
+    if s_arch is None or t_arch is None or same_architecture(s_arch, t_arch):
         return
     raise SpecError(
         f"S ({source}) is {s_arch} but T ({target}) is {t_arch}; S and T must share one "

@@ -91,6 +91,25 @@ def wants_pretrained(spec: str) -> bool:
     return False
 
 
+def same_architecture(a: str, b: str) -> bool:
+    """Whether specs ``a`` and ``b`` build one architecture: their weights aside, and a builtin's
+    options equal to its defaults aside (``builtin:cnn`` is ``builtin:cnn?width=16``).
+
+    >>> same_architecture("builtin:cnn", "builtin:cnn?width=16"), same_architecture("builtin:cnn", "builtin:cnn?width=8")
+    (True, False)
+    """
+    return _canonical(architecture_of(a)) == _canonical(architecture_of(b))
+
+
+def _canonical(spec: str) -> tuple:
+    kind, name, options = spec_options(spec)
+    if kind == "builtin" and name in BUILTIN:
+        defaults = {k: p.default for k, p in inspect.signature(BUILTIN[name]).parameters.items()
+                    if p.default is not inspect.Parameter.empty}  # fmt: skip
+        options = {k: v for k, v in options.items() if defaults.get(k, object()) != v}
+    return kind, name, tuple(sorted((k, str(v)) for k, v in options.items()))
+
+
 def architecture_of(spec: str) -> str:
     """``spec`` without its weights: what a checkpoint records once the weights are in its tensors."""
     kind, name, options = spec_options(spec)
