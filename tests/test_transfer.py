@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from paramreuse.transfer.grid import TransferConfig, summarise
+from paramreuse.transfer.grid import TransferConfig
+from paramreuse.transfer.summary import summarise
 
 STRATEGIES = ("scratch", "finetune-all", "plan", "best-depth")
 VALUES = {  # strategy -> shots -> one value per seed

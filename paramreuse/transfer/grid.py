@@ -38,7 +38,7 @@ from paramreuse.stats import difference_bounds
 from paramreuse.training.loop import FEWSHOT, TrainConfig, evaluate, length_note, train, training_length
 from paramreuse.training.run import FRESH_INIT_OFFSET, model_info
 from paramreuse.transfer.strategies import L2SP, STRATEGIES, strategy, transplant, unit_names
-from paramreuse.transfer.summary import COMPARED, summarise  # noqa: F401 - COMPARED, summarise: re-exported
+from paramreuse.transfer.summary import summarise
 from paramreuse.vocabulary import BUDGETS, Budget, Decision
 
 TRANSFER_FILE, RUNS_LOG = "transfer.json", "transfer.runs.jsonl"

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from paramreuse.stats import paired_test, seed_interval
 from paramreuse.vocabulary import ORACLES
 
-if TYPE_CHECKING:
-    from paramreuse.transfer.grid import TransferConfig
+
+class GridShape(Protocol):
+    """What the summary needs of a :class:`~paramreuse.transfer.grid.TransferConfig`: the grid's axes."""
+
+    strategies: tuple[str, ...]
+    shots: tuple[int, ...]
+    seeds: int
 
 COMPARED = ("scratch", "finetune-all", "lp-ft", "l2-sp", "auto-rgn")  # the plan's paired tests, against each
 
 
-def summarise(runs: dict[str, dict], config: TransferConfig, headline: int, bounds=None) -> dict:
+def summarise(runs: dict[str, dict], config: GridShape, headline: int, bounds=None) -> dict:
     """Means, CIs (inside the metric's ``bounds``; none below 3 seeds) and paired tests per strategy
     and shots; top-level keys describe ``headline`` shots."""
     by = {(r["strategy"], r["shots"], r["seed"]): r for r in runs.values()}
