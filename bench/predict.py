@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from paramreuse.backends import RunContext
 from paramreuse.data import ImageSet, TaskData, load_task
 from paramreuse.judge.replacement import SweepConfig, replacement_sweep
 from paramreuse.models import load_checkpoint
@@ -164,7 +165,7 @@ def predict(zoo, records, targets, root: Path) -> dict:
             forward = time.perf_counter() - start
             source_scores = score_source(feats, labels)
             layer_scores = {name: score_features(feats.per_layer[name], labels) for name in feats.layers}
-            ours = our_signal(path, data, root / "ours" / tname / s.name, seed=0)
+            ours = our_signal(path, data, RunContext(root / "ours" / tname / s.name), seed=0)
             kept = kept_bn_cumulative(path, data, ours)
             entry = {"values": {k: v.value for k, v in source_scores.items()},
                      "seconds": {k: forward + v.seconds for k, v in source_scores.items()}}  # fmt: skip

@@ -222,8 +222,8 @@ def test_transfer_grid_on_ray_equals_local_after_an_interruption_and_a_killed_wo
 def test_ranking_sources_on_ray_equals_local(checkpoints, data_dir, tmp_path, on_ray):
     spec = DataSpec.of("fashion-mnist", classes="5-9", shots=10, seed=0, data_dir=data_dir)
     data = spec.load()
-    local = rank_sources(checkpoints, data, tmp_path / "local")
-    remote = rank_sources(checkpoints, data, tmp_path / "ray", executor=on_ray, data_spec=spec)
+    local = rank_sources(checkpoints, data, RunContext(tmp_path / "local"))
+    remote = rank_sources(checkpoints, data, RunContext(tmp_path / "ray", executor=on_ray), data_spec=spec)
     assert [r.name for r in remote.rows] == [r.name for r in local.rows] and {r.name for r in local.rows} == {"s", "t"}
     assert [r.values() for r in remote.rows] == [r.values() for r in local.rows]
     assert remote.ranks == local.ranks and (tmp_path / "ray" / "s" / "target" / "model.safetensors").is_file()

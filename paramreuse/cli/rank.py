@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich import box
 
-from paramreuse.backends import DataSpec
+from paramreuse.backends import DataSpec, RunContext
 from paramreuse.cli.common import (
     SOURCE_HELP,
     ArchOpt,
@@ -80,12 +80,12 @@ def rank_command(
                               f"{data.kind.name}: use paramreuse plan and transfer for it")  # fmt: skip
     executor = backend.open(dev)
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
+        run = RunContext(out, device=dev, progress=bar, executor=executor)
+        options = {"with_ours": not no_ours, "by": by, "seed": seed, "data_spec": spec, "arch": arch}
         if layers:
-            ranking = rank_layers(sources[0], data, out, with_ours=not no_ours, by=by, seed=seed, device=dev, progress=bar,
-                                  executor=executor, data_spec=spec, arch=arch)
+            ranking = rank_layers(sources[0], data, run, **options)
         else:
-            ranking = rank_sources(sources, data, out, with_ours=not no_ours, by=by, seed=seed, device=dev, progress=bar,
-                                   executor=executor, data_spec=spec, arch=arch)
+            ranking = rank_sources(sources, data, run, **options)
     result = ranking.to_dict()
     write_json(out / RANK_FILE, result)
     emit(result, fmt, lambda console: print_ranking(console, ranking, out), quiet)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from paramreuse.backends import LOCAL, Checkpoint, DataSpec, Executor
+from paramreuse.backends import Checkpoint, DataSpec, RunContext
 from paramreuse.data import ImageSet, TaskData
 from paramreuse.errors import DataError, ParamreuseError
 from paramreuse.judge.assess import assess
@@ -119,30 +119,27 @@ def file_digest(path: str | Path) -> str:
 def our_signal(
     source: str | Path,
     data: TaskData,
-    out: str | Path,
+    run: RunContext,
     *,
     seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: Progress | None = None,
     sweep_params: tuple[str, ...] = ("unit",),
     thresholds: Thresholds = Thresholds(),
     recalibrate_bn: bool = True,
-    executor: Executor = LOCAL,
     data_spec: DataSpec | None = None,
     arch: str | None = None,
 ) -> Ours:
-    """Fine-tune S into T on ``data.train`` (cached in ``out/target``), then assess (S, T) on ``data.val``.
+    """Fine-tune S into T on ``data.train`` (cached in ``run.out/target``), then assess (S, T) on ``data.val``.
 
     With ``recalibrate_bn`` (the default) every replacement row re-estimates the batch-norm
     statistics on the target shots: S's units keep their learned weights, and the shift of
     feature statistics between the domains, which otherwise dominates every drop, is taken out
     (bench/README.md, "Ranking layers", measures both variants).
 
-    A remote ``executor`` runs the sweep's rows; its workers load T from ``out/target`` and the
+    A remote ``run.executor`` runs the sweep's rows; its workers load T from ``out/target`` and the
     target from ``data_spec`` (which must describe ``data``). ``arch`` is the architecture of a
     plain state-dict ``source``.
     """
-    out = prepare_out_dir(out)
+    out, device, progress = prepare_out_dir(run.out), run.device, run.progress
     _, info = load_source(source, arch)
     spec = RunSpec(info.arch, FEWSHOT, seed, init=str(source))
     t_model, record = run_training(spec, data, out / "target", device, progress=progress, stage="target",
@@ -155,7 +152,7 @@ def our_signal(
     t_file = Checkpoint(str(out / "target" / MODEL_FILE), info.arch)
     inputs = None if data_spec is None else SweepInputs(t_file, data_spec)
     result = assess(s_model, t_model.eval(), data, out, lineage="finetuned", sweep_config=config,
-                    thresholds=thresholds, device=device, progress=progress, executor=executor, inputs=inputs)  # fmt: skip
+                    thresholds=thresholds, device=device, progress=progress, executor=run.executor, inputs=inputs)  # fmt: skip
     seconds = time.perf_counter() - start
     plan, sweep = result.plan, result.sweep
     positions = {d.name: d.null_position for d in result.comparison.layers}
@@ -313,7 +310,8 @@ def score_source_job(job: SourceJob) -> SourceRow:
     start = time.perf_counter()
     feats = extract_features(model, pool.x, device=job.device)
     feature_seconds = time.perf_counter() - start
-    ours = our_signal(path, data, job.out, seed=job.seed, device=job.device, progress=job.progress, arch=job.arch) if job.with_ours else None
+    run = RunContext(Path(job.out), device=job.device, progress=job.progress)
+    ours = our_signal(path, data, run, seed=job.seed, arch=job.arch) if job.with_ours else None
     params = sum(p.numel() for p in model.parameters())
     return SourceRow(job.name, str(path), info.arch, params, _source_metric(path),
                      score_source(feats, pool.y.numpy()), ours, feature_seconds)  # fmt: skip
@@ -322,26 +320,24 @@ def score_source_job(job: SourceJob) -> SourceRow:
 def rank_sources(
     sources: list[str | Path],
     data: TaskData,
-    out: str | Path,
+    run: RunContext,
     *,
     with_ours: bool = True,
     by: str | None = None,
     seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: Progress | None = None,
-    executor: Executor = LOCAL,
     data_spec: DataSpec | None = None,
     arch: str | None = None,
 ) -> Ranking:
     """Score every source on the target and rank them (by ours' J1 value unless ``by``).
 
-    Each source is a job for ``executor``; the workers of a remote one load the target from
-    ``data_spec`` (which must describe ``data``) and write T into ``out``.
+    Each source is a job for ``run.executor``; the workers of a remote one load the target from
+    ``data_spec`` (which must describe ``data``) and write T into ``run.out``.
     """
+    executor, progress = run.executor, run.progress
     if executor.remote and data_spec is None:
         raise ValueError("a remote executor needs data_spec: its workers load the target data themselves")
-    out, taken, pool = prepare_out_dir(out), set(), labelled_pool(data)
-    target, device = (data_spec, executor.job_device(device)) if executor.remote else (data, device)
+    out, taken, pool = prepare_out_dir(run.out), set(), labelled_pool(data)
+    target, device = (data_spec, executor.job_device(run.device)) if executor.remote else (data, run.device)
     job_progress, digest = (None, image_digest(pool)) if executor.remote else (progress, "")
     jobs = []
     for path in map(Path, sources):
@@ -362,25 +358,23 @@ def rank_sources(
 def rank_layers(
     source: str | Path,
     data: TaskData,
-    out: str | Path,
+    run: RunContext,
     *,
     with_ours: bool = True,
     by: str | None = None,
     seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: Progress | None = None,
-    executor: Executor = LOCAL,
     data_spec: DataSpec | None = None,
     arch: str | None = None,
 ) -> Ranking:
     """Score every unit of one source (its pooled output on the target) and rank the depths 1..k.
 
-    A remote ``executor`` runs the rows of our sweep (see :func:`our_signal`).
+    A remote ``run.executor`` runs the rows of our sweep (see :func:`our_signal`).
     """
-    out, pool = prepare_out_dir(out), labelled_pool(data)
+    prepare_out_dir(run.out)
+    pool = labelled_pool(data)
     model, _ = source_on(source, arch, data)
-    feats = extract_features(model, pool.x, device=device)
-    ours = our_signal(source, data, out, seed=seed, device=device, progress=progress, executor=executor, data_spec=data_spec, arch=arch) if with_ours else None  # fmt: skip
+    feats = extract_features(model, pool.x, device=run.device)
+    ours = our_signal(source, data, run, seed=seed, data_spec=data_spec, arch=arch) if with_ours else None
     by_name = {layer["name"]: layer for layer in ours.layers} if ours else {}
     kinds = {u.name: u.kind for u in inventory(model)}
     rows = [
