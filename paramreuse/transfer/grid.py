@@ -290,8 +290,9 @@ def run_transfer(
     state = shippable_file(out / TRANSFER_SOURCE_FILE, source.state) if (todo or again) and executor.remote else source.state
     sorted_digest = state_digest(dict(sorted(source.state.items()))) if executor.remote else ""
     device = executor.job_device(run.device)
-    # Every shots value is checked against the data before any run starts: enough images per class.
-    for n in sorted({runs[job_id][0] for job_id in todo + again}) or config.shots[:1]:
+    # Every shots value is checked before any run starts (enough images per class); a document to write needs one.
+    checked = sorted({runs[job_id][0] for job_id in todo + again})
+    for n in checked or (config.shots[:1] if finished is None else []):
         loaded = DataSpec.of(data, classes=classes, shots=n, seed=0, data_dir=data_dir, task=task, size=size,
                              test_per_class=config.test_per_class, **config.data_options()).load()  # fmt: skip
     jobs = []
