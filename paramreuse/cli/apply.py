@@ -24,12 +24,10 @@ from paramreuse.cli.common import (
     clean_errors,
     emit,
     print_model,
+    source_for_data,
 )  # fmt: skip
 from paramreuse.data import load_task
 from paramreuse.devices import resolve_device
-from paramreuse.models import is_pretrained
-from paramreuse.models.loading import fit_to, load_source
-from paramreuse.transfer.grid import Source
 from paramreuse.transfer.reuse import MODEL_RECORD, check_plan, load_plan, train_with_plan
 from paramreuse.vocabulary import Budget
 
@@ -67,16 +65,11 @@ def apply_command(
     --data fashion-mnist --classes 5-9 --shots 10 --out runs/apply
     """
     followed = load_plan(plan)
-    model, info = load_source(source, arch)
     target = load_task(data, classes, shots, seed=seed, data_dir=data_dir, task=task, size=size,
                        **Budget.SHOTS.data_options)  # fmt: skip
+    model, src = source_for_data(source, arch, lambda: target.channels)
     check_plan(model, followed.decisions(), str(plan))
-    if is_pretrained(info):  # its input layer is adapted to the target's channels, as timm adapts pretrained weights
-        model, _ = fit_to(model, info, channels=target.channels, num_outputs=info.num_classes, keep_head=True,
-                          where=str(source))  # fmt: skip
-    state = {k: v.detach() for k, v in model.state_dict().items()}
-    record = train_with_plan(Source(info.arch, state), target, followed, out, seed=seed,
-                             device=resolve_device(device.value))  # fmt: skip
+    record = train_with_plan(src, target, followed, out, seed=seed, device=resolve_device(device.value))
 
     def human(console) -> None:
         status = "loaded from" if record["resumed"] else "written to"

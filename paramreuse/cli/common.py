@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from torch import nn
 
 from paramreuse.backends import DataSpec, make_executor
 from paramreuse.errors import ParamreuseError, SpecError
@@ -23,6 +24,7 @@ from paramreuse.models import is_pretrained, read_info
 from paramreuse.models.loading import check_one_architecture, check_takes, fit_to, load_source
 from paramreuse.progress import ProgressEvent
 from paramreuse.results import json_safe  # the same rules as the result files: NaN -> null
+from paramreuse.transfer.grid import Source
 
 err = Console(stderr=True)
 out_console = Console()
@@ -193,6 +195,17 @@ class Pair:
     channels: int  # T's
     source_channels: int
     arch: str = ""  # T's architecture spec (S is built the same way)
+
+
+def source_for_data(source: str | Path, arch: str | None, channels: Callable[[], int]) -> tuple[nn.Module, Source]:
+    """S as a verb that trains from it reads it (``transfer``, ``apply``), as a model and as its tensors:
+    loaded as every verb loads a model, its input layer adapted to the target's ``channels()`` (asked
+    only then) when its weights are pretrained, as timm adapts them."""
+    model, info = load_source(source, arch)
+    if is_pretrained(info):
+        model, _ = fit_to(model, info, channels=channels(), num_outputs=info.num_classes, keep_head=True,
+                          where=str(source))  # fmt: skip
+    return model, Source(info.arch, {k: v.detach() for k, v in model.state_dict().items()})
 
 
 def load_models(source: Path, target: Path, arch: str | None, *, seed: int = 0, input_size: str | None = None) -> Pair:

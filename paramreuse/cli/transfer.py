@@ -28,6 +28,7 @@ from paramreuse.cli.common import (
     check_length,
     clean_errors,
     emit,
+    source_for_data,
     table,
     target_spec,
     with_backend,
@@ -35,10 +36,9 @@ from paramreuse.cli.common import (
 from paramreuse.config import from_mapping, one_length, read_toml
 from paramreuse.devices import resolve_device
 from paramreuse.errors import ParamreuseError
-from paramreuse.models import is_pretrained, read_info
-from paramreuse.models.loading import fit_to, load_source
+from paramreuse.models import read_info
 from paramreuse.training.loop import with_length
-from paramreuse.transfer.grid import TRANSFER_FILE, Source, TransferConfig, run_transfer
+from paramreuse.transfer.grid import TRANSFER_FILE, TransferConfig, run_transfer
 from paramreuse.transfer.reuse import check_plan, plan_settings
 from paramreuse.transfer.strategies import STRATEGIES
 from paramreuse.vocabulary import classes_text
@@ -115,17 +115,13 @@ def transfer_command(
                      budget=budget, length={"epochs": epochs, "steps": steps, "min_steps": min_steps})  # fmt: skip
     if save not in SAVES:
         raise ParamreuseError(f"--save takes {', '.join(SAVES)}, got {save!r}")
-    model, info = load_source(source, arch)
-    if is_pretrained(info):  # its input layer is adapted to the target's channels, as timm adapts pretrained weights
-        channels = target_spec(data, classes, None, 0, data_dir, task, size).load().channels
-        model, _ = fit_to(model, info, channels=channels, num_outputs=info.num_classes, keep_head=True, where=str(source))
+    model, src = source_for_data(source, arch, lambda: target_spec(data, classes, None, 0, data_dir, task, size).load().channels)
     decisions = None
     if plan is not None:  # trained as it says: its fine-tune rate (unless --finetuned-scale) and head warm-up
         decisions, made_with = plan_settings(plan)
         check_plan(model, decisions, str(plan))
         rate = finetuned_scale if finetuned_scale is not None else made_with.finetuned_rate
         config = replace(config, thresholds=made_with, finetuned_scale=rate)
-    src = Source(info.arch, {k: v.detach() for k, v in model.state_dict().items()})
     dev = resolve_device(device.value)
     executor = backend.open(dev)
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
