@@ -45,7 +45,6 @@ RESULTS_FILE = "results.json"
 PAIR_FILES = {"target": COMPARISON_FILE, "full": "comparison-full.json", "scratch": "comparison-scratch.json"}
 
 
-
 def run_study(
     config: StudyConfig,
     out: str | Path,
@@ -217,7 +216,6 @@ def recommended_model(source: torch.nn.Module, config: StudyConfig, run: RunCont
     if chosen not in transfer["model_files"]:  # kept now: only its first seed's run is trained again
         transfer = transfer_study(source, config, run, keep=("plan", chosen))
     return transfer, publish_model(run.out / "transfer", transfer, chosen, run.out, why=why)
-
 
 
 def _assess_study(models: dict, data: StudyData, config: StudyConfig, run: RunContext) -> Evidence:
