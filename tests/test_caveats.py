@@ -7,7 +7,6 @@ import torch
 from scipy import stats
 
 from paramreuse.judge.caveats import (
-    chance_caveat,
     chance_caveats,
     chance_level,
     chance_warnings,
@@ -51,19 +50,19 @@ def test_validation_caveat_of_continuous_metrics_needs_their_spread():
     assert validation_caveat(400, 0.5, metric="psnr", units="dB", spread=2.0) is None
 
 
-def test_chance_caveat_fires_at_chance_only():
-    warning = chance_caveat("T_full", 0.21, CLASSIFICATION, 5)
+def test_a_chance_caveat_fires_at_chance_only():
+    warning = chance_caveats({"T_full": 0.21}, CLASSIFICATION, 5)
     assert warning is not None and "T_full" in warning and "0.210" in warning and "1/5 = 0.200" in warning
-    assert chance_caveat("S", 0.18, "classification", 5) is not None  # below chance counts too
-    assert chance_caveat("S", 0.80, CLASSIFICATION, 5) is None
-    assert chance_caveat("S", 0.56, CLASSIFICATION, 2) is None and chance_caveat("S", 0.54, CLASSIFICATION, 2)
-    assert chance_caveat("S", 0.30, CLASSIFICATION, 5, margin=0.15) is not None
+    assert chance_caveats({"S": 0.18}, "classification", 5) is not None  # below chance counts too
+    assert chance_caveats({"S": 0.80}, CLASSIFICATION, 5) is None
+    assert chance_caveats({"S": 0.56}, CLASSIFICATION, 2) is None and chance_caveats({"S": 0.54}, CLASSIFICATION, 2)
+    assert chance_caveats({"S": 0.30}, CLASSIFICATION, 5, margin=0.15) is not None
 
 
-def test_chance_caveat_for_segmentation_and_reconstruction():
-    assert "dice 0.010" in chance_caveat("T_full", 0.01, SEGMENTATION, 2)
-    assert chance_caveat("T_full", 0.40, SEGMENTATION, 2) is None
-    assert chance_caveat("S", 3.0, RECONSTRUCTION, 1) is None  # PSNR has no chance level
+def test_a_chance_caveat_for_segmentation_and_reconstruction():
+    assert "dice 0.010" in chance_caveats({"T_full": 0.01}, SEGMENTATION, 2)
+    assert chance_caveats({"T_full": 0.40}, SEGMENTATION, 2) is None
+    assert chance_caveats({"S": 3.0}, RECONSTRUCTION, 1) is None  # PSNR has no chance level
 
 
 def _side(kind, outputs: int, targets: torch.Tensor) -> SimpleNamespace:

@@ -107,17 +107,6 @@ def chance_level(task: Task, num_classes: int, targets: torch.Tensor | None = No
     return max(values)
 
 
-def chance_caveat(
-    name: str, value: float | None, task: Task | str, num_classes: int, *, margin: float = CHANCE_MARGIN,
-    chance: float | None = None, fix: str = "train it longer or check its data",
-) -> str | None:  # fmt: skip
-    """A warning when model ``name`` scores at (or within ``margin`` of) chance, else None.
-
-    See :func:`chance_caveats`; ``name``'s fix is ``fix``.
-    """
-    return chance_caveats({name: value}, task, num_classes, margin=margin, chance=chance, fix=fix)
-
-
 def chance_caveats(
     models: dict[str, float | None], task: Task | str, num_classes: int, *, margin: float = CHANCE_MARGIN,
     chance: float | None = None, fix: str = "train them longer or check their data",
