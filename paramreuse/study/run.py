@@ -111,7 +111,7 @@ def run_study(
             for name, rec in records.items()
         },
         "gains": gains,
-        "training": training_length(config, records),
+        "training": fewshot_length(config, records),
         "model": {"path": str(out / MODEL_FILE)} | {k: model[k] for k in ("strategy", "why", "metric", "test_metric",
                                                                           "shots", "seed")},
         "warnings": caveats(config, data, records, transfer),
@@ -168,7 +168,7 @@ def _headlines(evidence: Evidence, transfer: dict) -> dict:
     }
 
 
-def training_length(config: StudyConfig, records: dict) -> dict:
+def fewshot_length(config: StudyConfig, records: dict) -> dict:
     """The few-shot trainings' length: as asked ([training], --epochs/--steps), as T trained, and a
     ``note`` when the floor (min_steps) raised the asked epochs."""
     done = records["target"]["training"]
