@@ -27,6 +27,7 @@ from torch import nn
 
 from paramreuse.data import ImageSet, TaskData
 from paramreuse.errors import DataError
+from paramreuse.judge.evidence import held_out_outputs
 from paramreuse.judge.kernels import compare_models
 from paramreuse.judge.network import NetworkEvidence
 from paramreuse.judge.replacement import Row, Sweep, SweepConfig, SweepStream, replacement_sweep
@@ -117,6 +118,10 @@ def crossfit_sweep(
     extra = {} if evidence is None else {"network_evidence": evidence.to_dict()}
     if diagnose:
         extra |= _diagnostics(source, folds, fresh_models, config=config, data=data, bounds=bounds, device=device)
+        if "diagnostics" in extra:
+            designs = _designs(arch, state, data, training, seed=seed, device=device)
+            extra["diagnostics"]["designs"] = designs  # timed apart from the plan's own evidence, as J1 and J3 are
+            extra["diagnostics"]["seconds"] += sum(d["seconds"] for d in designs.values())
     if evidence is not None and rows_if is not None and not rows_if(evidence):
         sweep = _merged_empty(folds, evidence, config, data, time.perf_counter() - start)
         return dataclasses.replace(sweep, extra=sweep.extra | extra)
@@ -142,17 +147,49 @@ def crossfit_sweep(
 def _network_evidence(arch, data: TaskData, folds, *, training: TrainConfig, seed: int, device, progress):
     """Per fold, a fresh network trained as T_f was (same images, steps and seed); both scored per held-out image."""
     start = time.perf_counter()
-    reuse, fresh, models = [], [], []
+    reuse, fresh, models, kept = [], [], [], []
     for f, (target, held, fit, _) in enumerate(folds):
         torch.manual_seed(seed + FRESH_SEED + f)
         model = build_model(arch, data.channels, data.num_outputs)
         train(model, fit, training, seed=seed + f, task=data.kind, device=device, progress=progress,
-              stage=f"fresh {f + 1}/{FOLDS}")
+              stage=f"fresh {f + 1}/{len(folds)}")
         targets = data.kind.targets(held)
-        reuse += data.kind.scores(predict(target, held, device), targets).tolist()
-        fresh += data.kind.scores(predict(model, held, device), targets).tolist()
+        outputs = {"reuse": predict(target, held, device), "fresh": predict(model, held, device)}
+        reuse += data.kind.scores(outputs["reuse"], targets).tolist()
+        fresh += data.kind.scores(outputs["fresh"], targets).tolist()
+        kept.append({arm: held_out_outputs(data.kind, out, targets) for arm, out in outputs.items()})
         models.append(model)
-    return NetworkEvidence(tuple(reuse), tuple(fresh), time.perf_counter() - start), models
+    evidence = NetworkEvidence(tuple(reuse), tuple(fresh), time.perf_counter() - start, {"folds": kept})
+    return evidence, models
+
+
+def design_evidence(arch: str, state: dict[str, torch.Tensor], data: TaskData, training: TrainConfig, *, folds: int,
+                    seed: int, device) -> NetworkEvidence:  # fmt: skip
+    """The network decision's evidence with ``folds`` folds: each arm trains on (folds-1)/folds of the shots for
+    as many epochs (the steps and their floor scaled alike), so more folds sit closer to the full-shot regime."""
+    share = (folds - 1) / folds
+    steps = None if training.steps is None else max(1, round(training.steps * share))
+    scaled = dataclasses.replace(training, min_steps=round(training.min_steps * share), steps=steps)
+    trained = []
+    for f, held in enumerate(fold_indices(data.train.y, folds, seed)):
+        fit = data.train.subset(_complement(held, len(data.train)))
+        target = source_for(arch, state, data, seed + 1 + f)
+        train(target, fit, scaled, seed=seed + f, task=data.kind, device=device)
+        trained.append((target, data.train.subset(held), fit, None))
+    return _network_evidence(arch, data, trained, training=scaled, seed=seed, device=device, progress=None)[0]
+
+
+DESIGNS = (3,)  # the benchmark's other fold counts (bench/decision.py replays them beside the 2 folds used)
+
+
+def _designs(arch, state, data: TaskData, training: TrainConfig, *, seed: int, device) -> dict:
+    """Evidence of the other designs for the benchmark, each timed (its trainings included)."""
+    out = {}
+    for folds in DESIGNS:
+        start = time.perf_counter()
+        evidence = design_evidence(arch, state, data, training, folds=folds, seed=seed, device=device)
+        out[f"folds{folds}"] = evidence.to_dict() | {"seconds": time.perf_counter() - start}
+    return out
 
 
 def _merged_empty(folds, evidence: NetworkEvidence, config: SweepConfig, data: TaskData, seconds: float) -> Sweep:

@@ -24,9 +24,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from paramreuse.stats import Bounds, mean_ci
+from paramreuse.judge.evidence import SCORE_BOUNDS, paired_scores
+from paramreuse.stats import Bounds, difference_bounds, mean_ci
 
 SCRATCH_ON = ("mean", "ci", "never")
+SCORES = ("correct", "brier", "true-prob", "log-loss-ts", "soft-dice")  # judge.evidence: what each one is
 
 
 class NetworkChoice(str, enum.Enum):
@@ -38,11 +40,17 @@ class NetworkChoice(str, enum.Enum):
 
 @dataclass(frozen=True)
 class NetworkEvidence:
-    """Per-image held-out scores of S-initialised and freshly initialised training, pooled over folds."""
+    """Per-image held-out scores of S-initialised and freshly initialised training, pooled over folds.
+
+    ``reuse`` and ``fresh`` are the task's own per-image scores (0/1 for classification); ``outputs``
+    keeps each fold's held-out outputs of both arms (:func:`paramreuse.judge.evidence.held_out_outputs`)
+    so that any candidate score can be replayed (:meth:`scores`).
+    """
 
     reuse: tuple[float, ...]
     fresh: tuple[float, ...]
     seconds: float = 0.0  # the fresh trainings and their scoring (the reuse side is the sweep's T_f)
+    outputs: dict | None = None  # {"folds": [{"reuse": kept, "fresh": kept}, ...]}
 
     def __post_init__(self) -> None:
         if len(self.reuse) != len(self.fresh) or not self.reuse:
@@ -52,12 +60,24 @@ class NetworkEvidence:
     def differences(self) -> torch.Tensor:
         return torch.tensor(self.reuse, dtype=torch.float64) - torch.tensor(self.fresh, dtype=torch.float64)
 
+    def scores(self, score: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reuse, fresh) per-image values of ``score``; evidence kept before outputs were has only ``correct``."""
+        if score == "correct" or self.outputs is None:
+            if score != "correct":
+                raise ValueError(f"this evidence kept no outputs to score with {score!r}; only 'correct'")
+            return torch.tensor(self.reuse, dtype=torch.float64), torch.tensor(self.fresh, dtype=torch.float64)
+        if list(self.outputs["folds"][0]["reuse"].get("scores", ())) == ["correct"]:  # reconstruction: PSNR is continuous
+            return self.scores("correct")
+        reuse, fresh = paired_scores(self.outputs, score)
+        return torch.from_numpy(reuse), torch.from_numpy(fresh)
+
     def to_dict(self) -> dict:
-        return {"reuse": list(self.reuse), "fresh": list(self.fresh), "seconds": self.seconds}
+        kept = {} if self.outputs is None else {"outputs": self.outputs}
+        return {"reuse": list(self.reuse), "fresh": list(self.fresh), "seconds": self.seconds} | kept
 
     @classmethod
     def from_dict(cls, doc: dict) -> NetworkEvidence:
-        return cls(tuple(doc["reuse"]), tuple(doc["fresh"]), doc.get("seconds", 0.0))
+        return cls(tuple(doc["reuse"]), tuple(doc["fresh"]), doc.get("seconds", 0.0), doc.get("outputs"))
 
 
 @dataclass(frozen=True)
@@ -73,26 +93,28 @@ class NetworkDecision:
     scratch_on: str
     scratch_margin: float
     reason: str
+    score: str = "correct"  # the per-image score the difference is measured in (judge.evidence)
 
     @property
     def reuses(self) -> bool:
         return self.choice is NetworkChoice.REUSE
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"choice": self.choice.value, "ci": list(self.ci), "rule": rule_text(self.scratch_on, self.scratch_margin)}
+        return asdict(self) | {"choice": self.choice.value, "ci": list(self.ci), "rule": rule_text(self.scratch_on, self.scratch_margin, self.score)}
 
     @classmethod
     def from_dict(cls, doc: dict) -> NetworkDecision:
         fields = {k: doc[k] for k in ("difference", "n", "reuse_value", "fresh_value", "scratch_on", "scratch_margin", "reason")}
-        return cls(choice=NetworkChoice(doc["choice"]), ci=tuple(doc["ci"]), **fields)
+        return cls(choice=NetworkChoice(doc["choice"]), ci=tuple(doc["ci"]), score=doc.get("score", "correct"), **fields)
 
 
-def rule_text(scratch_on: str, margin: float) -> str:
+def rule_text(scratch_on: str, margin: float, score: str = "correct") -> str:
     """The network rule in words, as plan.json and the report print it."""
     if scratch_on == "never":
         return "always reuse S (the network decision is off)"
     what = "the mean" if scratch_on == "mean" else "the upper end of the 95% CI"
-    return (f"train from scratch when {what} of (S-initialised minus freshly initialised held-out score, "
+    measured = "held-out score" if score == "correct" else f"held-out {score} score"
+    return (f"train from scratch when {what} of (S-initialised minus freshly initialised {measured}, "
             f"cross-fitted on the shots) is below {_below(margin)}; otherwise, ties included, reuse S")  # fmt: skip
 
 
@@ -114,14 +136,21 @@ def says_scratch(difference: float, ci: tuple[float, float], *, scratch_on: str,
 
 def decide_network(
     evidence: NetworkEvidence, *, scratch_on: str, scratch_margin: float, bounds: Bounds | None = None,
-    bootstrap: int = 1000, seed: int = 0,
+    bootstrap: int = 1000, seed: int = 0, score: str = "correct",
 ) -> NetworkDecision:  # fmt: skip
-    """Apply the network rule (module doc) to the cross-fitted evidence; ``bounds``: a difference's range."""
-    diffs = evidence.differences
+    """Apply the network rule (module doc) to the cross-fitted evidence measured in ``score``.
+
+    ``bounds``: the range of a difference of the task's own scores (``correct``); other scores know theirs.
+    """
+    reuse, fresh = evidence.scores(score)
+    diffs = reuse - fresh
+    if score != "correct":
+        bounds = difference_bounds(SCORE_BOUNDS[score])
     mean = float(diffs.mean())
     ci = mean_ci(diffs, bootstrap, seed, bounds)
     scratch = says_scratch(mean, ci, scratch_on=scratch_on, scratch_margin=scratch_margin)
-    measured = f"reuse minus scratch {mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}] on {len(diffs)} held-out shots"
+    scored = "" if score == "correct" else f", {score} score"
+    measured = f"reuse minus scratch {mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}] on {len(diffs)} held-out shots{scored}"
     if scratch:
         reason = f"scratch: {measured}, below {_below(scratch_margin)}"
     elif scratch_on != "never" and ci[0] > 0:
@@ -133,7 +162,6 @@ def decide_network(
     return NetworkDecision(
         choice=NetworkChoice.SCRATCH if scratch else NetworkChoice.REUSE,
         difference=mean, ci=ci, n=len(diffs),
-        reuse_value=float(torch.tensor(evidence.reuse, dtype=torch.float64).mean()),
-        fresh_value=float(torch.tensor(evidence.fresh, dtype=torch.float64).mean()),
-        scratch_on=scratch_on, scratch_margin=scratch_margin, reason=reason,
+        reuse_value=float(reuse.mean()), fresh_value=float(fresh.mean()),
+        scratch_on=scratch_on, scratch_margin=scratch_margin, reason=reason, score=score,
     )  # fmt: skip

@@ -11,7 +11,7 @@ import enum
 from dataclasses import asdict, dataclass, replace
 
 from paramreuse.config import DROP_BOUND, check_at_least, check_choice
-from paramreuse.judge.network import SCRATCH_ON
+from paramreuse.judge.network import SCORES, SCRATCH_ON
 from paramreuse.judge.replacement import Sweep
 from paramreuse.tasks import Task
 
@@ -43,6 +43,9 @@ class Thresholds:
     scratch_on, scratch_margin: the network decision (:mod:`paramreuse.judge.network`): train from
     scratch when the cross-fitted difference "S-initialised minus fresh" (its mean, or the upper
     end of its CI) is below ``-scratch_margin``; ``never`` always reuses S.
+    scratch_score: the per-image score that difference is measured in (:mod:`paramreuse.judge.evidence`):
+    ``correct`` (0/1; segmentation: hard Dice), ``brier``, ``true-prob``, ``log-loss-ts`` (classification)
+    or ``soft-dice`` (segmentation); reconstruction is always measured in PSNR.
     """
 
     network_tolerance: float | None = None
@@ -54,6 +57,7 @@ class Thresholds:
     warm_head: bool = True
     scratch_on: str = "mean"  # calibrated in round 4 on 17 pairs (bench/README.md, "Reuse or start fresh")
     scratch_margin: float = 0.05
+    scratch_score: str = "correct"
 
     def __post_init__(self) -> None:
         check_at_least(self, ("network_tolerance", "layer_tolerance"), 0, DROP_BOUND)
@@ -61,6 +65,7 @@ class Thresholds:
         check_choice("freeze_on", self.freeze_on, FREEZE_ON)
         check_choice("scratch_on", self.scratch_on, SCRATCH_ON)
         check_at_least(self, ("scratch_margin",), 0, ">= 0")
+        check_choice("scratch_score", self.scratch_score, SCORES)
 
     @property
     def decides_network(self) -> bool:

@@ -303,6 +303,8 @@ THRESHOLD_MEANINGS = {
     "scratch_on": ("network decision", ("mean (the calibrated default), ci or never (off): what of S-initialised "
                    "minus fresh training, cross-fitted on the shots, must be below -scratch_margin to train from scratch")),
     "scratch_margin": ("network decision", "how far below 0 that difference must be to train from scratch"),
+    "scratch_score": ("network decision", ("the per-image score of that difference (correct: 0/1; brier, "
+                      "true-prob, log-loss-ts, soft-dice: continuous)")),
 }
 
 

@@ -187,6 +187,8 @@ def plan_from_shots(source: Source, task: TaskData, seed: int, config: TransferC
     seconds = sweep.seconds - (diagnostics["seconds"] if diagnostics else 0.0)  # the plan's own evidence only
     evidence = {"depth": depth, "plan_seconds": seconds, "curve": curve, "tolerance": tolerance,
                 "network": network.to_dict() if network else None}  # fmt: skip
+    if measured:
+        evidence["network_outputs"] = sweep.extra["network_evidence"].get("outputs")
     return decisions, evidence | ({"diagnostics": diagnostics} if diagnostics else {})
 
 

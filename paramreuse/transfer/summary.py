@@ -34,6 +34,8 @@ def summarise(runs: dict[str, dict], config: GridShape, headline: int, bounds=No
             if name == "plan" and by[(name, n, 0)].get("network"):  # the network decision of every draw
                 per_shots[str(n)]["network"] = [by[(name, n, s)]["network"]["choice"] for s in seeds]
                 per_shots[str(n)]["network_evidence"] = [by[(name, n, s)]["network"] for s in seeds]
+                if "network_outputs" in by[(name, n, 0)]:  # each arm's held-out outputs: any score can be replayed
+                    per_shots[str(n)]["network_outputs"] = [by[(name, n, s)]["network_outputs"] for s in seeds]
                 if "diagnostics" in by[(name, n, 0)]:
                     per_shots[str(n)]["diagnostics"] = [by[(name, n, s)]["diagnostics"] for s in seeds]
             for cost in ("seconds", "plan_seconds", "candidate_seconds"):  # compute, for side-by-side cost ratios
