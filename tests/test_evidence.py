@@ -110,3 +110,7 @@ def test_crossfitted_evidence_keeps_each_arms_outputs(trained_pair, fake_fmnist)
     reuse, fresh = paired_scores(evidence.outputs, "correct")
     assert reuse.tolist() == list(evidence.reuse) and fresh.tolist() == list(evidence.fresh)
     assert all(len(row) == task.num_outputs for f in folds for row in f["fresh"]["log_probs"])
+    # each fold says which shots it held out: together, every shot once, with its own label
+    index = [i for f in folds for i in f["index"]]
+    assert sorted(index) == list(range(len(task.train)))
+    assert [task.train.y[i].item() for f in folds for i in f["index"]] == [y for f in folds for y in f["reuse"]["labels"]]

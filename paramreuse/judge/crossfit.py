@@ -105,15 +105,15 @@ def crossfit_sweep(
     steps = None if training.steps is None else max(1, training.steps // FOLDS)
     short = dataclasses.replace(training, min_steps=training.min_steps // FOLDS, steps=steps)
     bounds = difference_bounds(data.kind.bounds)
-    folds = []
-    for f, held in enumerate(fold_indices(data.train.y, FOLDS, seed)):
+    folds, indices = [], fold_indices(data.train.y, FOLDS, seed)
+    for f, held in enumerate(indices):
         fit = data.train.subset(_complement(held, len(data.train)))
         target = source_for(arch, state, data, seed + 1 + f)  # its own fresh head
         train(target, fit, short, seed=seed + f, task=data.kind, device=device, progress=progress,
               stage=f"cross-fit {f + 1}/{FOLDS}")
         log = None if log_dir is None else Path(log_dir) / FOLD_LOG.format(fold=f + 1)
         folds.append((target, data.train.subset(held), fit, log))
-    evidence, fresh_models = _network_evidence(arch, data, folds, training=short, seed=seed, device=device,
+    evidence, fresh_models = _network_evidence(arch, data, folds, indices, training=short, seed=seed, device=device,
                                                  progress=progress) if fresh else (None, [])
     extra = {} if evidence is None else {"network_evidence": evidence.to_dict()}
     if diagnose:
@@ -144,11 +144,13 @@ def crossfit_sweep(
     return dataclasses.replace(sweep, extra=sweep.extra | extra | {"stopped_at": stopped_at})
 
 
-def _network_evidence(arch, data: TaskData, folds, *, training: TrainConfig, seed: int, device, progress):
-    """Per fold, a fresh network trained as T_f was (same images, steps and seed); both scored per held-out image."""
+def _network_evidence(arch, data: TaskData, folds, indices, *, training: TrainConfig, seed: int, device, progress):
+    """Per fold, a fresh network trained as T_f was (same images, steps and seed); both scored per held-out image.
+
+    ``indices``: each fold's held-out positions among the shots, kept so that designs pair up image by image."""
     start = time.perf_counter()
     reuse, fresh, models, kept = [], [], [], []
-    for f, (target, held, fit, _) in enumerate(folds):
+    for f, ((target, held, fit, _), index) in enumerate(zip(folds, indices)):
         torch.manual_seed(seed + FRESH_SEED + f)
         model = build_model(arch, data.channels, data.num_outputs)
         train(model, fit, training, seed=seed + f, task=data.kind, device=device, progress=progress,
@@ -157,7 +159,8 @@ def _network_evidence(arch, data: TaskData, folds, *, training: TrainConfig, see
         outputs = {"reuse": predict(target, held, device), "fresh": predict(model, held, device)}
         reuse += data.kind.scores(outputs["reuse"], targets).tolist()
         fresh += data.kind.scores(outputs["fresh"], targets).tolist()
-        kept.append({arm: held_out_outputs(data.kind, out, targets) for arm, out in outputs.items()})
+        kept.append({arm: held_out_outputs(data.kind, out, targets) for arm, out in outputs.items()}
+                    | {"index": index.tolist()})
         models.append(model)
     evidence = NetworkEvidence(tuple(reuse), tuple(fresh), time.perf_counter() - start, {"folds": kept})
     return evidence, models
@@ -170,13 +173,13 @@ def design_evidence(arch: str, state: dict[str, torch.Tensor], data: TaskData, t
     share = (folds - 1) / folds
     steps = None if training.steps is None else max(1, round(training.steps * share))
     scaled = dataclasses.replace(training, min_steps=round(training.min_steps * share), steps=steps)
-    trained = []
-    for f, held in enumerate(fold_indices(data.train.y, folds, seed)):
+    trained, indices = [], fold_indices(data.train.y, folds, seed)
+    for f, held in enumerate(indices):
         fit = data.train.subset(_complement(held, len(data.train)))
         target = source_for(arch, state, data, seed + 1 + f)
         train(target, fit, scaled, seed=seed + f, task=data.kind, device=device)
         trained.append((target, data.train.subset(held), fit, None))
-    return _network_evidence(arch, data, trained, training=scaled, seed=seed, device=device, progress=None)[0]
+    return _network_evidence(arch, data, trained, indices, training=scaled, seed=seed, device=device, progress=None)[0]
 
 
 DESIGNS = (3,)  # the benchmark's other fold counts (bench/decision.py replays them beside the 2 folds used)

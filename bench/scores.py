@@ -1,0 +1,241 @@
+"""Sharper evidence: every candidate score, design and rule of the network decision, replayed per draw.
+
+Reads the transfer runs that ``bench/plan.py`` wrote with the decision switched off and the
+outputs kept (``--strategies scratch,plan --thresholds 'scratch_on = "never"'``): every draw has
+scratch's and the reuse plan's test metric and each arm's held-out outputs for the 2-fold design
+(the plan's own evidence) and the 3-fold design (the diagnostics). Any candidate (score, design,
+rule) then decides per draw, and the plan it gives is known without training again: scratch's run
+where it says scratch, the reuse plan's run elsewhere.
+
+    .venv/bin/python bench/scores.py --out runs/r5 --calibrate   # every candidate on the calibration pairs
+    .venv/bin/python bench/scores.py --out runs/r5               # the chosen candidate on the round 5 pairs
+
+The candidates and the way one is chosen were fixed in bench/README.md ("Sharper evidence") before
+any result was looked at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from plan import PAIRS  # the pairs, with their split
+
+from paramreuse.judge.evidence import SCORE_BOUNDS, paired_scores
+from paramreuse.results import read_json
+from paramreuse.stats import difference_bounds, mean_ci, paired_test
+from paramreuse.transfer.grid import TRANSFER_FILE
+
+DESIGNS = ("folds2", "folds3", "pooled", "slope")
+MARGINS = (0.0, 0.02, 0.05, 0.1)
+LOG_LOSS_MARGINS = (0.0, 0.05, 0.1, 0.2)  # nats: a log-loss moves further than a bounded score
+Z = (0.5, 1.0, 2.0)
+TODAY = ("correct", "folds2", "mean", 0.05)  # the rule of issue 20 (0/1 scores, mean below -0.05)
+CHOSEN = TODAY  # replaced by the choice of --calibrate once it is made (bench/README.md)
+EVALUATION = "evaluation (round 5)"
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One (pair, shots, seed) draw: scratch's and the reuse plan's test metric, and the kept outputs."""
+
+    scratch: float
+    plan: float
+    outputs: dict  # design -> {"folds": [...]}
+    task: str  # classification or segmentation
+
+    def differences(self, score: str, design: str) -> np.ndarray | None:
+        """Per-image differences (reuse minus fresh) in ``score`` under ``design``; None where not kept."""
+        if design in ("folds2", "folds3"):
+            return _diffs(self.outputs.get(design), score)
+        d2, d3 = _diffs(self.outputs.get("folds2"), score), _diffs(self.outputs.get("folds3"), score)
+        if d2 is None or d3 is None:
+            return None
+        by_image = np.empty_like(d3)
+        by_image[_index(self.outputs["folds3"])] = d3
+        d3 = by_image[_index(self.outputs["folds2"])]  # the same images in the same order as folds2
+        return (d2 + d3) / 2 if design == "pooled" else 3 * d3 - 2 * d2
+
+    def says_scratch(self, candidate: tuple) -> bool | None:
+        score, design, rule, margin = candidate
+        diffs = self.differences(score, design)
+        if diffs is None:
+            return None
+        mean = float(diffs.mean())
+        if rule == "mean":
+            return mean < -margin
+        se = float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else 0.0
+        return mean < -margin * se if se > 0 else mean < 0
+
+    def decided(self, candidate: tuple) -> float | None:
+        scratch = self.says_scratch(candidate)
+        return None if scratch is None else (self.scratch if scratch else self.plan)
+
+
+def _diffs(record: dict | None, score: str) -> np.ndarray | None:
+    if record is None:
+        return None
+    try:
+        reuse, fresh = paired_scores(record, score)
+    except ValueError:  # a score this task does not keep (log-loss-ts for segmentation, soft-dice for classes)
+        return None
+    return reuse - fresh
+
+
+def _index(record: dict) -> np.ndarray:
+    """Each held-out image's position among the shots, fold after fold (as the differences are ordered)."""
+    return np.concatenate([np.asarray(fold["index"]) for fold in record["folds"]])
+
+
+def draws(doc: dict, n: int) -> list[Draw]:
+    by = {name: entry["by_shots"][str(n)] for name, entry in doc["strategies"].items()}
+    plan = by["plan"]
+    task = doc.get("task", "classification")
+    out = []
+    for s in range(doc["seeds"]):
+        outputs = {"folds2": plan["network_outputs"][s]}
+        designs = (plan.get("diagnostics") or [{}] * doc["seeds"])[s].get("designs", {})
+        if "folds3" in designs:
+            outputs["folds3"] = designs["folds3"]["outputs"]
+        out.append(Draw(by["scratch"]["runs"][s], plan["runs"][s], outputs, task))
+    return out
+
+
+def candidates() -> list[tuple]:
+    out = []
+    for score in ("correct", "brier", "true-prob", "log-loss-ts", "soft-dice"):
+        for design in DESIGNS:
+            margins = LOG_LOSS_MARGINS if score == "log-loss-ts" else MARGINS
+            out += [(score, design, "mean", m) for m in margins] + [(score, design, "z", z) for z in Z]
+    return out
+
+
+def name(candidate: tuple) -> str:
+    score, design, rule, margin = candidate
+    return f"{score}, {design}, " + (f"mean < -{margin:g}" if rule == "mean" else f"mean < -{margin:g} SE")
+
+
+def pairs(out: Path, evaluation: bool) -> dict[tuple[str, int], list[Draw]]:
+    """The finished pairs of one split, by (key, shots)."""
+    found = {}
+    for key, pair in PAIRS.items():
+        path = out / key / "transfer" / TRANSFER_FILE
+        if (pair.split == EVALUATION) != evaluation or not path.is_file():
+            continue
+        doc = read_json(path)
+        for n, entry in doc["strategies"]["plan"]["by_shots"].items():
+            if "network_outputs" in entry:
+                found[(key, int(n))] = draws(doc, int(n))
+    return found
+
+
+def regret(ds: list[Draw], candidate: tuple) -> float | None:
+    """The better of the means of scratch and the reuse plan, minus the decided plan's mean."""
+    decided = [d.decided(candidate) for d in ds]
+    if any(v is None for v in decided):
+        return None
+    best = max(statistics.fmean(d.scratch for d in ds), statistics.fmean(d.plan for d in ds))
+    return best - statistics.fmean(decided)
+
+
+def calibrate(found: dict) -> None:
+    """Every candidate's mean decision regret per shot count over the pairs that have it."""
+    shots = sorted({n for _, n in found})
+    rows = []
+    for c in candidates():
+        cells = []
+        for n in shots:
+            regrets = [r for (k, m), ds in found.items() if m == n for r in [regret(ds, c)] if r is not None]
+            cells.append((statistics.fmean(regrets), len(regrets)) if regrets else None)
+        if all(cells):
+            rows.append((statistics.fmean(v for v, _ in cells), c, cells))
+    rows.sort(key=lambda r: (round(r[0], 6), DESIGNS.index(r[1][1]), r[1][0] != "correct", r[1][3]))
+    print("| candidate | " + " | ".join(f"{n} shots, pts (pairs)" for n in shots) + " | mean, pts |")
+    print("|---|" + "---|" * (len(shots) + 1))
+    for mean, c, cells in rows:
+        mark = " (today)" if c == TODAY else ""
+        print(f"| {name(c)}{mark} | " + " | ".join(f"{v * 100:+.2f} ({k})" for v, k in cells) + f" | {mean * 100:+.2f} |")
+    cheap = [r for r in rows if r[1][1] == "folds2"]
+    if cheap:
+        print(f"\n- lowest among the designs at today's cost (folds2): {name(cheap[0][1])}, {cheap[0][0] * 100:+.2f} pts")
+
+
+def widths(found: dict, score: str, design: str = "folds2") -> list[float]:
+    """The 95% bootstrap CI width of the mean difference per draw, in the score's units."""
+    out = []
+    for ds in found.values():
+        for d in ds:
+            diffs = d.differences(score, design)
+            if diffs is not None:
+                lo, hi = mean_ci(diffs, 1000, 0, difference_bounds(SCORE_BOUNDS[score]))
+                out.append(hi - lo)
+    return out
+
+
+def evaluate(found: dict, chosen: tuple) -> None:
+    """The chosen candidate beside today's rule on the same draws, per pair and shot count."""
+    for n in sorted({m for _, m in found}):
+        print(f"\n#### {n} shots\n")
+        print("| pair | scratch | reuse plan | today's rule | chosen | decision regret today / chosen, pts | "
+              "decisions (reuse/scratch) | p, winner | draws agreeing |")  # fmt: skip
+        print("|---|" + "---|" * 8)
+        today, ours, right, clear, agree, total = [], [], 0, 0, 0, 0
+        for (key, m), ds in sorted(found.items()):
+            if m != n:
+                continue
+            scratch = statistics.fmean(d.scratch for d in ds)
+            plan = statistics.fmean(d.plan for d in ds)
+            r_today, r_ours = regret(ds, TODAY), regret(ds, chosen)
+            today.append(r_today)
+            ours.append(r_ours)
+            decisions = ["scratch" if d.says_scratch(chosen) else "reuse" for d in ds]
+            test = paired_test([d.plan for d in ds], [d.scratch for d in ds])
+            winner = None
+            if test["p"] is not None and test["p"] < 0.05:
+                winner = "reuse" if plan > scratch else "scratch"
+                clear += 1
+                right += max(set(decisions), key=decisions.count) == winner
+                agree += sum(x == winner for x in decisions)
+                total += len(ds)
+            p = "–" if test["p"] is None else f"{test['p']:.2g}"
+            print(f"| {key} | {scratch:.3f} | {plan:.3f} | {statistics.fmean(d.decided(TODAY) for d in ds):.3f} | "
+                  f"{statistics.fmean(d.decided(chosen) for d in ds):.3f} | {r_today * 100:+.1f} / {r_ours * 100:+.1f} | "
+                  f"{decisions.count('reuse')}/{decisions.count('scratch')} | {p}, {winner or 'no clear winner'} | "
+                  f"{sum(x == ('reuse' if d.plan >= d.scratch else 'scratch') for x, d in zip(decisions, ds))} of {len(ds)} |")  # fmt: skip
+        print(f"\n- decision regret, mean over pairs: today {statistics.fmean(today) * 100:+.2f} pts, chosen "
+              f"{statistics.fmean(ours) * 100:+.2f} pts; bound: at most half of today's or 0.3 pts")  # fmt: skip
+        print(f"- pairs where scratch and the reuse plan differ with p < 0.05: {clear}; the majority decision is the "
+              f"winner on {right}; per-draw agreement with the winner {agree} of {total}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/r5"))
+    parser.add_argument("--calibrate", action="store_true", help="every candidate on the calibration pairs")
+    args = parser.parse_args()
+    found = pairs(args.out, evaluation=not args.calibrate)
+    if not found:
+        print(f"no finished pairs with kept outputs under {args.out}")
+        return
+    if args.calibrate:
+        print(f"### Calibration: {len(found)} (pair, shots) cells, mean decision regret of every candidate\n")
+        calibrate(found)
+        evaluate(found, CHOSEN)
+        for score in ("correct", "brier", "true-prob"):
+            w = widths(found, score)
+            if w:
+                print(f"- {score}: 95% CI of the mean difference, median width over {len(w)} draws "
+                      f"{statistics.median(w):.3f} (range {min(w):.3f}-{max(w):.3f})")  # fmt: skip
+        return
+    evaluate(found, CHOSEN)
+
+
+if __name__ == "__main__":
+    main()
