@@ -119,7 +119,8 @@ def candidates() -> list[tuple]:
 
 def name(candidate: tuple) -> str:
     score, design, rule, margin = candidate
-    return f"{score}, {design}, " + (f"mean < -{margin:g}" if rule == "mean" else f"mean < -{margin:g} SE")
+    below = f"-{margin:g}" if margin else "0"
+    return f"{score}, {design}, " + (f"mean < {below}" if rule == "mean" else f"mean < -{margin:g} SE")
 
 
 def pairs(out: Path, evaluation: bool) -> dict[tuple[str, int], list[Draw]]:
@@ -145,8 +146,9 @@ def regret(ds: list[Draw], candidate: tuple) -> float | None:
     return best - statistics.fmean(decided)
 
 
-def calibrate(found: dict) -> None:
-    """Every candidate's mean decision regret per shot count over the pairs that have it."""
+def calibrate(found: dict, every: bool = False) -> None:
+    """Every candidate's mean decision regret per shot count over the pairs that have it (``every``: all rules,
+    else each (score, design)'s best rule)."""
     shots = sorted({n for _, n in found})
     rows = []
     for c in candidates():
@@ -157,6 +159,11 @@ def calibrate(found: dict) -> None:
         if all(cells):
             rows.append((statistics.fmean(v for v, _ in cells), c, cells))
     rows.sort(key=lambda r: (round(r[0], 6), DESIGNS.index(r[1][1]), r[1][0] != "correct", r[1][3]))
+    if not every:  # the best rule of each (score, design), and today's
+        firsts = {}
+        for r in rows:
+            firsts.setdefault(r[1][:2], r)
+        rows = [r for r in rows if r in firsts.values() or r[1] == TODAY]
     print("| candidate | " + " | ".join(f"{n} shots, pts (pairs)" for n in shots) + " | mean, pts |")
     print("|---|" + "---|" * (len(shots) + 1))
     for mean, c, cells in rows:
@@ -219,6 +226,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/r5"))
     parser.add_argument("--calibrate", action="store_true", help="every candidate on the calibration pairs")
+    parser.add_argument("--all", action="store_true", help="with --calibrate: every rule, not each design's best")
     args = parser.parse_args()
     found = pairs(args.out, evaluation=not args.calibrate)
     if not found:
@@ -226,7 +234,7 @@ def main() -> None:
         return
     if args.calibrate:
         print(f"### Calibration: {len(found)} (pair, shots) cells, mean decision regret of every candidate\n")
-        calibrate(found)
+        calibrate(found, every=args.all)
         evaluate(found, CHOSEN)
         for score in ("correct", "brier", "true-prob"):
             w = widths(found, score)
