@@ -17,6 +17,8 @@ any result was looked at.
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import statistics
 import sys
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ Z = (0.5, 1.0, 2.0)
 TODAY = ("correct", "folds2", "mean", 0.05)  # the rule of issue 20 (0/1 scores, mean below -0.05)
 CHOSEN = TODAY  # replaced by the choice of --calibrate once it is made (bench/README.md)
 EVALUATION = "evaluation (round 5)"
+KEPT = Path(__file__).resolve().parent / "results" / "r5"  # finished pairs' transfer.json, gzipped (--keep)
 
 
 @dataclass(frozen=True)
@@ -123,14 +126,34 @@ def name(candidate: tuple) -> str:
     return f"{score}, {design}, " + (f"mean < {below}" if rule == "mean" else f"mean < -{margin:g} SE")
 
 
+def kept(out: Path, key: str) -> dict | None:
+    """A finished pair's transfer.json: the run folder's, else the copy kept in the repository (``--keep``)."""
+    path = out / key / "transfer" / TRANSFER_FILE
+    if path.is_file():
+        return read_json(path)
+    copy = KEPT / f"{key}.json.gz"
+    return json.loads(gzip.decompress(copy.read_bytes())) if copy.is_file() else None
+
+
+def keep(out: Path) -> list[str]:
+    """Copy every finished pair's transfer.json into the repository (gzip), so replays outlive the machine."""
+    KEPT.mkdir(parents=True, exist_ok=True)
+    done = []
+    for key in PAIRS:
+        path = out / key / "transfer" / TRANSFER_FILE
+        if path.is_file():
+            (KEPT / f"{key}.json.gz").write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+            done.append(key)
+    return done
+
+
 def pairs(out: Path, evaluation: bool) -> dict[tuple[str, int], list[Draw]]:
     """The finished pairs of one split, by (key, shots)."""
     found = {}
     for key, pair in PAIRS.items():
-        path = out / key / "transfer" / TRANSFER_FILE
-        if (pair.split == EVALUATION) != evaluation or not path.is_file():
+        doc = kept(out, key) if (pair.split == EVALUATION) == evaluation else None
+        if doc is None:
             continue
-        doc = read_json(path)
         for n, entry in doc["strategies"]["plan"]["by_shots"].items():
             if "network_outputs" in entry:
                 found[(key, int(n))] = draws(doc, int(n))
@@ -227,7 +250,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/r5"))
     parser.add_argument("--calibrate", action="store_true", help="every candidate on the calibration pairs")
     parser.add_argument("--all", action="store_true", help="with --calibrate: every rule, not each design's best")
+    parser.add_argument("--keep", action="store_true", help="copy finished pairs' transfer.json into bench/results/r5")
     args = parser.parse_args()
+    if args.keep:
+        print(f"kept in {KEPT}: {', '.join(keep(args.out)) or 'nothing finished'}")
+        return
     found = pairs(args.out, evaluation=not args.calibrate)
     if not found:
         print(f"no finished pairs with kept outputs under {args.out}")

@@ -63,3 +63,19 @@ def test_a_score_the_task_does_not_keep_is_no_candidate_there():
     assert d.differences("log-loss-ts", "folds2") is None and d.decided(("log-loss-ts", "folds2", "mean", 0.0)) is None
     assert d.differences("soft-dice", "folds2").tolist() == pytest.approx([0.1])
     assert d.differences("soft-dice", "pooled") is None  # no 3-fold design kept
+
+
+def test_kept_results_replay_when_the_run_folder_is_gone(tmp_path, monkeypatch):
+    import shutil
+
+    import bench.scores as scores
+    from paramreuse.results import write_json
+
+    monkeypatch.setattr(scores, "KEPT", tmp_path / "kept")
+    folds = [_fold([0, 1], [0, 1], [0.9, 0.6], [0.5, 0.5])]
+    doc = _doc([0.5, 0.6, 0.7], [0.6, 0.6, 0.6], folds)
+    write_json(tmp_path / "runs" / "C1" / "transfer" / "transfer.json", doc)
+    assert scores.keep(tmp_path / "runs") == ["C1"]
+    shutil.rmtree(tmp_path / "runs")
+    assert scores.kept(tmp_path / "runs", "C1") == doc
+    assert scores.kept(tmp_path / "runs", "C2") is None
