@@ -36,15 +36,23 @@ class DataConfig:
     task: str | None = None
     size: int | None = None
     checkpoint: str | None = None  # [source] only: an existing S (file or pretrained spec); not trained, no data read
+    channels: int | None = None  # convert the images to 1 (grey) or 3 (RGB) channels; None: as they are
 
     def __post_init__(self) -> None:
         if self.task is not None:
             check_choice("task", self.task, tuple(TASKS))
         check_at_least(self, ("shots", "limit_per_class", "size"), 1)
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}")
 
     def spec(self, **options) -> DataSpec:
         """This side's data as :func:`paramreuse.data.load_task` arguments (what remote jobs load)."""
-        return DataSpec.of(self.data, classes=self.classes, task=self.task, size=self.size, **options)
+        return DataSpec.of(self.data, classes=self.classes, task=self.task, size=self.size, **self.conversion, **options)
+
+    @property
+    def conversion(self) -> dict:
+        """The channel conversion as a :func:`~paramreuse.data.load_task` option (none when unset: specs stay as they were)."""
+        return {} if self.channels is None else {"channels": self.channels}
 
 
 @dataclass(frozen=True)
@@ -173,9 +181,23 @@ def load_study_data(config: StudyConfig) -> StudyData:
     if not src.data:
         raise ConfigError("[source] needs data (a data set to train S on) or checkpoint (an existing S); give one")
     source = src.spec(shots=src.shots, limit_per_class=src.limit_per_class, **_common(config)).load()
-    if source.channels != target.channels or source.size != target.size:
-        raise DataError(
-            f"source images are {source.channels}x{source.size[0]}x{source.size[1]} but target images are "
-            f"{target.channels}x{target.size[0]}x{target.size[1]}; set the same size in [source] and [target]"
-        )
+    mismatch = pairing_mismatch(source, target)
+    if mismatch:
+        raise DataError(mismatch)
     return StudyData(source, target, full)
+
+
+def pairing_mismatch(source: TaskData, target: TaskData) -> str | None:
+    """What differs between S's and T's images (channels, size) and the option that makes them one; None if nothing."""
+    differs, fixes = [], []
+    if source.channels != target.channels:
+        names = {1: "grey", 3: "RGB"}
+        differs.append(f"source images have {source.channels} channel(s) ({names.get(source.channels, '?')}) but target "
+                       f"images have {target.channels} ({names.get(target.channels, '?')})")  # fmt: skip
+        fixes.append(f"convert both to one with --channels {target.channels} or --channels {source.channels} "
+                     "(channels = N in [source] and [target])")  # fmt: skip
+    if source.size != target.size:
+        differs.append(f"source images are {source.size[0]}x{source.size[1]} pixels but target images are "
+                       f"{target.size[0]}x{target.size[1]}")  # fmt: skip
+        fixes.append(f"resize both with --size {max(target.size)} (size = N in [source] and [target])")
+    return f"{'; '.join(differs)}: {' and '.join(fixes)}" if differs else None

@@ -201,7 +201,8 @@ def transfer_study(source: torch.nn.Module, config: StudyConfig, run: RunContext
     source_spec = Source(config.arch, {k: v.detach().cpu() for k, v in source.state_dict().items()})
     # No fixed plan: each run makes the plan from its own shots, as a user following the tool would.
     return run_transfer(source_spec, None, tgt.data, tgt.classes, run.under("transfer"), config=transfer_config,
-                        data_dir=config.data_dir, headline=tgt.shots, task=tgt.task, size=tgt.size, keep=keep)  # fmt: skip
+                        data_dir=config.data_dir, headline=tgt.shots, task=tgt.task, size=tgt.size, keep=keep,
+                        channels=tgt.channels)  # fmt: skip
 
 
 def recommended_model(source: torch.nn.Module, config: StudyConfig, run: RunContext, transfer: dict,
