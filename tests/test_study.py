@@ -294,3 +294,33 @@ def test_a_grey_source_and_an_rgb_target_name_the_channels_and_the_option_that_p
         data = load_study_data(config)
         assert data.source.channels == data.target.channels == data.target_full.channels == channels
         assert data.target.test.channels == channels and data.source.test.channels == channels
+
+
+def test_plan_with_the_studys_shots_and_seed_makes_the_studys_network_decision(tmp_path):
+    """One question, one answer: `plan S T --shots 5` and the study that made S and T draw the same shots
+    (the study judges on the shots alone, plan carves a validation set too) and measure the same evidence.
+    Noisy images, so that held-out shots are not all right and two draws would give two answers."""
+    from tests.conftest import make_fake_fashion_mnist
+
+    data_dir = make_fake_fashion_mnist(tmp_path / "noisy", noise=210)
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_STUDY.replace("seeds = 2", "seeds = 1\nstrategies = ['plan']"))
+    run = tmp_path / "run"
+    study = runner.invoke(app, ["study", "--config", str(config), "--out", str(run), "--device", "cpu", "--quiet",
+                                "--data-dir", str(data_dir)])  # fmt: skip
+    assert study.exit_code == 0, study.output
+    study_plan = json.loads((run / "plan.json").read_text())
+    args = ["plan", str(run / "source" / "model.safetensors"), str(run / "target" / "model.safetensors"),
+            "--data", "fashion-mnist", "--classes", "5-9", "--shots", "5", "--seed", "0", "--min-steps", "10",
+            "--params", "conv.weight", "--data-dir", str(data_dir), "--device", "cpu", "--quiet",
+            "--out", str(tmp_path / "plan")]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert study_plan["network"] is not None and plan["network"] is not None
+    assert 0 < study_plan["network"]["reuse_value"] < 1  # evidence that can tell two draws apart
+    assert plan["network"]["choice"] == study_plan["network"]["choice"]
+    evidence = [json.loads((folder / "replacement.json").read_text())["network_evidence"] for folder in (run, tmp_path / "plan")]
+    assert evidence[0]["reuse"] == evidence[1]["reuse"] and evidence[0]["fresh"] == evidence[1]["fresh"]  # image by image
+    for key in ("difference", "n", "reuse_value", "fresh_value"):
+        assert plan["network"][key] == pytest.approx(study_plan["network"][key], abs=1e-9), key
