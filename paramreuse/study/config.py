@@ -13,7 +13,7 @@ from paramreuse.errors import DataError
 from paramreuse.judge.replacement import SweepConfig
 from paramreuse.judge.verdicts import Thresholds
 from paramreuse.tasks import TASKS
-from paramreuse.training.loop import TrainConfig, with_length
+from paramreuse.training.loop import TrainConfig, training_length, with_length
 from paramreuse.transfer.grid import FEWSHOT, TransferConfig
 from paramreuse.vocabulary import BUDGETS, Budget
 
@@ -149,6 +149,16 @@ def apply_length(config: StudyConfig) -> StudyConfig:
     tr = config.training
     transfer = dataclasses.replace(config.transfer, training=tr.applied(config.transfer.training))
     return dataclasses.replace(config, training=dataclasses.replace(tr, fewshot=tr.applied(tr.fewshot)), transfer=transfer)
+
+
+def full_length(training: StudyTraining, shots_images: int) -> TrainConfig:
+    """T_full's training with the few-shot floor: at least as many optimiser steps as a few-shot training takes
+    on the ``shots_images`` shots (a small full set trains longer than its epochs say); exact steps stay as asked."""
+    full = training.full
+    floor = training_length(training.fewshot, shots_images)[1]
+    if full.steps is not None or full.min_steps >= floor:
+        return full
+    return dataclasses.replace(full, min_steps=floor)
 
 
 @dataclass(frozen=True, eq=False)
