@@ -15,10 +15,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 from torch import nn
 
 from paramreuse.backends import DataSpec, make_executor
+from paramreuse.cli.tables import FittedTable, table
 from paramreuse.errors import ParamreuseError, SpecError
 from paramreuse.models import is_pretrained, read_info
 from paramreuse.models.loading import check_one_architecture, check_takes, fit_to, load_source
@@ -117,21 +117,6 @@ def emit(result: dict, fmt: Format, human: Callable[[Console], None], quiet: boo
         print(json.dumps(json_safe(result), indent=2, default=str))
     elif not quiet:
         human(out_console)
-
-
-def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    """A results table that folds what does not fit instead of cutting it with '…'.
-
-    Unit names such as ``features.1.block.1.fc1`` and numbers have no spaces to wrap at; when the
-    table is wider than the console (a narrow terminal, or a pipe: 80 wide without a terminal) they
-    continue on the next line of their cell, so every cell is printed in full.
-    """
-    t = Table(title=title, title_justify="left")
-    for i, c in enumerate(columns):
-        t.add_column(c, justify="left" if i == 0 else "right", overflow="fold")
-    for row in rows:
-        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
-    return t
 
 
 ArchOpt = Annotated[
@@ -242,7 +227,7 @@ def check_pair_takes(pair: Pair, example, *, fix: str) -> None:
 ALIGNED_TEXT = {True: "yes", False: "no", None: "–"}  # None: a file from before units said it
 
 
-def layer_table(comparison: dict) -> Table:
+def layer_table(comparison: dict) -> FittedTable:
     """The comparison's units: lead columns, whether S's unit was aligned to T's, then the distances."""
     rows = [
         [r["name"], r["kind"], "x".join(map(str, r["shape"])), ALIGNED_TEXT[r.get("aligned")], r["rmse_raw"],
