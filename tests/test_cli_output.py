@@ -221,3 +221,62 @@ def test_a_table_too_wide_breaks_unit_names_after_a_separator():
     text = console.file.getvalue()
     assert _pieces(text)["downsample."] == 3 and _pieces(text)["finetuned"] == 3, text
     assert max(len(line) for line in text.splitlines()) <= 58
+
+
+# ---- progress in a log: plain lines at a modest rate; an ETA during long runs (issue 29) -----------------------
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_redirected_progress_prints_plain_lines_with_stage_count_elapsed_and_eta():
+    from paramreuse.cli.progress_lines import EVERY, ProgressLines
+    from paramreuse.progress import ProgressEvent
+
+    clock, console = _Clock(), Console(file=io.StringIO(), width=80, force_terminal=False)
+    lines = ProgressLines(console, clock=clock)
+    for stage, total, step in (("source", 300, 0.5), ("transfer", 40, 30.0)):  # many quick events, then slow ones
+        for n in range(1, total + 1):
+            clock.now += step
+            lines(ProgressEvent(stage, n, total, {"run": f"plan 5 shots seed {n % 5}"} if stage == "transfer" else {}))
+    printed = console.file.getvalue().splitlines()
+    source = [line for line in printed if line.startswith("source")]
+    assert source[0].startswith("source  1/300  elapsed 0:00:00  eta 0:02:30")  # 0.5 s a step: 299 left
+    assert source[-1] == "source  300/300  elapsed 0:02:30  eta 0:00:00"
+    assert len(source) <= 150 / EVERY + 2  # start, end, and at most one line per EVERY seconds between
+    transfer = [line for line in printed if line.startswith("transfer")]
+    assert transfer[0] == "transfer  1/40  elapsed 0:00:30  eta 0:19:30  run plan 5 shots seed 1"
+    assert len(transfer) == 40 and transfer[-1].startswith("transfer  40/40  elapsed 0:20:00  eta 0:00:00")
+    assert not any("-:--:--" in line or "eta ?" in line for line in printed)
+
+
+def test_the_bars_eta_is_known_when_each_event_takes_longer_than_rich_averages_over():
+    """The -:--:-- during best-depth: rich's ETA used the last 30 s of events, and a best-depth run takes longer."""
+    from paramreuse.cli.common import ProgressBar
+    from paramreuse.progress import ProgressEvent
+
+    clock = _Clock()
+    bar = ProgressBar(plain=False, clock=clock)
+    bar.progress.console.quiet = True  # no live display in the test's stderr
+    try:
+        with bar:
+            for n in (1, 2, 3):
+                clock.now += 90.0
+                bar(ProgressEvent("transfer", n, 10, {"run": f"best-depth 5 shots seed {n}"}))
+            task = bar.progress.tasks[0]
+            assert task.time_remaining == pytest.approx(7 * 90.0)
+    finally:
+        bar.progress.console.quiet = False
+
+
+def test_a_redirected_verb_prints_progress_lines_on_stderr(fake_fmnist, tmp_path):
+    result = cli("--data", "fashion-mnist", "--classes", "0-1", "--shots", "2", "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    ends = [line for line in result.stderr.splitlines() if line.startswith("train  ")]
+    assert ends and re.fullmatch(r"train  (\d+)/\1  elapsed \d+:\d\d:\d\d  eta 0:00:00.*", ends[-1]), result.stderr
+    assert "train  " not in result.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -18,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from paramreuse.backends import DataSpec, make_executor
+from paramreuse.cli.progress_lines import ProgressLines, info_text
 from paramreuse.cli.tables import FittedTable, table
 from paramreuse.errors import ParamreuseError, SpecError
 from paramreuse.models import is_pretrained, read_info
@@ -68,11 +70,22 @@ def clean_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-class ProgressBar:
-    """A rich progress bar fed by the library's ProgressEvent callbacks, one row per stage."""
+SPEED_PERIOD = 24 * 3600.0  # seconds of events the bar's ETA averages over: all of a stage (see ProgressBar)
 
-    def __init__(self, enabled: bool = True):
+
+class ProgressBar:
+    """The library's ProgressEvent callbacks rendered: a rich bar, one row per stage, on a terminal; plain
+    lines (:class:`~paramreuse.cli.progress_lines.ProgressLines`) when stderr is a file or a pipe.
+
+    The bar's ETA averages the whole stage: rich's default (the last 30 s of events) has no speed while
+    each event takes longer than that (a best-depth transfer run trains nine candidates), and shows -:--:--.
+    """
+
+    def __init__(self, enabled: bool = True, plain: bool | None = None, clock: Callable[[], float] | None = None):
         self.enabled = enabled
+        self.plain = (not err.is_terminal) if plain is None else plain
+        clock = clock or time.monotonic
+        self.lines = ProgressLines(err, clock=clock) if enabled and self.plain else None
         self.progress = Progress(
             TextColumn("{task.description:<10}"),
             BarColumn(),
@@ -82,7 +95,9 @@ class ProgressBar:
             TextColumn("eta"),
             TimeRemainingColumn(),
             console=err,
-            disable=not enabled,
+            disable=not enabled or self.plain,
+            speed_estimate_period=SPEED_PERIOD,
+            get_time=clock,
         )
         self.tasks: dict[str, int] = {}
 
@@ -94,12 +109,15 @@ class ProgressBar:
             self.progress.__exit__(*exc)
 
     def __call__(self, event: ProgressEvent) -> None:
+        if self.lines is not None:
+            self.lines(event)
+            return
         if not self.tasks:
             self.progress.__enter__()
         if event.stage not in self.tasks:
             self.tasks[event.stage] = self.progress.add_task(event.stage, total=event.total, info="")
-        info = "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in event.info.items())
-        self.progress.update(self.tasks[event.stage], completed=event.completed, total=event.total, info=info)
+        self.progress.update(self.tasks[event.stage], completed=event.completed, total=event.total,
+                             info=info_text(event.info))  # fmt: skip
 
 
 LOAD_HINT = "load it with `paramreuse train --init FILE` or paramreuse.load_checkpoint(FILE)"
