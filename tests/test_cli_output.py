@@ -280,3 +280,15 @@ def test_a_redirected_verb_prints_progress_lines_on_stderr(fake_fmnist, tmp_path
     ends = [line for line in result.stderr.splitlines() if line.startswith("train  ")]
     assert ends and re.fullmatch(r"train  (\d+)/\1  elapsed \d+:\d\d:\d\d  eta 0:00:00.*", ends[-1]), result.stderr
     assert "train  " not in result.stdout
+
+
+@pytest.mark.parametrize("verb, usage", [("plan", "plan [OPTIONS] SOURCE TARGET"), ("compare", "compare [OPTIONS] SOURCE TARGET"),
+                                         ("replace", "replace [OPTIONS] SOURCE TARGET"), ("transfer", "transfer [OPTIONS] SOURCE"),
+                                         ("apply", "apply [OPTIONS] PLAN"), ("report", "report [OPTIONS] RUN_DIR")])  # fmt: skip
+def test_usage_lines_name_arguments_in_capitals(verb, usage):
+    from typer.testing import CliRunner
+
+    from paramreuse.cli import app
+
+    result = CliRunner().invoke(app, [verb, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0 and usage in result.output and "{" not in result.output.splitlines()[1], result.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -346,7 +347,8 @@ def open_executor(backend: Backend, address: str | None, cpus_per_job: float, gp
 
 
 class _PlainFlags:
-    """``--help`` that shows flags plainly: no ``<bool>`` type beside ``--quiet`` or ``--help``.
+    """``--help`` that shows flags plainly (no ``<bool>`` type beside ``--quiet`` or ``--help``) and arguments
+    by their names in capitals (``SOURCE TARGET``).
 
     The type column then stays as narrow as the value options need, which leaves the help
     column room for specs such as ``torchvision:NAME?weights=DEFAULT`` at 80 columns.
@@ -358,6 +360,10 @@ class _PlainFlags:
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""  # typer prints an option's metavar in place of its type
         return params
+
+    def collect_usage_pieces(self, ctx):
+        """Required arguments as ``SOURCE TARGET``, as help conventions write them (typer writes ``{SOURCE}``)."""
+        return [re.sub(r"^\{(.+)\}", lambda m: m[1].upper(), piece) for piece in super().collect_usage_pieces(ctx)]
 
 
 class HelpCommand(_PlainFlags, typer.core.TyperCommand):
