@@ -129,6 +129,8 @@ def bad(tmp_path_factory) -> SimpleNamespace:
     (f.empty_class / "owl" / "notes.txt").write_text("no images yet")
     f.tiny = class_folder(d / "tiny")
     grey_images(f.tiny / "owl", 2)  # one held out for test, one left: no room for validation
+    f.lonely = class_folder(d / "lonely")
+    grey_images(f.lonely / "owl", 1)  # its one image trains: no test image at any --shots
     f.numbered = class_folder(d / "numbered", ("1", "2", "10"))
     f.overwritten = d / "overwritten.safetensors"
     data = bytearray(f.good.read_bytes())
@@ -267,6 +269,8 @@ CASES = [
     ("plan file does not exist", lambda f: ["apply", str(f.dir / "nowhere.json"), "--source", str(f.good), "--data", "fashion-mnist"], "nowhere.json does not exist; check the path (`paramreuse plan` and `paramreuse study` write plan.json)"),
     ("unknown --save", lambda f: ["transfer", str(f.good), "--data", "fashion-mnist", "--save", "some"], "--save takes plan, all, none, got 'some'"),
     ("transfer config: epochs and steps both set", lambda f: ["transfer", str(f.good), "--data", "fashion-mnist", "--config", str(f.dir / "length.toml")], "length.toml.training: epochs (2) and steps (40) are both set; give one: epochs counts passes over the shots (min_steps may raise it), steps exact optimiser steps"),
+    ("grey source, RGB target", lambda f: ["study", "--target", f"folder:{f.rgb}", "--shots", "2", "--device", "cpu"], "source images have 1 channel(s) (grey) but target images have 3 (RGB): convert both to one with --channels 3 or --channels 1 (channels = N in [source] and [target])"),
+    ("a class of one image", _train("--data", "folder:{lonely}", "--shots", "1"), "class 'owl' has no test image (too few images to hold one out for testing); leave it out with --classes cat,dog (or add images to it)"),
 ]
 
 
