@@ -14,6 +14,7 @@ from paramreuse.errors import DataError
 from paramreuse.vocabulary import classes_text
 
 VAL_FRACTION = 0.1
+DRAW = "shots-first"  # how carve draws (a resume key names it: a grid of runs drawn another way is not resumed)
 VAL_CAP_PER_CLASS = 500
 
 

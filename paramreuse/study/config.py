@@ -123,7 +123,10 @@ class StudyConfig:
         check_choice("align", self.align, ALIGNMENTS)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"training": self.training.to_dict(), "transfer": self.transfer.to_dict()}
+        """The fields; a side's ``channels`` only when set (older run folders' fingerprints stay valid)."""
+        sides = {name: {k: v for k, v in dataclasses.asdict(getattr(self, name)).items() if k != "channels" or v is not None}
+                 for name in ("source", "target")}  # fmt: skip
+        return dataclasses.asdict(self) | sides | {"training": self.training.to_dict(), "transfer": self.transfer.to_dict()}
 
 
 def quick(config: StudyConfig) -> StudyConfig:

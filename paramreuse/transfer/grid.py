@@ -22,6 +22,7 @@ import torch
 from paramreuse.backends import DataSpec, RunContext, remove_file, shippable_file
 from paramreuse.config import ConfigError, check_at_least, check_choice
 from paramreuse.data import TaskData, load_task, task_for
+from paramreuse.data.sampling import DRAW
 from paramreuse.errors import CheckpointError
 from paramreuse.judge.crossfit import crossfit_sweep, held_out
 from paramreuse.judge.network import NetworkEvidence
@@ -278,7 +279,7 @@ def run_transfer(
     headline = headline if headline in config.shots else config.shots[0]
     digest = state_digest(source.state)
     conversion = {} if channels is None else {"channels": channels}  # unset: the keys of older run folders hold
-    runs_key = fingerprint({"source": [source.arch, digest], "plan": plan,
+    runs_key = fingerprint({"source": [source.arch, digest], "plan": plan, "draw": DRAW,
                             "data": [data, classes, task, size, *conversion.values()], "config": config.to_dict()})  # fmt: skip
     key = fingerprint([runs_key, headline])  # the headline only changes the summary, not the runs
     kept = {f"{headline}:0:{name}": model_file(name) for name in config.strategies if name in keep}
