@@ -120,17 +120,17 @@ def _pieces(text: str) -> Counter:
     return Counter(p for line in text.splitlines() for word in BOXES.split(line) if word for p in pieces(word))
 
 
-def _render(print_it, width: int, monkeypatch) -> str:
-    monkeypatch.setenv("COLUMNS", str(width))  # what table() sizes for: the console the verbs print to
+def _render(print_it, width: int) -> str:
+    """What ``print_it`` prints to a console of ``width`` columns that is not a terminal (a pipe)."""
     console = Console(file=io.StringIO(), width=width, force_terminal=False)
     print_it(console)
     return console.file.getvalue()
 
 
-def assert_no_word_split(print_it, monkeypatch) -> str:
+def assert_no_word_split(print_it) -> str:
     """At 80 columns every piece of the wide rendering (a word, or a part of a unit name up to a separator)
     is printed whole as often as at 400 columns: nothing was cut inside a word; no line is wider than 80."""
-    wide, narrow = _render(print_it, 400, monkeypatch), _render(print_it, 80, monkeypatch)
+    wide, narrow = _render(print_it, 400), _render(print_it, 80)
     assert max(len(line) for line in narrow.splitlines()) <= 80, narrow
     assert "…" not in narrow
     counted = _pieces(narrow)
@@ -208,8 +208,8 @@ def _train_table(console) -> None:
     ("study", _study_tables),
     ("train", _train_table),
 ])  # fmt: skip
-def test_no_table_cell_is_split_inside_a_word_at_80_columns(verb, print_it, monkeypatch):
-    assert_no_word_split(print_it, monkeypatch)
+def test_no_table_cell_is_split_inside_a_word_at_80_columns(verb, print_it):
+    assert_no_word_split(print_it)
 
 
 def test_a_table_too_wide_breaks_unit_names_after_a_separator():
