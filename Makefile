@@ -12,10 +12,11 @@ setup: $(STAMP)
 
 # pip takes torch/torchvision from the machine's local wheel store when it has them.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,ray]'
-	touch $(STAMP)
+	@echo "setting up $(VENV) (once; pip speaks only on an error) ..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -m pip install --quiet -e '.[dev,ray]'
+	@touch $(STAMP)
 
 demo: setup
 	$(VENV)/bin/paramreuse study --out runs/demo

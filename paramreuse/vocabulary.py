@@ -40,6 +40,18 @@ class Budget(enum.StrEnum):
 BUDGETS = tuple(b.value for b in Budget)
 
 
+def network_votes(choices: list[str] | tuple[str, ...]) -> dict:
+    """The network decisions of several draws (``reuse``/``scratch`` each) counted: the decision most draws
+    made (``majority``; a tie reuses S, as the network rule does) and whether they ``disagree``.
+
+    >>> network_votes(["reuse", "scratch", "scratch"])
+    {'majority': 'scratch', 'reuse': 1, 'scratch': 2, 'draws': 3, 'disagree': True}
+    """
+    reuse, scratch = list(choices).count("reuse"), list(choices).count("scratch")
+    return {"majority": "scratch" if scratch > reuse else "reuse", "reuse": reuse, "scratch": scratch,
+            "draws": len(choices), "disagree": bool(reuse and scratch)}  # fmt: skip
+
+
 SHOWN_CLASSES = 12
 
 

@@ -154,7 +154,7 @@ def test_progress_goes_to_stderr_with_an_eta(fake_fmnist, tmp_path):
     from paramreuse.cli.common import ProgressBar, err
     from paramreuse.progress import ProgressEvent
 
-    bar = ProgressBar()
+    bar = ProgressBar(plain=False)  # the live bar, as on a terminal
     assert bar.progress.console is err and any(isinstance(c, TimeRemainingColumn) for c in bar.progress.columns)
     with bar:
         for step in (1, 2, 3):

@@ -137,3 +137,21 @@ def test_empty_folder(tmp_path):
     (tmp_path / "a").mkdir()
     with pytest.raises(DataError, match="no images found"):
         load_task(f"folder:{tmp_path}")
+
+
+def test_the_shots_of_a_seed_do_not_depend_on_the_validation_carve(fake_fmnist):
+    """plan --shots (a validation set carved) and a study judged on the shots alone see one draw; the
+    validation images are never among the shots."""
+    import torch
+
+    from paramreuse.data import load_task
+
+    alone = load_task("fashion-mnist", "5-9", shots=5, seed=3, val_per_class=0)
+    for val in (None, 4):
+        carved = load_task("fashion-mnist", "5-9", shots=5, seed=3, val_per_class=val)
+        assert torch.equal(carved.train.x, alone.train.x) and torch.equal(carved.train.y, alone.train.y)
+        assert len(carved.val) > 0
+        shots = {tuple(x.flatten().tolist()) for x in carved.train.x}
+        assert not any(tuple(x.flatten().tolist()) in shots for x in carved.val.x)
+    other = load_task("fashion-mnist", "5-9", shots=5, seed=4, val_per_class=0)
+    assert not torch.equal(other.train.x, alone.train.x)  # another seed, another draw

@@ -129,6 +129,8 @@ def bad(tmp_path_factory) -> SimpleNamespace:
     (f.empty_class / "owl" / "notes.txt").write_text("no images yet")
     f.tiny = class_folder(d / "tiny")
     grey_images(f.tiny / "owl", 2)  # one held out for test, one left: no room for validation
+    f.lonely = class_folder(d / "lonely")
+    grey_images(f.lonely / "owl", 1)  # its one image trains: no test image at any --shots
     f.numbered = class_folder(d / "numbered", ("1", "2", "10"))
     f.overwritten = d / "overwritten.safetensors"
     data = bytearray(f.good.read_bytes())
@@ -213,7 +215,7 @@ CASES = [
     ("corrupt IDX data", _corrupt_idx, "corrupt IDX file (unpack requires a buffer of 4 bytes); reinstall the data set"),
     ("class not present", _replace("--classes", "5-9,12"), "class 12 not present in fashion-mnist (it has classes T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot (0-9)); choose --classes among those"),
     ("class not present in a folder", _train("--data", "folder:{rgb}", "--classes", "0-2"), "(it has classes a, b (0, 1)); choose --classes among those"),
-    ("more shots than exist", _replace("--classes", "5-9", "--shots", "500"), "has only 54 training images after validation; use --shots 54 or fewer"),
+    ("more shots than exist", _replace("--classes", "5-9", "--shots", "500"), "has only 54 training images after validation; use --shots 54 (the most every class allows)"),
     ("zero shots", _train("--shots", "0"), "--shots must be at least 1, got 0"),
     ("single-class target", _replace("--classes", "7"), "a classification target needs at least 2 classes, got only 'Sneaker' (7); widen --classes"),
     ("backwards class range", _train("--classes", "4-1"), "class range '4-1' runs backwards; write 1-4"),
@@ -237,7 +239,7 @@ CASES = [
     ("CUDA asked for on a machine without it", _train("--device", "cuda"), "no CUDA device is available; use --device auto or cpu"),
     ("train/ and test/ with different classes", _train("--data", "folder:{split_mismatch}"), "split_mismatch: train/ and test/ hold different classes (only in train/: fox; only in test/: owl); give both the same class folders"),
     ("class folder without images", _train("--data", "folder:{empty_class}"), "empty_class/owl: class folder holds no images (hidden and non-image files are skipped); add images to it or remove the folder"),
-    ("class too small for validation and training", _train("--data", "folder:{tiny}"), "class 'owl' has 1 training image(s) but needs at least 2 (1 for validation + 1 to train on); add images to that class or leave it out of --classes"),
+    ("class too small for validation and training", _train("--data", "folder:{tiny}"), "class 'owl' has 1 training image, 1 taken for validation, none left to train on; leave it out with --classes cat,dog (or add images to it)"),
     ("unknown class name", _train("--data", "fashion-mnist", "--classes", "Sandle,Shirt"), "no class named 'Sandle' in fashion-mnist; did you mean 'Sandal'? its classes are T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot (or numbers 0-9)"),
     ("torchvision weights not in the cache", _train("--arch", "torchvision:mobilenet_v3_small?weights=DEFAULT"), "no cached weights at {torch_home}/mobilenet_v3_small-047dcff4.pth; nothing is downloaded. Put the file there (download https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth), or set TORCH_HOME"),
     ("timm tag whose weights are not cached (never random weights)", _train("--arch", "timm:resnet18.a1_in1k"), "timm:resnet18.a1_in1k: no cached weights (looked for {hf_cache}/models--timm--resnet18.a1_in1k/snapshots/*/model.safetensors"),
@@ -254,7 +256,7 @@ CASES = [
     ("folder with a single class", _train("--data", "folder:{one_class}"), "has a single class, 'five' (0); a classification target needs at least 2 classes: add another class folder"),
     ("bytes overwritten inside a checkpoint", _compare("overwritten", "good"), "overwritten.safetensors is corrupted (its tensors do not read back as written: their SHA-256 differs from the one saved with them); re-save or re-download it"),
     ("NaN weights in a file without a checksum", _compare("nan_plain", "good", "--arch", TINY_ARCH), "NaN or Inf values in head.weight; the model diverged, or the file is damaged (it records no checksum to tell): retrain it, or re-save or re-download it"),
-    ("one --shots value more than exist", lambda f: ["transfer", str(f.good), "--data", "fashion-mnist", "--classes", "5-9", "--shots", "5,500", "--seeds", "2", "--strategies", "scratch", "--device", "cpu"], "asked for 500 shots per class but fashion-mnist class 'Sandal' has only 60 training images after validation; use --shots 60 or fewer"),
+    ("one --shots value more than exist", lambda f: ["transfer", str(f.good), "--data", "fashion-mnist", "--classes", "5-9", "--shots", "5,500", "--seeds", "2", "--strategies", "scratch", "--device", "cpu"], "asked for 500 shots per class but fashion-mnist class 'Sandal' has only 60 training images after validation; use --shots 60 (the most every class allows)"),
     ("study error, progress bar on", lambda f: ["study", "--quick", "--classes", "7", "--device", "cpu"], "a classification target needs at least 2 classes, got only 'Sneaker' (7); widen --classes"),
     ("zero epochs", _train("--epochs", "0"), "--epochs must be at least 1, got 0"),
     ("both --epochs and --steps", lambda f: ["study", "--epochs", "2", "--steps", "40"], "--epochs 2 and --steps 40 both given; give one: --epochs counts passes over the training images (--min-steps may raise it), --steps exact optimiser steps"),
@@ -267,6 +269,8 @@ CASES = [
     ("plan file does not exist", lambda f: ["apply", str(f.dir / "nowhere.json"), "--source", str(f.good), "--data", "fashion-mnist"], "nowhere.json does not exist; check the path (`paramreuse plan` and `paramreuse study` write plan.json)"),
     ("unknown --save", lambda f: ["transfer", str(f.good), "--data", "fashion-mnist", "--save", "some"], "--save takes plan, all, none, got 'some'"),
     ("transfer config: epochs and steps both set", lambda f: ["transfer", str(f.good), "--data", "fashion-mnist", "--config", str(f.dir / "length.toml")], "length.toml.training: epochs (2) and steps (40) are both set; give one: epochs counts passes over the shots (min_steps may raise it), steps exact optimiser steps"),
+    ("grey source, RGB target", lambda f: ["study", "--target", f"folder:{f.rgb}", "--shots", "2", "--device", "cpu"], "source images have 1 channel(s) (grey) but target images have 3 (RGB): convert both to one with --channels 3 or --channels 1 (channels = N in [source] and [target])"),
+    ("a class of one image", _train("--data", "folder:{lonely}", "--shots", "1"), "class 'owl' has no test image (too few images to hold one out for testing); leave it out with --classes cat,dog (or add images to it)"),
 ]
 
 

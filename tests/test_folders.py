@@ -4,6 +4,7 @@ transparent images, mixed sizes and modes, class names in --classes, tiny classe
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -331,14 +332,44 @@ def test_tiny_class_error_says_found_and_needed(tmp_path):
     root = train_test_folder(tmp_path / "pets")
     for f in sorted((root / "train" / "dog").iterdir())[1:]:
         f.unlink()
-    with pytest.raises(DataError, match=r"class 'dog' has 1 training image\(s\) but needs at least 2 \(1 for validation \+ 1 to train on\)"):
+    with pytest.raises(DataError, match=r"class 'dog' has 1 training image, 1 taken for validation, none left to train on; add images to 'dog'"):
         load_task(f"folder:{root}")
-    with pytest.raises(DataError, match=r"class 'cat' has 6 training image\(s\) but needs at least 11 \(6 for validation \+ 5 to train on\)"):
+    with pytest.raises(DataError, match=r"class 'cat' has 6 training images, 6 taken for validation, none left"):
         load_task(f"folder:{train_test_folder(tmp_path / 'more')}", "cat,dog", shots=5, val_per_class=6)
 
 
-def test_tiny_class_in_a_flat_folder_exits_2_with_counts(tmp_path):
+def _suggested(line: str, flag: str) -> list[str]:
+    """The option an error line suggests (``--classes cat,dog``, ``--shots 4``), as arguments."""
+    match = re.search(rf"{flag} (\S+?)[,;)]?(?: |$)", line)
+    assert match, line
+    return [flag, match[1]]
+
+
+def test_tiny_class_in_a_flat_folder_names_the_classes_to_keep_and_that_works(tmp_path):
     root = class_folder(tmp_path / "pets")
     grey_images(root / "owl", 2)  # one held out for test, one left: no room for validation
     line = one_error_line(cli("--data", f"folder:{root}", "--out", str(tmp_path / "out")))
-    assert "class 'owl' has 1 training image(s) but needs at least 2" in line
+    assert "class 'owl' has 1 training image, 1 taken for validation, none left to train on; leave it out" in line
+    fix = _suggested(line, "--classes")
+    assert fix == ["--classes", "cat,dog"]
+    assert cli("--data", f"folder:{root}", *fix, "--out", str(tmp_path / "out")).exit_code == 0
+
+
+def test_a_class_of_one_image_has_no_test_image_and_the_message_leads_to_a_run(tmp_path):
+    """The dead end of a class with one image: no test split for it, whatever --shots; one message names the fix."""
+    root = class_folder(tmp_path / "pets", ("cat", "dog", "fox"))
+    grey_images(root / "owl", 1)
+    for shots in ("3", "1"):
+        line = one_error_line(cli("--data", f"folder:{root}", "--shots", shots, "--out", str(tmp_path / "out")))
+        assert "class 'owl' has no test image" in line and "--shots" not in line, line
+    fix = _suggested(line, "--classes")
+    assert fix == ["--classes", "cat,dog,fox"]
+    assert cli("--data", f"folder:{root}", "--shots", "1", *fix, "--out", str(tmp_path / "out")).exit_code == 0
+
+
+def test_too_many_shots_names_the_most_every_class_allows_and_that_works(tmp_path):
+    root = class_folder(tmp_path / "pets", ("cat", "dog", "fox"))  # 6 each: 2 test, 1 validation, 3 to train on
+    line = one_error_line(cli("--data", f"folder:{root}", "--shots", "5", "--out", str(tmp_path / "out")))
+    fix = _suggested(line, "--shots")
+    assert fix == ["--shots", "3"], line
+    assert cli("--data", f"folder:{root}", *fix, "--out", str(tmp_path / "out")).exit_code == 0

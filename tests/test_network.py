@@ -133,3 +133,39 @@ def test_j1_is_undecided_when_its_ci_straddles_the_tolerance(drop, ci, expected)
     assert plan.network_reusable is expected
     assert plan.network_j1 == {True: "reusable", False: "not reusable", None: "undecided"}[expected]
     assert set(UNITS[:3]) <= {layer.name for layer in plan.layers}
+
+
+@pytest.mark.parametrize("draws, opening", [
+    (["reuse", "scratch", "scratch", "reuse", "scratch"],
+     "Most draws say train the target from scratch: 3 of 5 draws of 10 shots per class did, 2 said reuse S"),
+    (["scratch", "reuse", "reuse", "reuse", "scratch"],
+     "Most draws say reuse S: 3 of 5 draws of 10 shots per class did, 2 said train the target from scratch"),
+    (["reuse", "scratch"], "Most draws say reuse S: 1 of 2 draws"),  # a tie reuses S, as the network rule does
+])
+def test_a_verdict_whose_draws_disagree_states_what_most_draws_decided_with_the_count(draws, opening):
+    """Issue 29: the verdict no longer takes the first draw's decision alone; transfer.json counts them."""
+    from paramreuse.transfer.summary import summarise
+
+    measured = dataclasses.replace(sweep(CURVES[next(iter(CURVES))]), extra={"network_evidence": evidence(30, 20).to_dict()})
+    plan = judge(measured, comparison((0.1,) * 4), head="fc", thresholds=Thresholds(scratch_on="mean")).to_dict()
+    assert plan["network"]["choice"] == "reuse"  # the study's own draw (the first) reused S
+    grid = dataclasses.make_dataclass("Grid", [("strategies", tuple), ("shots", tuple), ("seeds", int)])(("plan",), (10,), len(draws))
+    runs = {f"10:{s}:plan": {"strategy": "plan", "shots": 10, "seed": s, "value": 0.5 + s / 100,
+                            "network": {"choice": choice}} for s, choice in enumerate(draws)}  # fmt: skip
+    transfer = {"headline_shots": 10, **summarise(runs, grid, 10)}
+    votes = transfer["strategies"]["plan"]["network_votes"]
+    assert votes["reuse"] == draws.count("reuse") and votes["scratch"] == draws.count("scratch")
+    sentence = verdict_sentence(plan, transfer, STYLE)
+    assert sentence.startswith(opening), sentence
+    assert "the study's own draw: reuse S: S-initialised training scored" in sentence
+    del transfer["strategies"]["plan"]["network_votes"]  # a transfer.json written before the count: the same sentence
+    assert verdict_sentence(plan, transfer, STYLE) == sentence
+
+
+def test_a_verdict_whose_draws_agree_says_nothing_about_draws():
+    measured = dataclasses.replace(sweep(CURVES[next(iter(CURVES))]), extra={"network_evidence": evidence(30, 20).to_dict()})
+    plan = judge(measured, comparison((0.1,) * 4), head="fc", thresholds=Thresholds(scratch_on="mean")).to_dict()
+    transfer = _transfer(PROOFS[next(iter(PROOFS))])
+    transfer["strategies"]["plan"]["network"] = ["reuse"] * 3
+    sentence = verdict_sentence(plan, transfer, STYLE)
+    assert sentence.startswith("Reuse S: S-initialised") and "draws" not in sentence

@@ -265,3 +265,62 @@ def test_study_from_a_recorded_checkpoint_names_classes_and_the_given_source(tmp
     assert "classes cat, owl (1, 3)" in report and "None" not in report
     assert ("s.safetensors, given (not trained by this study); architecture builtin:cnn?width=4, weights from the file, "
             "a head of 5 outputs; trained on fashion-mnist classes T-shirt/top, Trouser, Pullover, Dress, Coat (0-4)") in report
+
+
+def test_a_grey_source_and_an_rgb_target_name_the_channels_and_the_option_that_pairs_them(tmp_path, fake_fmnist_dir):
+    """The dead end of issue 29: the sizes match, the channels differ. The error says so and names --channels;
+    with it (either value) the study's data load and pair."""
+    from PIL import Image
+
+    from paramreuse.cli.study import with_overrides
+    from paramreuse.study import StudyConfig, load_study_data
+
+    folder = image_folder(tmp_path / "imgs")
+    for png in folder.rglob("*.png"):  # the same images as RGB files
+        Image.open(png).convert("RGB").save(png)
+    args = ["study", "--target", f"folder:{folder}", "--shots", "4", "--data-dir", str(fake_fmnist_dir),
+            "--out", str(tmp_path / "run"), "--device", "cpu"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip()
+    assert line.count("\n") == 0 and "Traceback" not in result.output
+    assert ("source images have 1 channel(s) (grey) but target images have 3 (RGB): convert both to one with "
+            "--channels 3 or --channels 1") in line, line
+    assert "size" not in line.split(":")[1]  # the sizes match: no word about them
+    for channels in (3, 1):
+        config = with_overrides(StudyConfig(data_dir=str(fake_fmnist_dir)), source=None, arch=None,
+                                target=f"folder:{folder}", classes=None, shots=4, size=None, budget=None,
+                                channels=channels)  # fmt: skip
+        data = load_study_data(config)
+        assert data.source.channels == data.target.channels == data.target_full.channels == channels
+        assert data.target.test.channels == channels and data.source.test.channels == channels
+
+
+def test_plan_with_the_studys_shots_and_seed_makes_the_studys_network_decision(tmp_path):
+    """One question, one answer: `plan S T --shots 5` and the study that made S and T draw the same shots
+    (the study judges on the shots alone, plan carves a validation set too) and measure the same evidence.
+    Noisy images, so that held-out shots are not all right and two draws would give two answers."""
+    from tests.conftest import make_fake_fashion_mnist
+
+    data_dir = make_fake_fashion_mnist(tmp_path / "noisy", noise=210)
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_STUDY.replace("seeds = 2", "seeds = 1\nstrategies = ['plan']"))
+    run = tmp_path / "run"
+    study = runner.invoke(app, ["study", "--config", str(config), "--out", str(run), "--device", "cpu", "--quiet",
+                                "--data-dir", str(data_dir)])  # fmt: skip
+    assert study.exit_code == 0, study.output
+    study_plan = json.loads((run / "plan.json").read_text())
+    args = ["plan", str(run / "source" / "model.safetensors"), str(run / "target" / "model.safetensors"),
+            "--data", "fashion-mnist", "--classes", "5-9", "--shots", "5", "--seed", "0", "--min-steps", "10",
+            "--params", "conv.weight", "--data-dir", str(data_dir), "--device", "cpu", "--quiet",
+            "--out", str(tmp_path / "plan")]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    assert study_plan["network"] is not None and plan["network"] is not None
+    assert 0 < study_plan["network"]["reuse_value"] < 1  # evidence that can tell two draws apart
+    assert plan["network"]["choice"] == study_plan["network"]["choice"]
+    evidence = [json.loads((folder / "replacement.json").read_text())["network_evidence"] for folder in (run, tmp_path / "plan")]
+    assert evidence[0]["reuse"] == evidence[1]["reuse"] and evidence[0]["fresh"] == evidence[1]["fresh"]  # image by image
+    for key in ("difference", "n", "reuse_value", "fresh_value"):
+        assert plan["network"][key] == pytest.approx(study_plan["network"][key], abs=1e-9), key

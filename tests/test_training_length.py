@@ -147,7 +147,35 @@ def test_a_study_trains_the_steps_asked(fake_fmnist_dir, tmp_path):
     assert raised.exit_code == 0, raised.output
     line = "trained 6 epochs (asked 1): --min-steps 6 raised it; pass --min-steps 0 to train exactly 1"
     assert f"few-shot training (T, T_scratch, transfer runs): {line}" in " ".join(raised.stdout.split())
-    assert json.loads((tmp_path / "raised" / "results.json").read_text())["training"]["note"] == line
+    raised_results = json.loads((tmp_path / "raised" / "results.json").read_text())
+    assert raised_results["training"]["note"] == line
+    # T_full (1 epoch of 5 steps asked) trains the few-shot floor; S (5 steps) is below it and named
+    assert json.loads((tmp_path / "raised" / "full" / "train.json").read_text())["training"]["steps"] >= 6
+    short = [w for w in raised_results["warnings"] if "optimiser steps" in w]
+    assert len(short) == 1 and short[0].startswith("S trained 5 optimiser steps (1 epoch over 270 images), fewer "
+                                                   "than the 6 steps of each few-shot training"), short  # fmt: skip
+
+
+def test_t_full_on_a_500_image_folder_trains_at_least_the_few_shot_floor():
+    """Issue 29: 488 images at the default [training.full] (3 epochs of 128) were 12 steps against the 150 of
+    each 25-shot training; now T_full trains at least those 150, and a model below them is named."""
+    from paramreuse.judge.caveats import short_training_warnings
+    from paramreuse.study.config import StudyTraining, full_length
+
+    training = StudyTraining()
+    assert training_length(training.full, 488) == (3, 12)  # the old length
+    fewshot_steps = training_length(training.fewshot, 25)[1]
+    assert fewshot_steps == 150
+    epochs, steps = training_length(full_length(training, 25), 488)
+    assert steps >= fewshot_steps and epochs == 38
+    big = full_length(training, 25)  # a full set large enough keeps its own epochs: the floor only raises
+    assert training_length(big, 60_000)[0] == 3
+    exact = StudyTraining(full=TrainConfig(epochs=3, steps=7))
+    assert training_length(full_length(exact, 25), 488)[1] == 7  # exact steps are the user's, kept (and warned)
+    warned = short_training_warnings({"S": {"steps": 400, "epochs": 2, "images": 25_000},
+                                      "T_full": {"steps": 7, "epochs": 2, "images": 488}}, floor=fewshot_steps)
+    assert len(warned) == 1 and warned[0].startswith("T_full trained 7 optimiser steps (2 epochs over 488 images), "
+                                                     "fewer than the 150 steps of each few-shot training (the threshold")
 
 
 def test_an_unset_length_leaves_the_fingerprinted_config_as_it_was():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -15,10 +17,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 from torch import nn
 
 from paramreuse.backends import DataSpec, make_executor
+from paramreuse.cli.progress_lines import ProgressLines, info_text
+from paramreuse.cli.tables import FittedTable, table
 from paramreuse.errors import ParamreuseError, SpecError
 from paramreuse.models import is_pretrained, read_info
 from paramreuse.models.loading import check_one_architecture, check_takes, fit_to, load_source
@@ -68,11 +71,22 @@ def clean_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-class ProgressBar:
-    """A rich progress bar fed by the library's ProgressEvent callbacks, one row per stage."""
+SPEED_PERIOD = 24 * 3600.0  # seconds of events the bar's ETA averages over: all of a stage (see ProgressBar)
 
-    def __init__(self, enabled: bool = True):
+
+class ProgressBar:
+    """The library's ProgressEvent callbacks rendered: a rich bar, one row per stage, on a terminal; plain
+    lines (:class:`~paramreuse.cli.progress_lines.ProgressLines`) when stderr is a file or a pipe.
+
+    The bar's ETA averages the whole stage: rich's default (the last 30 s of events) has no speed while
+    each event takes longer than that (a best-depth transfer run trains nine candidates), and shows -:--:--.
+    """
+
+    def __init__(self, enabled: bool = True, plain: bool | None = None, clock: Callable[[], float] | None = None):
         self.enabled = enabled
+        self.plain = (not err.is_terminal) if plain is None else plain
+        clock = clock or time.monotonic
+        self.lines = ProgressLines(err, clock=clock) if enabled and self.plain else None
         self.progress = Progress(
             TextColumn("{task.description:<10}"),
             BarColumn(),
@@ -82,7 +96,9 @@ class ProgressBar:
             TextColumn("eta"),
             TimeRemainingColumn(),
             console=err,
-            disable=not enabled,
+            disable=not enabled or self.plain,
+            speed_estimate_period=SPEED_PERIOD,
+            get_time=clock,
         )
         self.tasks: dict[str, int] = {}
 
@@ -94,12 +110,15 @@ class ProgressBar:
             self.progress.__exit__(*exc)
 
     def __call__(self, event: ProgressEvent) -> None:
+        if self.lines is not None:
+            self.lines(event)
+            return
         if not self.tasks:
             self.progress.__enter__()
         if event.stage not in self.tasks:
             self.tasks[event.stage] = self.progress.add_task(event.stage, total=event.total, info="")
-        info = "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in event.info.items())
-        self.progress.update(self.tasks[event.stage], completed=event.completed, total=event.total, info=info)
+        self.progress.update(self.tasks[event.stage], completed=event.completed, total=event.total,
+                             info=info_text(event.info))  # fmt: skip
 
 
 LOAD_HINT = "load it with `paramreuse train --init FILE` or paramreuse.load_checkpoint(FILE)"
@@ -117,21 +136,6 @@ def emit(result: dict, fmt: Format, human: Callable[[Console], None], quiet: boo
         print(json.dumps(json_safe(result), indent=2, default=str))
     elif not quiet:
         human(out_console)
-
-
-def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    """A results table that folds what does not fit instead of cutting it with '…'.
-
-    Unit names such as ``features.1.block.1.fc1`` and numbers have no spaces to wrap at; when the
-    table is wider than the console (a narrow terminal, or a pipe: 80 wide without a terminal) they
-    continue on the next line of their cell, so every cell is printed in full.
-    """
-    t = Table(title=title, title_justify="left")
-    for i, c in enumerate(columns):
-        t.add_column(c, justify="left" if i == 0 else "right", overflow="fold")
-    for row in rows:
-        t.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
-    return t
 
 
 ArchOpt = Annotated[
@@ -242,7 +246,7 @@ def check_pair_takes(pair: Pair, example, *, fix: str) -> None:
 ALIGNED_TEXT = {True: "yes", False: "no", None: "–"}  # None: a file from before units said it
 
 
-def layer_table(comparison: dict) -> Table:
+def layer_table(comparison: dict) -> FittedTable:
     """The comparison's units: lead columns, whether S's unit was aligned to T's, then the distances."""
     rows = [
         [r["name"], r["kind"], "x".join(map(str, r["shape"])), ALIGNED_TEXT[r.get("aligned")], r["rmse_raw"],
@@ -343,7 +347,8 @@ def open_executor(backend: Backend, address: str | None, cpus_per_job: float, gp
 
 
 class _PlainFlags:
-    """``--help`` that shows flags plainly: no ``<bool>`` type beside ``--quiet`` or ``--help``.
+    """``--help`` that shows flags plainly (no ``<bool>`` type beside ``--quiet`` or ``--help``) and arguments
+    by their names in capitals (``SOURCE TARGET``).
 
     The type column then stays as narrow as the value options need, which leaves the help
     column room for specs such as ``torchvision:NAME?weights=DEFAULT`` at 80 columns.
@@ -355,6 +360,10 @@ class _PlainFlags:
             if getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""  # typer prints an option's metavar in place of its type
         return params
+
+    def collect_usage_pieces(self, ctx):
+        """Required arguments as ``SOURCE TARGET``, as help conventions write them (typer writes ``{SOURCE}``)."""
+        return [re.sub(r"^\{(.+)\}", lambda m: m[1].upper(), piece) for piece in super().collect_usage_pieces(ctx)]
 
 
 class HelpCommand(_PlainFlags, typer.core.TyperCommand):

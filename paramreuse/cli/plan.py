@@ -26,6 +26,7 @@ from paramreuse.cli.common import (
     ShotsOpt,
     SizeOpt,
     TaskOpt,
+    check_length,
     clean_errors,
     emit,
     print_notes,
@@ -38,7 +39,7 @@ from paramreuse.judge.crossfit import network_evidence
 from paramreuse.judge.verdicts import Thresholds
 from paramreuse.report.verdict import decision_clause, metric_style, unit_j2
 from paramreuse.results import read_json
-from paramreuse.transfer.grid import FEWSHOT
+from paramreuse.training.loop import FEWSHOT, with_length
 
 DEFAULTS = Thresholds()
 
@@ -58,6 +59,14 @@ def plan_command(
     rmse_position: Annotated[float, typer.Option(help="J3: largest rmse/rmse_null for which a unit's kernel counts as reusable.")] = DEFAULTS.rmse_position,
     params: ParamsOpt = ALL_PARAMS,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Naive sweep engine.")] = False,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="With --shots: passes over the shots in the network "
+                      "decision's trainings (default 1; --min-steps may raise it), as study --epochs.",
+                      show_default=False)] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="With --shots: exactly N optimiser steps in them "
+                     "instead (the cross-fitted folds train half), as study --steps.", show_default=False)] = None,
+    min_steps: Annotated[int | None, typer.Option("--min-steps", help="With --shots: raise --epochs until each takes "
+                         "at least this many steps; default 150, 0: never; as study --min-steps.",
+                         show_default=False)] = None,
     align: AlignOpt = "auto",
     lineage: LineageOpt = None,
     arch: ArchOpt = None,
@@ -73,7 +82,11 @@ def plan_command(
 
     Per unit: reuse-frozen, reuse-finetuned or reinit, with the reason. The thresholds used are
     printed and stored in plan.json; each can be overridden.
+
+    With --shots, reuse S at all or train from scratch is decided from the shots as `study` decides
+    it: the same seed draws the same shots, trained as long (--epochs, --steps, --min-steps).
     """
+    check_length(epochs, steps, min_steps)
     thresholds = Thresholds(network_tolerance, layer_tolerance, rmse_position)
     config = sweep_config(params, False, no_cache, False, layer_tolerance, seed)
     run = open_pair(source, target, arch, data=data, classes=classes, shots=shots, task=task, size=size, seed=seed,
@@ -83,7 +96,8 @@ def plan_command(
         network = None
         if shots is not None and thresholds.decides_network:  # reuse S at all? from the shots, cross-fitted
             state = {k: v.detach().cpu() for k, v in pair.source.state_dict().items()}
-            network = network_evidence(arch=pair.arch, state=state, data=run.task, training=FEWSHOT,
+            training = with_length(FEWSHOT, epochs=epochs, steps=steps, min_steps=min_steps)
+            network = network_evidence(arch=pair.arch, state=state, data=run.task, training=training,
                                        seed=seed, device=run.device, progress=bar)  # fmt: skip
         assess(pair.source, pair.target, run.task, out, align=align, lineage=lineage, sweep_config=config,
                thresholds=thresholds, device=run.device, progress=bar, executor=run.executor, inputs=run.inputs,

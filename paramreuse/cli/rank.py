@@ -114,9 +114,7 @@ def print_ranking(console, ranking: Ranking, out: Path) -> None:
     for title, group in groups:
         if group:
             rows = [_lead(ranking, row) + [_cell(row.values().get(c, "-")) for c in group] for row in ranking.rows]
-            t = table(title, lead + [SHORT.get(c, c) for c in group], rows)
-            t.box = box.SIMPLE
-            console.print(t)
+            console.print(table(title, lead + [SHORT.get(c, c) for c in group], rows, ruled=box.SIMPLE))
     notes = {f"{row.name} {name}: {s.note}" for row in ranking.rows for name, s in row.scores.items() if s.note}
     for note in sorted(notes)[:5]:
         console.print(f"note: {note}", highlight=False)

@@ -59,7 +59,9 @@ def study_command(
     target: Annotated[str | None, typer.Option("--target", help="Target data set, e.g. folder:PATH or digits.")] = None,
     classes: Annotated[str | None, typer.Option("--classes", help="Target classes: 5-9, 5,6,7 or names.")] = None,
     shots: Annotated[int | None, typer.Option("--shots", help="Labelled target images per class.")] = None,
-    size: Annotated[int | None, typer.Option("--size", help="Resize target images to SIZE x SIZE pixels.")] = None,
+    size: Annotated[int | None, typer.Option("--size", help="Resize source and target images to SIZE x SIZE pixels.")] = None,
+    channels: Annotated[int | None, typer.Option("--channels", help="Convert source and target images to 1 (grey) "
+                        "or 3 (RGB) channels, e.g. a grey source with an RGB folder.", show_default=False)] = None,
     budget: Annotated[str | None, typer.Option("--budget", help="Labelled target images the judgements may use: "
                       "'shots' (default: only the shots) or 'validation-set' (a carved validation set too).")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Passes over the target shots in every few-shot "
@@ -85,7 +87,7 @@ def study_command(
     check_length(epochs, steps, min_steps)
     cfg = load_toml(StudyConfig, config) if config else StudyConfig()
     cfg = with_overrides(cfg, source=source, arch=arch, target=target, classes=classes, shots=shots, size=size,
-                         budget=budget)  # fmt: skip
+                         budget=budget, channels=channels)  # fmt: skip
     cfg = with_length(cfg, epochs=epochs, steps=steps, min_steps=min_steps)
     if seed is not None:
         cfg = dataclasses.replace(cfg, seed=seed)
@@ -100,13 +102,15 @@ def study_command(
     emit(results, fmt, lambda console: summary(console, results, out), quiet)
 
 
-def with_overrides(cfg: StudyConfig, *, source, arch, target, classes, shots, size, budget) -> StudyConfig:
+def with_overrides(cfg: StudyConfig, *, source, arch, target, classes, shots, size, budget,
+                   channels=None) -> StudyConfig:  # fmt: skip
     """The config with the command line's choices applied (each one only when given)."""
     replace, tgt, src = dataclasses.replace, cfg.target, cfg.source
     if source is not None:  # a given S is not trained: no source data are read
         src = replace(src, checkpoint=source)
-    if size is not None:
-        src, tgt = replace(src, size=size), replace(tgt, size=size)
+    for key, value in (("size", size), ("channels", channels)):  # both sides alike: S's images must pair with T's
+        if value is not None:
+            src, tgt = replace(src, **{key: value}), replace(tgt, **{key: value})
     tgt = replace(tgt, **{k: v for k, v in (("data", target), ("classes", classes), ("shots", shots)) if v is not None})
     if target is not None and classes is None and target != StudyConfig().target.data:
         tgt = replace(tgt, classes="all")  # another data set: all its classes unless --classes says otherwise

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from paramreuse.data.folders import check_class_folders, folder_class_names, load_folder
-from paramreuse.data.sampling import carve, check_present, parse_classes, resolve_classes, select_classes
+from paramreuse.data.sampling import carve, check_present, drop_hint, parse_classes, resolve_classes, select_classes
 from paramreuse.data.sources import (
     ImageSet,
     load_digits,
@@ -21,6 +21,7 @@ from paramreuse.data.sources import (
     load_fashion_mnist_seg,
     load_segfolder,
     resized,
+    with_channels,
 )
 from paramreuse.errors import DataError
 from paramreuse.tasks import CLASSIFICATION, SEGMENTATION, Task, get_task
@@ -122,6 +123,7 @@ def load_task(
     data_dir: str | Path | None = None,
     size: int | tuple[int, int] | None = None,
     task: str | None = None,
+    channels: int | None = None,
 ) -> TaskData:
     """Load a task: select classes, carve validation, sample shots.
 
@@ -135,6 +137,7 @@ def load_task(
         size: resize images (and masks) to ``(height, width)``; an int ``s`` means ``(s, s)``.
         task: ``classification``, ``segmentation``, ``segmentation-dice`` or ``reconstruction``;
             default: segmentation for data with masks, else classification.
+        channels: convert the images to 1 (grey) or 3 (RGB) channels; None keeps them.
     """
     kind = task_for(name, task)
     size = (size, size) if isinstance(size, int) else size
@@ -153,14 +156,26 @@ def load_task(
         train_all = load_split(name, "train", data_dir, size, classes)
     if kind.name == "segmentation" and train_all.mask is None:
         raise DataError(f"{name} has no masks for segmentation; use fashion-mnist-seg, fashion-mnist-seg-multi or segfolder:PATH")
-    train = _labelled(select_classes(train_all, classes, name), name)
-    # Carve before reading the test split: a class too small to train on is the error to report.
-    train, val = carve(train, seed, shots, limit_per_class, val_per_class, where=name)
+    train = with_channels(_labelled(select_classes(train_all, classes, name), name), channels)
     test = load_split(name, "test", data_dir, size, classes)
-    test = _labelled(select_classes(test, classes, f"{name} (test split)"), name)
+    # A class with no test image cannot be judged at any --shots: the one error that names the fix.
+    _check_tested(name, classes, names, set(test.y.unique().tolist()))
+    train, val = carve(train, seed, shots, limit_per_class, val_per_class, where=name)
+    test = with_channels(_labelled(select_classes(test, classes, f"{name} (test split)"), name), channels)
     if test_per_class is not None:
         test, _ = carve(test, 0, limit_per_class=test_per_class, val_per_class=0, where=f"{name} (test split)")
     return TaskData(name, classes, train, val, test, kind)
+
+
+def _check_tested(name: str, classes: tuple[int, ...], names: Sequence[str], present: set[int]) -> None:
+    """Every chosen class has a test image; else leave it out (by name) or add images."""
+    untested = [i for i, c in enumerate(classes) if c not in present]
+    if untested:
+        chosen = [names[c] if c < len(names) else str(c) for c in classes]
+        raise DataError(
+            f"{name}: class {chosen[untested[0]]!r} has no test image (too few images to hold one out for "
+            f"testing); {drop_hint(chosen, untested)}"
+        )
 
 
 def _check_two_classes(name: str, classes: tuple[int, ...], names: Sequence[str], kind: Task) -> None:

@@ -14,6 +14,7 @@ from paramreuse.errors import DataError
 from paramreuse.vocabulary import classes_text
 
 VAL_FRACTION = 0.1
+DRAW = "shots-first"  # how carve draws (a resume key names it: a grid of runs drawn another way is not resumed)
 VAL_CAP_PER_CLASS = 500
 
 
@@ -147,9 +148,11 @@ def carve(
 ) -> tuple[ImageSet, ImageSet]:
     """Split ``train`` into (train, validation) with the seed.
 
-    Validation takes ``val_per_class`` images of each class (default: 10%, at most 500); from
-    the rest, ``shots`` per class are sampled (an error when a class has fewer), or at most
-    ``limit_per_class`` per class are kept.
+    With ``shots``, the shots are drawn first (``shots`` per class) and validation takes
+    ``val_per_class`` images of each class (default: 10%, at most 500) from the rest: the same
+    seed draws the same shots whether a validation set is carved or not, so ``plan --shots N``
+    (which carves one) and a study judged on the shots alone see one draw. Without ``shots``,
+    validation is carved first and at most ``limit_per_class`` per class of the rest are kept.
     """
     g = torch.Generator().manual_seed(seed)
     sizes = {c: int((train.y == c).sum()) for c in range(len(train.class_names))}
@@ -157,30 +160,53 @@ def carve(
         c: val_per_class if val_per_class is not None else min(max(1, round(VAL_FRACTION * n)), VAL_CAP_PER_CLASS)
         for c, n in sizes.items()
     }
-    tiny = [c for c, n in sizes.items() if val_counts[c] >= n]
-    if tiny:
-        c = min(tiny, key=lambda k: sizes[k])
-        need = val_counts[c] + (shots if shots and shots > 0 else 1)
-        raise DataError(
-            f"{where}: class {train.class_names[c]!r} has {sizes[c]} training image(s) but needs at least {need} "
-            f"({val_counts[c]} for validation + {need - val_counts[c]} to train on); "
-            "add images to that class or leave it out of --classes"
-        )
+    check_room(train.class_names, sizes, val_counts, shots, where)
+    if shots is not None:
+        picked, rest = per_class_split(train.y, {c: shots for c in sizes}, g)
+        val_index, _ = per_class_split(train.y[rest], val_counts, g)
+        return train.subset(picked), train.subset(rest[val_index])
     val_index, pool_index = per_class_split(train.y, val_counts, g)
     pool = train.subset(pool_index)
-    if shots is not None:
-        short = {c: sizes[c] - val_counts[c] for c in sizes if sizes[c] - val_counts[c] < shots}
-        if shots < 1 or short:
-            c, n = next(iter(short.items())) if short else (0, 0)
-            raise DataError(
-                f"asked for {shots} shots per class but {where} class {train.class_names[c]!r} has only {n} "
-                f"training images after validation; use --shots {n} or fewer"
-                if short
-                else f"--shots must be at least 1, got {shots}"
-            )
-        keep, _ = per_class_split(pool.y, {c: shots for c in sizes}, g)
-        pool = pool.subset(keep)
-    elif limit_per_class is not None:
+    if limit_per_class is not None:
         keep, _ = per_class_split(pool.y, {c: min(limit_per_class, sizes[c]) for c in sizes}, g)
         pool = pool.subset(keep)
     return pool, train.subset(val_index)
+
+
+def check_room(names: Sequence[str], sizes: dict[int, int], val_counts: dict[int, int], shots: int | None,
+               where: str) -> None:  # fmt: skip
+    """Every class has room for its validation images and the shots (one image at least); the error
+    names the fix that works: the most ``--shots`` every class allows, or the classes to keep."""
+    if shots is not None and shots < 1:
+        raise DataError(f"--shots must be at least 1, got {shots}")
+    room = {c: sizes[c] - val_counts[c] for c in sizes}
+    empty = [c for c in sizes if room[c] < 1]
+    if empty:
+        c = empty[0]
+        raise DataError(
+            f"{where}: class {names[c]!r} has {_images(sizes[c])}, {min(sizes[c], val_counts[c])} taken "
+            f"for validation, none left to train on; {drop_hint(names, empty)}"
+        )
+    short = {c: n for c, n in room.items() if shots is not None and n < shots}
+    if short:
+        c = min(short, key=short.get)
+        fewest = [k for k in short if short[k] == room[c]]
+        alone = len(names) - len(fewest) >= 2  # the other classes still make a task
+        raise DataError(
+            f"asked for {shots} shots per class but {where} class {names[c]!r} has only {_images(room[c])} "
+            f"after validation; use --shots {room[c]} (the most every class allows)"
+            + (f", or {drop_hint(names, fewest)}" if alone else "")
+        )
+
+
+def _images(n: int) -> str:
+    return f"{n} training image{'' if n == 1 else 's'}"
+
+
+def drop_hint(names: Sequence[str], dropped: Sequence[int]) -> str:
+    """``leave it out: --classes a,b,c`` (the chosen classes but ``dropped``, by name), or add images."""
+    kept = [n for i, n in enumerate(names) if i not in set(dropped)]
+    what = "it" if len(dropped) == 1 else "them"
+    if len(kept) < 2:
+        return f"add images to {', '.join(repr(names[c]) for c in dropped)}"
+    return f"leave {what} out with --classes {','.join(kept)} (or add images to {what})"

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.functional import rgb_to_grayscale
 
 from paramreuse.data.images import (  # noqa: F401 - IMAGE_SUFFIXES stays importable from here
     IMAGE_SUFFIXES,
@@ -95,6 +96,22 @@ def resize_mask(mask: torch.Tensor | None, size: tuple[int, int] | None) -> torc
 
 def resized(data: ImageSet, size: tuple[int, int] | None) -> ImageSet:
     return replace(data, x=resize(data.x, size), mask=resize_mask(data.mask, size))
+
+
+CHANNEL_NAMES = {1: "grey", 3: "RGB"}
+
+
+def with_channels(data: ImageSet, channels: int | None) -> ImageSet:
+    """The images with ``channels`` colour channels (None: as they are): grey to RGB repeats the grey
+    plane, RGB to grey is torchvision's luma (ITU-R 601), so either side of a pair can match the other."""
+    if channels is None or channels == data.channels:
+        return data
+    if channels not in CHANNEL_NAMES or data.channels not in CHANNEL_NAMES:
+        raise DataError(f"cannot convert {data.channels}-channel images to {channels} channels; "
+                        "channels takes 1 (grey) or 3 (RGB)")  # fmt: skip
+    x = data.x.repeat(1, 3, 1, 1) if channels == 3 else rgb_to_grayscale(data.x)
+    rule = f"{data.image_rule}; " if data.image_rule else ""
+    return replace(data, x=x, image_rule=f"{rule}converted to {CHANNEL_NAMES[channels]}")
 
 
 # ---- Fashion-MNIST -------------------------------------------------------------------

@@ -166,3 +166,32 @@ def chance_warnings(
     for models, fix in ((fewshot, CHANCE_FIX["fewshot"]), ({"T_full": metrics["full"]}, CHANCE_FIX["full"])):
         found.append(chance_caveats(models, target.kind, target.num_outputs, margin=margin, chance=chance, fix=fix))
     return [w for w in found if w]
+
+
+TRAINED_FIX = {  # how to train each model longer, in its warning
+    "S": "raise [training.source] epochs in --config",
+    "T_full": "raise [training.full] epochs in --config, or drop its steps",
+}
+
+
+def short_training_warnings(trained: dict[str, dict], *, floor: int) -> list[str]:
+    """Models whose training looks too short for their data: fewer optimiser steps than ``floor``, the
+    steps each few-shot training of the study took (on the shots, with its min_steps floor).
+
+    ``trained``: a label (``S``, ``T_full``, ...) -> ``steps``, ``epochs`` and ``images`` it trained on.
+
+    >>> short_training_warnings({"T_full": {"steps": 12, "epochs": 3, "images": 488}}, floor=150)[0][:60]
+    'T_full trained 12 optimiser steps (3 epochs over 488 images)'
+    """
+    found = []
+    for label, done in trained.items():
+        if done.get("steps") is None or done["steps"] >= floor:
+            continue
+        fix = TRAINED_FIX.get(label, "train it longer")
+        found.append(
+            f"{label} trained {done['steps']} optimiser steps ({done['epochs']} epoch{'' if done['epochs'] == 1 else 's'} "
+            f"over {done['images']} images), "
+            f"fewer than the {floor} steps of each few-shot training (the threshold: too short for its data below "
+            f"that), so comparisons with it say little; {fix}"
+        )
+    return found

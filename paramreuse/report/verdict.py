@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from paramreuse.stats import Bounds, clip, difference_bounds, not_enough_seeds, seed_interval
-from paramreuse.vocabulary import ORACLES, REUSE_DECISIONS, Decision, classes_text
+from paramreuse.vocabulary import ORACLES, REUSE_DECISIONS, Decision, classes_text, network_votes
 
 # Units of every task's metric (DESIGN.md's contract; the report reads files and imports no task code).
 CONTRACT_UNITS = {"accuracy": "fraction", "dice": "fraction", "iou": "fraction", "psnr": "dB"}
@@ -261,10 +261,35 @@ def gains_clause(transfer: dict, style: MetricStyle, plan: dict | None = None) -
     return f"{head}: " + ", ".join(parts)
 
 
+def draws_votes(transfer: dict) -> dict | None:
+    """The network decisions of the transfer's draws at the headline shots, counted (transfer.json's
+    ``network_votes``, or counted from ``network`` in files written before it); None when not measured."""
+    plan = transfer.get("strategies", {}).get("plan", {})
+    if "network_votes" in plan:
+        return plan["network_votes"]
+    return network_votes(plan["network"]) if plan.get("network") else None
+
+
+def draws_clause(transfer: dict) -> str | None:
+    """When the draws disagree: the decision most of them made, with the counts; None when they agree."""
+    votes = draws_votes(transfer)
+    if votes is None or not votes["disagree"]:
+        return None
+    other = "scratch" if votes["majority"] == "reuse" else "reuse"
+    label = {"reuse": "reuse S", "scratch": "train the target from scratch"}
+    shots = transfer.get("headline_shots")
+    return (f"Most draws say {label[votes['majority']]}: {votes[votes['majority']]} of {votes['draws']} draws of "
+            f"{shots} shots per class did, {votes[other]} said {label[other]}, so which shots one has decides it")  # fmt: skip
+
+
 def verdict_sentence(plan: dict, transfer: dict, style: MetricStyle) -> str:
     """One sentence: reuse S or train from scratch (with the evidence), which units, the expected gains with
-    their CIs, and, when the study's own proof contradicts the plan, what to use instead."""
-    parts = [decision_clause(plan, style)]
+    their CIs, and, when the study's own proof contradicts the plan, what to use instead. When the transfer's
+    draws disagree on reuse or scratch, it opens with the decision most draws made and the counts, and the
+    plan's decision follows as its own draw's."""
+    draws = draws_clause(transfer)
+    decision = decision_clause(plan, style)
+    parts = [draws, f"the study's own draw: {decision[0].lower()}{decision[1:]}"] if draws else [decision]
     if reuses(plan):
         parts.append(units_clause(plan))
     parts.append(gains_clause(transfer, style, plan))

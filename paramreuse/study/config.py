@@ -13,7 +13,7 @@ from paramreuse.errors import DataError
 from paramreuse.judge.replacement import SweepConfig
 from paramreuse.judge.verdicts import Thresholds
 from paramreuse.tasks import TASKS
-from paramreuse.training.loop import TrainConfig, with_length
+from paramreuse.training.loop import TrainConfig, training_length, with_length
 from paramreuse.transfer.grid import FEWSHOT, TransferConfig
 from paramreuse.vocabulary import BUDGETS, Budget
 
@@ -36,15 +36,23 @@ class DataConfig:
     task: str | None = None
     size: int | None = None
     checkpoint: str | None = None  # [source] only: an existing S (file or pretrained spec); not trained, no data read
+    channels: int | None = None  # convert the images to 1 (grey) or 3 (RGB) channels; None: as they are
 
     def __post_init__(self) -> None:
         if self.task is not None:
             check_choice("task", self.task, tuple(TASKS))
         check_at_least(self, ("shots", "limit_per_class", "size"), 1)
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels!r}")
 
     def spec(self, **options) -> DataSpec:
         """This side's data as :func:`paramreuse.data.load_task` arguments (what remote jobs load)."""
-        return DataSpec.of(self.data, classes=self.classes, task=self.task, size=self.size, **options)
+        return DataSpec.of(self.data, classes=self.classes, task=self.task, size=self.size, **self.conversion, **options)
+
+    @property
+    def conversion(self) -> dict:
+        """The channel conversion as a :func:`~paramreuse.data.load_task` option (none when unset: specs stay as they were)."""
+        return {} if self.channels is None else {"channels": self.channels}
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,10 @@ class StudyConfig:
         check_choice("align", self.align, ALIGNMENTS)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"training": self.training.to_dict(), "transfer": self.transfer.to_dict()}
+        """The fields; a side's ``channels`` only when set (older run folders' fingerprints stay valid)."""
+        sides = {name: {k: v for k, v in dataclasses.asdict(getattr(self, name)).items() if k != "channels" or v is not None}
+                 for name in ("source", "target")}  # fmt: skip
+        return dataclasses.asdict(self) | sides | {"training": self.training.to_dict(), "transfer": self.transfer.to_dict()}
 
 
 def quick(config: StudyConfig) -> StudyConfig:
@@ -141,6 +152,16 @@ def apply_length(config: StudyConfig) -> StudyConfig:
     tr = config.training
     transfer = dataclasses.replace(config.transfer, training=tr.applied(config.transfer.training))
     return dataclasses.replace(config, training=dataclasses.replace(tr, fewshot=tr.applied(tr.fewshot)), transfer=transfer)
+
+
+def full_length(training: StudyTraining, shots_images: int) -> TrainConfig:
+    """T_full's training with the few-shot floor: at least as many optimiser steps as a few-shot training takes
+    on the ``shots_images`` shots (a small full set trains longer than its epochs say); exact steps stay as asked."""
+    full = training.full
+    floor = training_length(training.fewshot, shots_images)[1]
+    if full.steps is not None or full.min_steps >= floor:
+        return full
+    return dataclasses.replace(full, min_steps=floor)
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,9 +194,23 @@ def load_study_data(config: StudyConfig) -> StudyData:
     if not src.data:
         raise ConfigError("[source] needs data (a data set to train S on) or checkpoint (an existing S); give one")
     source = src.spec(shots=src.shots, limit_per_class=src.limit_per_class, **_common(config)).load()
-    if source.channels != target.channels or source.size != target.size:
-        raise DataError(
-            f"source images are {source.channels}x{source.size[0]}x{source.size[1]} but target images are "
-            f"{target.channels}x{target.size[0]}x{target.size[1]}; set the same size in [source] and [target]"
-        )
+    mismatch = pairing_mismatch(source, target)
+    if mismatch:
+        raise DataError(mismatch)
     return StudyData(source, target, full)
+
+
+def pairing_mismatch(source: TaskData, target: TaskData) -> str | None:
+    """What differs between S's and T's images (channels, size) and the option that makes them one; None if nothing."""
+    differs, fixes = [], []
+    if source.channels != target.channels:
+        names = {1: "grey", 3: "RGB"}
+        differs.append(f"source images have {source.channels} channel(s) ({names.get(source.channels, '?')}) but target "
+                       f"images have {target.channels} ({names.get(target.channels, '?')})")  # fmt: skip
+        fixes.append(f"convert both to one with --channels {target.channels} or --channels {source.channels} "
+                     "(channels = N in [source] and [target])")  # fmt: skip
+    if source.size != target.size:
+        differs.append(f"source images are {source.size[0]}x{source.size[1]} pixels but target images are "
+                       f"{target.size[0]}x{target.size[1]}")  # fmt: skip
+        fixes.append(f"resize both with --size {max(target.size)} (size = N in [source] and [target])")
+    return f"{'; '.join(differs)}: {' and '.join(fixes)}" if differs else None

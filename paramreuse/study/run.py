@@ -16,7 +16,7 @@ import torch
 
 from paramreuse.backends import LOCAL, Checkpoint, Executor, RunContext
 from paramreuse.judge.assess import COMPARISON_FILE, PLAN_FILE, REPLACEMENT_FILE, assess, compare_pair
-from paramreuse.judge.caveats import chance_warnings, validation_caveat
+from paramreuse.judge.caveats import chance_warnings, short_training_warnings, validation_caveat
 from paramreuse.judge.crossfit import crossfit_sweep, network_evidence
 from paramreuse.judge.plan import Plan
 from paramreuse.judge.replacement import SweepInputs
@@ -26,7 +26,7 @@ from paramreuse.progress import Progress
 from paramreuse.report import render_report
 from paramreuse.report.verdict import metric_style, recommended_strategy
 from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
-from paramreuse.study.config import StudyConfig, StudyData, apply_length, load_study_data, target_spec
+from paramreuse.study.config import StudyConfig, StudyData, apply_length, full_length, load_study_data, target_spec
 from paramreuse.training.loop import paired_gain
 from paramreuse.training.run import (
     FRESH_INIT_OFFSET,
@@ -77,7 +77,8 @@ def run_study(
         "target": (RunSpec(config.arch, tr.fewshot, config.seed, init=s_path), data.target),
         # A fresh initialisation of its own: T_scratch and S are an independent pair.
         "scratch": (RunSpec(config.arch, tr.fewshot, config.seed, init_seed=config.seed + FRESH_INIT_OFFSET), data.target),
-        "full": (RunSpec(config.arch, tr.full, config.seed, init=s_path), data.target_full),
+        # At least the few-shot trainings' steps: a small full set would otherwise hardly move T_full from S.
+        "full": (RunSpec(config.arch, full_length(tr, len(data.target.train)), config.seed, init=s_path), data.target_full),
     }
     models, records = {"source": source_model}, {"source": source_rec}
     for name, (spec, task_data) in stages.items():
@@ -178,7 +179,8 @@ def fewshot_length(config: StudyConfig, records: dict) -> dict:
 
 
 def caveats(config: StudyConfig, data: StudyData, records: dict, transfer: dict) -> list[str]:
-    """What limits the study's verdicts: too few images to judge the tolerance, every model at chance."""
+    """What limits the study's verdicts: too few images to judge the tolerance, every model at chance, a model
+    trained fewer steps than the few-shot trainings."""
     target = data.target
     tolerance = config.thresholds.for_task(target.kind).layer_tolerance
     judged = target.train if config.budget == Budget.SHOTS else target.val
@@ -187,6 +189,11 @@ def caveats(config: StudyConfig, data: StudyData, records: dict, transfer: dict)
     metrics = {name: records[name]["test_metric"] for name in ("source", "target", "scratch", "full")}
     strategies = {name: entry["mean"] for name, entry in transfer["strategies"].items()}
     found += chance_warnings(data.source, target, metrics, strategies, seeds=transfer["seeds"])
+    trained = {"S": (records["source"], data.source), "T_full": (records["full"], data.target_full)}
+    lengths = {label: {"steps": rec["training"].get("steps"), "epochs": rec["training"].get("epochs"),
+                       "images": len(d.train)} for label, (rec, d) in trained.items() if d is not None and "given" not in rec}  # fmt: skip
+    floor = records["target"]["training"].get("steps")  # None in a run folder from before steps were recorded
+    found += short_training_warnings(lengths, floor=floor) if floor else []
     return [w for w in found if w]
 
 
@@ -201,7 +208,8 @@ def transfer_study(source: torch.nn.Module, config: StudyConfig, run: RunContext
     source_spec = Source(config.arch, {k: v.detach().cpu() for k, v in source.state_dict().items()})
     # No fixed plan: each run makes the plan from its own shots, as a user following the tool would.
     return run_transfer(source_spec, None, tgt.data, tgt.classes, run.under("transfer"), config=transfer_config,
-                        data_dir=config.data_dir, headline=tgt.shots, task=tgt.task, size=tgt.size, keep=keep)  # fmt: skip
+                        data_dir=config.data_dir, headline=tgt.shots, task=tgt.task, size=tgt.size, keep=keep,
+                        channels=tgt.channels)  # fmt: skip
 
 
 def recommended_model(source: torch.nn.Module, config: StudyConfig, run: RunContext, transfer: dict,

@@ -112,12 +112,14 @@ class RunSpec:
     init_seed: int | None = None  # seeds the fresh parameters; default: ``seed``
 
     def key(self, data: TaskData, upstream: str = "") -> str:
-        """What the run's result depends on: the initial checkpoint by content, never by path (a moved
-        run folder resumes)."""
+        """What the run's result depends on: the initial checkpoint and the training images by content, never
+        by path (a moved run folder resumes; another draw of the shots trains again)."""
         init = None if self.init is None else _content_digest(self.init)
+        images = state_digest({"x": data.train.x, "y": data.train.y})
         return fingerprint(
             {"arch": self.arch, "config": self.config.to_dict(), "seed": self.seed, "init": init,
-             "keep_head": self.keep_head, "init_seed": self.init_seed, "data": data.describe(), "upstream": upstream}
+             "keep_head": self.keep_head, "init_seed": self.init_seed, "data": data.describe(), "upstream": upstream,
+             "images": images}
         )  # fmt: skip
 
 

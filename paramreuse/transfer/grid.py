@@ -22,6 +22,7 @@ import torch
 from paramreuse.backends import DataSpec, RunContext, remove_file, shippable_file
 from paramreuse.config import ConfigError, check_at_least, check_choice
 from paramreuse.data import TaskData, load_task, task_for
+from paramreuse.data.sampling import DRAW
 from paramreuse.errors import CheckpointError
 from paramreuse.judge.crossfit import crossfit_sweep, held_out
 from paramreuse.judge.network import NetworkEvidence
@@ -264,10 +265,12 @@ def run_transfer(
     task: str | None = None,
     size: int | tuple[int, int] | None = None,
     keep: tuple[str, ...] = ("plan",),
+    channels: int | None = None,
 ) -> dict:
     """Every strategy x shots x seed; writes and returns ``transfer.json``.
 
-    ``task`` and ``size`` are passed to :func:`paramreuse.data.load_task` (default: the data's own task).
+    ``task``, ``size`` and ``channels`` are passed to :func:`paramreuse.data.load_task` (default: the data's own
+    task, size and channels).
     ``run``: where to write (``run.out``), the device, progress callback and executor; each training
     run is a job for ``run.executor``, whose remote workers read S from a file in ``run.out``.
     ``keep``: strategies whose model of the first seed at the headline shots is saved, by the worker
@@ -277,7 +280,9 @@ def run_transfer(
     out, progress, executor = prepare_out_dir(run.out), run.progress, run.executor
     headline = headline if headline in config.shots else config.shots[0]
     digest = state_digest(source.state)
-    runs_key = fingerprint({"source": [source.arch, digest], "plan": plan, "data": [data, classes, task, size], "config": config.to_dict()})
+    conversion = {} if channels is None else {"channels": channels}  # unset: the keys of older run folders hold
+    runs_key = fingerprint({"source": [source.arch, digest], "plan": plan, "draw": DRAW,
+                            "data": [data, classes, task, size, *conversion.values()], "config": config.to_dict()})  # fmt: skip
     key = fingerprint([runs_key, headline])  # the headline only changes the summary, not the runs
     kept = {f"{headline}:0:{name}": model_file(name) for name in config.strategies if name in keep}
     missing = {job_id for job_id, file in kept.items() if not (out / file).is_file()}
@@ -296,12 +301,13 @@ def run_transfer(
     checked = sorted({runs[job_id][0] for job_id in todo + again})
     for n in checked or (config.shots[:1] if finished is None else []):
         loaded = DataSpec.of(data, classes=classes, shots=n, seed=0, data_dir=data_dir, task=task, size=size,
-                             test_per_class=config.test_per_class, **config.data_options()).load()  # fmt: skip
+                             test_per_class=config.test_per_class, **config.data_options(), **conversion).load()  # fmt: skip
     jobs = []
     for job_id in todo + again:
         n, s, name = runs[job_id]
         target = DataSpec.of(data, classes=classes, shots=n, seed=s, data_dir=data_dir,
-                             test_per_class=config.test_per_class, task=task, size=size, **config.data_options())  # fmt: skip
+                             test_per_class=config.test_per_class, task=task, size=size, **config.data_options(),
+                             **conversion)  # fmt: skip
         path = str(out / kept[job_id]) if job_id in kept else None
         job = TransferJob(source.arch, state, plan, target, name, s, config, device, sorted_digest, path)
         jobs.append((job_id if job_id in todo else MODEL_ONLY + job_id, job))

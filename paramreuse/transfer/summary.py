@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from paramreuse.stats import paired_test, seed_interval
-from paramreuse.vocabulary import ORACLES
+from paramreuse.vocabulary import ORACLES, network_votes
 
 
 class GridShape(Protocol):
@@ -33,6 +33,7 @@ def summarise(runs: dict[str, dict], config: GridShape, headline: int, bounds=No
                 per_shots[str(n)]["depths"] = [by[(name, n, s)]["depth"] for s in seeds]
             if name == "plan" and by[(name, n, 0)].get("network"):  # the network decision of every draw
                 per_shots[str(n)]["network"] = [by[(name, n, s)]["network"]["choice"] for s in seeds]
+                per_shots[str(n)]["network_votes"] = network_votes(per_shots[str(n)]["network"])
                 per_shots[str(n)]["network_evidence"] = [by[(name, n, s)]["network"] for s in seeds]
                 if "network_outputs" in by[(name, n, 0)]:  # each arm's held-out outputs: any score can be replayed
                     per_shots[str(n)]["network_outputs"] = [by[(name, n, s)]["network_outputs"] for s in seeds]
