@@ -190,6 +190,35 @@ def test_report_opens_in_headless_chromium(study_dir, tmp_path):
         assert len(image.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 50  # plots drawn, not a blank page
 
 
+FOLD = (1280, 720)  # a laptop's first screen at 1280 px wide, the browser's bars left out
+# Records, once laid out, where the first box sits and how large the viewport is.
+BOX_PROBE = (
+    "<script>addEventListener('load',()=>{const r=document.getElementById('verdict-sentence')"
+    ".getBoundingClientRect();document.body.setAttribute('data-box',JSON.stringify([r.left,r.top,r.right,"
+    "r.bottom,innerWidth,innerHeight]))})</script>"
+)
+
+
+def test_the_whole_first_box_is_on_the_first_screen_at_1280_px(study_dir, tmp_path):
+    """Issue 28: in a real browser 1280 px wide, the box ends above the fold, and the screenshot shows it there."""
+    page = tmp_path / "report.html"
+    page.write_text((study_dir / "report.html").read_text().replace("</body>", BOX_PROBE + "</body>"))
+    size = f"--window-size={FOLD[0]},{FOLD[1]}"
+    dom = browse(page, tmp_path / "profile", size, "--dump-dom")
+    left, top, right, bottom, width, height = json.loads(re.search(r'data-box="([^"]*)"', dom).group(1))
+    assert width == FOLD[0] and height <= FOLD[1]  # headless Chromium may keep room for its bars
+    assert 0 < top < bottom <= height and right <= width, (top, bottom, height)
+    assert bottom - top > 100  # the box's lines laid out, not an empty element
+    shot = tmp_path / "fold.png"
+    browse(page, tmp_path / "profile", size, f"--screenshot={shot}")
+    with Image.open(shot) as image:
+        rgb = image.convert("RGB")
+        assert rgb.size == FOLD
+        border = {(0x22, 0xAA, 0x77), (0xCC, 0x44, 0x44)}  # the box's left border: reuse S (green), scratch (red)
+        column = [rgb.getpixel((int(left) + 2, y)) for y in range(int(top) + 2, int(bottom) - 2)]
+        assert set(column) <= border and column, set(column)  # drawn from the box's top to its bottom, on screen
+
+
 def test_a_missing_section_or_broken_plot_fails_the_check(study_dir, tmp_path):
     html = (study_dir / "report.html").read_text()
     html = re.sub(r"<section id='cumulative'>.*?</section>", "", html, flags=re.DOTALL)
