@@ -204,8 +204,8 @@ def test_the_whole_first_box_is_on_the_first_screen_at_1280_px(study_dir, tmp_pa
     page = tmp_path / "report.html"
     page.write_text((study_dir / "report.html").read_text().replace("</body>", BOX_PROBE + "</body>"))
     size = f"--window-size={FOLD[0]},{FOLD[1]}"
-    dom = browse(page, tmp_path / "profile", size, "--dump-dom")
-    left, top, right, bottom, width, height = json.loads(re.search(r'data-box="([^"]*)"', dom).group(1))
+    box = lambda dom: json.loads(re.search(r'data-box="([^"]*)"', dom).group(1))  # noqa: E731
+    left, top, right, bottom, width, height = box(browse(page, tmp_path / "profile", size, "--dump-dom"))
     assert width == FOLD[0] and height <= FOLD[1]  # headless Chromium may keep room for its bars
     assert 0 < top < bottom <= height and right <= width, (top, bottom, height)
     assert bottom - top > 100  # the box's lines laid out, not an empty element
@@ -217,6 +217,9 @@ def test_the_whole_first_box_is_on_the_first_screen_at_1280_px(study_dir, tmp_pa
         border = {(0x22, 0xAA, 0x77), (0xCC, 0x44, 0x44)}  # the box's left border: reuse S (green), scratch (red)
         column = [rgb.getpixel((int(left) + 2, y)) for y in range(int(top) + 2, int(bottom) - 2)]
         assert set(column) <= border and column, set(column)  # drawn from the box's top to its bottom, on screen
+    pushed = tmp_path / "pushed.html"  # the check sees a box pushed below the fold
+    pushed.write_text(page.read_text().replace("<h1>", "<div style='height:700px'></div><h1>"))
+    assert box(browse(pushed, tmp_path / "profile", size, "--dump-dom"))[3] > height
 
 
 def test_a_missing_section_or_broken_plot_fails_the_check(study_dir, tmp_path):
