@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from paramreuse.judge.plan import judge
+from paramreuse.judge.verdicts import Thresholds
 from paramreuse.report.answer import TRACK_RECORD, Answer, answer_box
 from paramreuse.report.verdict import metric_style
+from tests.test_judge import comparison, sweep
+from tests.test_network import CURVES, NETWORK, PROOFS, evidence
+from tests.test_network import _transfer as network_transfer
 
 STYLE = metric_style("accuracy")
 UNITS = ["features.0.0", "features.1.0", "features.3.0", "features.4.0", "features.6.0", "features.7.0", "fc.0", "head"]
@@ -139,3 +145,20 @@ def test_the_box_round_trips_through_its_document():
     box = answer_box(plan("reuse"), transfer(GRIDS["lp-ft ahead"]), STYLE, results(-0.02))
     assert Answer.from_dict(box.to_dict()) == box and box.elsewhere
     assert box.text().splitlines()[0] == f"Decision: {box.decision}"
+
+
+@pytest.mark.parametrize("network, curve, proof", list(itertools.product(NETWORK, CURVES, PROOFS)))
+def test_the_box_and_the_plan_agree_for_every_kind_of_evidence(network, curve, proof):
+    """tests/test_network.py's table, through the plan rule itself: the box says what plan.json does, at most 60
+    words, and its fifth line appears exactly when the proof puts a strategy above the plan."""
+    measured = sweep(CURVES[curve])
+    if NETWORK[network] is not None:
+        measured = dataclasses.replace(measured, extra={"network_evidence": evidence(*NETWORK[network]).to_dict()})
+    made = judge(measured, comparison((0.1,) * 4), head="fc", thresholds=Thresholds(scratch_on="mean")).to_dict()
+    box = answer_box(made, network_transfer(PROOFS[proof]), STYLE)
+    assert box.decision.startswith("Reuse S" if made["decision"] == "reuse" else "Train from scratch")
+    assert ("freeze" in box.decision) == any(layer["decision"] == "reuse-frozen" for layer in made["layers"])
+    assert box.evidence.startswith("none:") is (network == "not measured")
+    assert (box.elsewhere == "lp-ft 0.817 vs plan 0.710 (3 seeds): use lp-ft.") is (proof == "plan clearly below lp-ft")
+    assert box.elsewhere is None or proof == "plan clearly below lp-ft"
+    assert box.words() <= MAX_WORDS
