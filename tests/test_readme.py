@@ -155,3 +155,16 @@ def test_the_readme_worked_example_runs_as_written(fake_fmnist, tmp_path):
     answer = json.loads((tmp_path / "runs" / "byo" / "results.json").read_text())["answer"]
     assert answer["model"].startswith("runs/byo/model.safetensors")
     assert (tmp_path / "runs" / "byo-apply" / "model.safetensors").is_file()
+
+
+def test_the_config_page_example_loads(tmp_path):
+    """docs/config.md's TOML example is a valid study config, with the values it shows."""
+    from paramreuse.config import load_toml
+    from paramreuse.study import StudyConfig
+
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "docs" / "config.md").read_text(), flags=re.DOTALL)
+    assert blocks
+    (tmp_path / "study.toml").write_text(blocks[0])
+    config = load_toml(StudyConfig, tmp_path / "study.toml")
+    assert (config.target.classes, config.target.shots, config.training.epochs) == ("5,7,9", 20, 20)
+    assert config.thresholds.layer_tolerance == 0.03

@@ -41,7 +41,7 @@ from paramreuse.study import StudyConfig, quick, run_study
 @with_backend
 @clean_errors
 def study_command(
-    config: Annotated[Path | None, typer.Option("--config", help="TOML file with StudyConfig keys (see README).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file with StudyConfig keys (see docs/config.md).")] = None,
     quick_run: Annotated[bool, typer.Option("--quick", help="Shrink every stage for a smoke run: 1-2 minutes for "
                                  "28x28 images on 2 idle cores; longer with more classes, larger images or busy "
                                  "cores. Its models may end near chance.")] = False,
