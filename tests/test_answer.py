@@ -108,7 +108,7 @@ def test_the_box_has_four_short_lines_and_the_fifth_exactly_when_the_numbers_poi
         assert box.elsewhere.startswith(f"{best} {STYLE.fmt(sum(runs[best]) / 5)} vs plan {STYLE.fmt(sum(runs['plan']) / 5)}")
         assert box.elsewhere.endswith(f": {'use' if clearly else 'try'} {best}.")  # the grid's best, first
     if test_elsewhere:
-        assert f"test-set T−T_scratch {STYLE.fmt(TEST_GAINS[test_gain], True)} (CI " in box.elsewhere
+        assert f"test-set T-T_scratch {STYLE.fmt(TEST_GAINS[test_gain], True)} (CI " in box.elsewhere
         if not grid_elsewhere:
             assert box.elsewhere.endswith(f": try {'scratch' if decision == 'reuse' else 'finetune-all'}.")
 
@@ -117,7 +117,7 @@ def test_the_issues_own_folder_example_says_where_the_numbers_point():
     """Issue 28: the box said "Reuse S" while T - T_scratch was -0.083 and scratch led the grid, 0.678 vs 0.646."""
     runs = {"plan": [0.60, 0.66, 0.63, 0.68, 0.66], "scratch": [0.70, 0.62, 0.71, 0.69, 0.67]}
     box = answer_box(plan("reuse"), transfer(runs, p={"scratch": 0.11}), STYLE, results(-0.083))
-    assert box.elsewhere == "scratch 0.678 vs plan 0.646 (p=0.11); test-set T−T_scratch -0.083 (CI -0.133 to -0.043): try scratch."
+    assert box.elsewhere == "scratch 0.678 vs plan 0.646 (p=0.11); test-set T-T_scratch -0.083 (CI -0.133 to -0.043): try scratch."
     assert box.words() <= MAX_WORDS
 
 

@@ -24,7 +24,8 @@ from paramreuse.vocabulary import Decision
 # bench/README.md, "Reuse or start fresh", round 4 (pairs W1-W6, never used to choose the rule). ``draws``:
 # single draws whose decision agreed with their own better choice of scratch and the best reuse baseline;
 # ``pairs``: pairs with a clear winner (p < 0.05) on which the decision most draws made was that winner.
-# bench/decision.py re-measures them: update these numbers from its tables, here and nowhere else.
+# The box cites ``draws`` (plan.json's decision is one draw's); ``pairs`` is the README's "How far to trust it".
+# bench/decision.py re-measures them: update these numbers from its tables, here and nowhere else in the code.
 TRACK_RECORD = {5: {"draws": (24, 30), "pairs": (4, 4)}, 10: {"draws": (26, 30), "pairs": (4, 4)}}
 LOAD = "paramreuse.load_checkpoint(path)"
 # The box's fields and the label each line is shown with, in order.
@@ -76,7 +77,7 @@ def answer_box(plan: dict, transfer: dict | None, style: MetricStyle, results: d
         decision=decision_line(plan, transfer),
         evidence=evidence_line(plan, transfer, style),
         gain=gain_line(plan, transfer, style),
-        model=model_line(results, style),
+        model=model_line(results),
         elsewhere=elsewhere_line(plan, transfer, results, style),
     )
 
@@ -111,7 +112,8 @@ def draws_count(plan: dict, transfer: dict) -> tuple[int, int] | None:
 
 
 def track_record(shots: int | None) -> str:
-    """``right on 26/30 benchmark draws`` (pairs held out from choosing the rule), at the nearest shots the benchmark measured."""
+    """``right on 26/30 benchmark draws`` (of pairs held out from choosing the rule), at the nearest shots the
+    benchmark measured."""
     measured = min(TRACK_RECORD, key=lambda n: (abs(n - shots), n)) if shots is not None else max(TRACK_RECORD)
     right, total = TRACK_RECORD[measured]["draws"]
     at = "" if measured == shots else f" at {measured} shots"
@@ -146,7 +148,7 @@ def gain_line(plan: dict, transfer: dict, style: MetricStyle) -> str:
     return f"{head} (CI {style.fmt(lo, True)} to {style.fmt(hi, True)}, {gain['seeds']} seeds)."
 
 
-def model_line(results: dict, style: MetricStyle) -> str:
+def model_line(results: dict) -> str:
     """Where the recommended model is and how to load it; how to get one when the study wrote none."""
     model = results.get("model")
     if not model:
@@ -171,7 +173,7 @@ def elsewhere_line(plan: dict, transfer: dict, results: dict, style: MetricStyle
     if test and test.get("mean") is not None and (test["mean"] < 0) == reuses(plan) and test["mean"] != 0:
         ci = test.get("ci")
         interval = f" (CI {style.fmt(ci[0], True)} to {style.fmt(ci[1], True)})" if ci else ""
-        found.append(f"test-set T−T_scratch {style.fmt(test['mean'], True)}{interval}")
+        found.append(f"test-set T-T_scratch {style.fmt(test['mean'], True)}{interval}")
         tries.append("scratch" if reuses(plan) else "finetune-all")
     if not found:
         return None
