@@ -5,13 +5,11 @@ elsewhere. Composed from the result files (no recomputation); the long rule text
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 
 from paramreuse.report.verdict import (
     MetricStyle,
     clearly_better,
-    compact,
     is_oracle,
     plan_gain,
     reuse_alternative,
@@ -83,7 +81,7 @@ def answer_box(plan: dict, transfer: dict | None, style: MetricStyle, results: d
 
 
 def decision_line(plan: dict, transfer: dict) -> str:
-    """``Reuse S: freeze c1, c2; fine-tune c3–c5; fresh fc.`` or ``Train from scratch: ...``; with the count of
+    """``Reuse S: freeze c1–c2; fine-tune c3–c5; fresh fc.`` or ``Train from scratch: ...``; with the count of
     the transfer runs' draws that made the decision when they disagree (``Reuse S (3/5 draws): ...``)."""
     draws = draws_count(plan, transfer)
     count = f" ({draws[0]}/{draws[1]} draws)" if draws and draws[0] != draws[1] else ""
@@ -97,8 +95,16 @@ def decision_line(plan: dict, transfer: dict) -> str:
 
 
 def spans(names: list[str], order: list[str]) -> str:
-    """``c1, c2`` or ``c3–c9`` for runs of three or more consecutive units (the unit count left to the plan table)."""
-    return re.sub(r" \(\d+ units\)", "", compact(names, order))
+    """``c1`` or ``c3–c9`` for a run of consecutive units in ``order``, runs joined by commas (the units one by
+    one are in the plan table)."""
+    index = {n: i for i, n in enumerate(order)}
+    runs: list[list[str]] = []
+    for name in sorted(names, key=lambda n: index.get(n, len(order))):
+        if runs and index.get(name, -2) == index.get(runs[-1][-1], -9) + 1:
+            runs[-1].append(name)
+        else:
+            runs.append([name])
+    return ", ".join(run[0] if len(run) == 1 else f"{run[0]}–{run[-1]}" for run in runs)
 
 
 def draws_count(plan: dict, transfer: dict) -> tuple[int, int] | None:
@@ -173,13 +179,19 @@ def elsewhere_line(plan: dict, transfer: dict, results: dict, style: MetricStyle
     if test and test.get("mean") is not None and (test["mean"] < 0) == reuses(plan) and test["mean"] != 0:
         ci = test.get("ci")
         interval = f" (CI {style.fmt(ci[0], True)} to {style.fmt(ci[1], True)})" if ci else ""
-        found.append(f"test-set T-T_scratch {style.fmt(test['mean'], True)}{interval}")
+        found.append(f"T-T_scratch {style.fmt(test['mean'], True)}{interval}")  # on the test set (README)
         tries.append("scratch" if reuses(plan) else "finetune-all")
     if not found:
         return None
-    clear = clearly_better(transfer, style)
-    verb = "use" if clear and clear[0] == tries[0] else "try"
-    return f"{'; '.join(found)}: {verb} {tries[0]}."  # the grid's best first: it weighs every strategy on every draw
+    clear = clearly_better(transfer, style)  # "use" it: the plan's paired CI lies below it
+    verbs: list[tuple[str, list[str]]] = []  # "try lp-ft or scratch", "use lp-ft or try finetune-all"
+    for name in dict.fromkeys(tries):
+        verb = "use" if clear and clear[0] == name else "try"
+        if verbs and verbs[-1][0] == verb:
+            verbs[-1][1].append(name)
+        else:
+            verbs.append((verb, [name]))
+    return f"{'; '.join(found)}: {' or '.join(f'{verb} ' + ' or '.join(names) for verb, names in verbs)}."
 
 
 def grid_rival(plan: dict, transfer: dict) -> tuple[str, float] | None:
