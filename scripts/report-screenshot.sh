@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Screenshot a run's report.html in headless Chromium: scripts/report-screenshot.sh RUN_DIR OUT.png [WIDTH,HEIGHT]
-# (docs/report.png, the README's picture, was made this way from runs/demo.)
+# (docs/report.png, the README's picture of the first screen, was made this way from runs/demo at 1280,720.)
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: $0 RUN_DIR OUT.png [WIDTH,HEIGHT]" >&2

@@ -68,7 +68,7 @@ def test_a_score_the_task_does_not_keep_is_no_candidate_there():
 def test_kept_results_replay_when_the_run_folder_is_gone(tmp_path, monkeypatch):
     import shutil
 
-    import bench.scores as scores
+    from bench import scores
     from paramreuse.results import write_json
 
     monkeypatch.setattr(scores, "KEPT", tmp_path / "kept")

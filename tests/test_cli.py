@@ -107,7 +107,11 @@ def test_plan_prints_its_thresholds(pair, tmp_path):
     assert result.exit_code == 0, result.output
     text = " ".join(result.stdout.split())  # rich wraps long lines
     assert "J2 drop <= 0.05" in text and "against the tolerance 0.02" in text
-    assert text.startswith(("Decision: Reuse S: S-initialised training scored", "Decision: Train the target from scratch"))
+    assert text.startswith(("Network decision: Reuse S: S-initialised training scored",
+                            "Network decision: Train the target from scratch"))  # fmt: skip
+    closing = " ".join(text[text.index("The answer "):].replace("─", " ").split())  # the first box closes the output: no transfer runs or model yet
+    assert closing.startswith(("The answer Decision: Reuse S", "The answer Decision: Train from scratch"))
+    assert "Expected gain: not measured: `paramreuse transfer`" in closing and "Model: none yet:" in closing
     assert json.loads((tmp_path / "plan.json").read_text())["thresholds"]["layer_tolerance"] == 0.05
 
 

@@ -292,3 +292,28 @@ def test_usage_lines_name_arguments_in_capitals(verb, usage):
 
     result = CliRunner().invoke(app, [verb, "--help"], env={"COLUMNS": "80"})
     assert result.exit_code == 0 and usage in result.output and "{" not in result.output.splitlines()[1], result.output
+
+
+def test_the_first_box_reads_at_80_columns_in_a_pipe():
+    """Issue 28: the box closes the output, one labelled line each, wrapped at spaces within 80 columns (continued
+    two spaces in), a path longer than a line kept whole, no '…', no colour codes in a pipe."""
+    from paramreuse.cli.common import print_answer
+    from paramreuse.report import Answer
+
+    long_path = "/very/long/folder/of/runs/" + "x" * 70 + "/model.safetensors"
+    box = Answer(decision="Reuse S: freeze features.0.0, features.1.0; fine-tune features.3.0–fc.0; fresh head.",
+                 evidence="S-initialised minus fresh +0.040 (95% CI -0.030 to +0.110, 50 images); right on 26/30 "
+                          "benchmark draws.",
+                 gain="+0.020 over scratch (CI -0.010 to +0.050, 5 seeds).",
+                 model=f"{long_path}; load: paramreuse.load_checkpoint(path).",
+                 elsewhere="scratch 0.857 vs plan 0.855 (p=0.62): try scratch.")  # fmt: skip
+    console = Console(file=io.StringIO(), width=80, force_terminal=False)
+    print_answer(console, box)
+    lines = console.file.getvalue().splitlines()
+    assert lines[0].startswith("The answer ") and len(lines[0]) <= 80
+    assert all(len(line) <= 80 or long_path in line for line in lines) and "…" not in console.file.getvalue()
+    assert "\x1b[" not in console.file.getvalue()
+    assert any(line.strip() == long_path + ";" for line in lines)  # whole, on a line of its own
+    starts = [line.split(":")[0] for line in lines[1:] if not line.startswith("  ")]
+    assert starts == ["Decision", "Evidence", "Expected gain", "Model", "But"]
+    assert " ".join(" ".join(lines[1:]).split()) == " ".join(box.text().split())  # every word, in order

@@ -18,7 +18,16 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from paramreuse.cli import app
-from paramreuse.report import FIGURES, SECTIONS, MetricStyle, load_run, metric_style, render_report, run_verdict
+from paramreuse.report import (
+    FIGURES,
+    SECTIONS,
+    MetricStyle,
+    load_run,
+    metric_style,
+    render_report,
+    run_answer,
+    run_verdict,
+)
 from paramreuse.report.verdict import compact, plan_gain, reuses, strategy_label, verdict_sentence
 from tests.conftest import TINY_ARCH
 
@@ -74,14 +83,20 @@ def study_dir(study_run) -> Path:
     return study_run[0]
 
 
-def test_study_summary_ends_with_the_verdict(study_run):
+def test_study_summary_ends_with_the_first_box(study_run):
+    """The closing output: the verdict in full, then the box (as results.json stores it), then where the files are."""
     run, result = study_run
-    text = " ".join(result.stdout.split())  # rich wraps long lines
-    assert "Verdict: " + run_verdict(load_run(run)) in text
-    assert text.endswith(f"results: {run / 'results.json'} report: {run / 'report.html'}")
+    text = " ".join(result.stdout.replace("─", " ").split())  # rich wraps long lines; the box opens with a rule
+    box = run_answer(load_run(run))
+    assert json.loads((run / "results.json").read_text())["answer"] == box.to_dict()
+    assert "Verdict in full: " + run_verdict(load_run(run)) in text
     assert "load it with `paramreuse train --init FILE` or paramreuse.load_checkpoint(FILE)" in text
-    lines = result.stdout.splitlines()  # the model's path on a line of its own, whole
-    assert any(line.startswith("model (plan, seed 0") and line.endswith(f"): {run / 'model.safetensors'}") for line in lines)
+    closing = "The answer " + " ".join(f"{label}: {line}" for label, line in box.lines())
+    assert text.endswith(f"{' '.join(closing.split())} results: {run / 'results.json'} report: {run / 'report.html'}")
+    lines = result.stdout.splitlines()
+    assert any(str(run / "model.safetensors") in line for line in lines)  # the model's path whole on one line
+    box_lines = lines[lines.index(next(line for line in lines if line.startswith("The answer"))):-1]
+    assert all(len(line) <= 80 or str(run) in line for line in box_lines), box_lines  # a pipe: 80 columns
     assert "eta" in result.stderr and "Verdict" not in result.stderr  # progress on stderr, the summary on stdout
 
 
@@ -175,6 +190,38 @@ def test_report_opens_in_headless_chromium(study_dir, tmp_path):
         assert len(image.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 50  # plots drawn, not a blank page
 
 
+FOLD = (1280, 720)  # a laptop's first screen at 1280 px wide, the browser's bars left out
+# Records, once laid out, where the first box sits and how large the viewport is.
+BOX_PROBE = (
+    "<script>addEventListener('load',()=>{const r=document.getElementById('verdict-sentence')"
+    ".getBoundingClientRect();document.body.setAttribute('data-box',JSON.stringify([r.left,r.top,r.right,"
+    "r.bottom,innerWidth,innerHeight]))})</script>"
+)
+
+
+def test_the_whole_first_box_is_on_the_first_screen_at_1280_px(study_dir, tmp_path):
+    """Issue 28: in a real browser 1280 px wide, the box ends above the fold, and the screenshot shows it there."""
+    page = tmp_path / "report.html"
+    page.write_text((study_dir / "report.html").read_text().replace("</body>", BOX_PROBE + "</body>"))
+    size = f"--window-size={FOLD[0]},{FOLD[1]}"
+    box = lambda dom: json.loads(re.search(r'data-box="([^"]*)"', dom).group(1))  # noqa: E731
+    left, top, right, bottom, width, height = box(browse(page, tmp_path / "profile", size, "--dump-dom"))
+    assert width == FOLD[0] and height <= FOLD[1]  # headless Chromium may keep room for its bars
+    assert 0 < top < bottom <= height and right <= width, (top, bottom, height)
+    assert bottom - top > 100  # the box's lines laid out, not an empty element
+    shot = tmp_path / "fold.png"
+    browse(page, tmp_path / "profile", size, f"--screenshot={shot}")
+    with Image.open(shot) as image:
+        rgb = image.convert("RGB")
+        assert rgb.size == FOLD
+        border = {(0x22, 0xAA, 0x77), (0xCC, 0x44, 0x44)}  # the box's left border: reuse S (green), scratch (red)
+        column = [rgb.getpixel((int(left) + 2, y)) for y in range(int(top) + 2, int(bottom) - 2)]
+        assert set(column) <= border and column, set(column)  # drawn from the box's top to its bottom, on screen
+    pushed = tmp_path / "pushed.html"  # the check sees a box pushed below the fold
+    pushed.write_text(page.read_text().replace("<h1>", "<div style='height:700px'></div><h1>"))
+    assert box(browse(pushed, tmp_path / "profile", size, "--dump-dom"))[3] > height
+
+
 def test_a_missing_section_or_broken_plot_fails_the_check(study_dir, tmp_path):
     html = (study_dir / "report.html").read_text()
     html = re.sub(r"<section id='cumulative'>.*?</section>", "", html, flags=re.DOTALL)
@@ -196,7 +243,11 @@ def test_report_numbers_come_from_the_result_files(study_dir):
     html = (study_dir / "report.html").read_text()
     run = load_run(study_dir)
     sentence = run_verdict(run)
-    assert f"id='verdict-sentence'>{escape(sentence)}</p>" in html
+    box = run_answer(run)
+    lines = "".join(f"<p class='{key}'><strong>{label}:</strong> {escape(text)}</p>" for key, label, text in box.entries())
+    assert f"id='verdict-sentence' role='status'>{lines}</div>" in html
+    assert escape(f"The verdict in full: {sentence}") in html
+    assert box.decision.startswith("Reuse S" if reuses(run.plan) else "Train from scratch")
     assert sentence.startswith("Reuse S" if reuses(run.plan) else "Train the target from scratch")
     assert run.plan["decision"] == ("reuse" if reuses(run.plan) else "scratch")
     assert run.plan["network"] is not None and "against fresh training on" in sentence
@@ -234,6 +285,7 @@ def test_report_command_json_and_errors(study_dir, tmp_path):
     assert printed["report"] == str(tmp_path / "report.html") and Path(printed["report"]).is_file()
     assert printed["sections"] == list(SECTIONS) and all(Path(f).is_file() for f in printed["figures"])
     assert printed["verdict"] == run_verdict(load_run(study_dir))
+    assert printed["answer"] == run_answer(load_run(study_dir)).to_dict()
     assert runner.invoke(app, ["report", str(study_dir), "--out", str(tmp_path), "--quiet"]).stdout == ""
     human = runner.invoke(app, ["report", str(study_dir), "--out", str(tmp_path)])
     assert "report:" in human.stdout and ("Reuse S" in human.stdout or "from scratch" in human.stdout)

@@ -123,7 +123,8 @@ def test_study_writes_the_recommended_model_that_train_init_and_the_api_load(stu
     console = Console(file=io.StringIO(), width=80)
     summary(console, results, run)
     printed = " ".join(console.file.getvalue().split())
-    assert f"model (plan, seed 0, 5 shots, test accuracy {record['test_metric']:.4f}):" in printed
+    assert f"Model: plan, seed 0, 5 shots per class, test accuracy {record['test_metric']:.4f}; load it with" in printed
+    assert f"Model: {run / 'model.safetensors'}; load: paramreuse.load_checkpoint(path)." in printed  # the first box
     init = ["train", "--arch", TINY_ARCH, "--classes", "5-9", "--shots", "2", "--epochs", "1", "--min-steps", "1",
             "--init", str(run / "model.safetensors"), "--device", "cpu", "--quiet", "--out", str(tmp_path / "T")]  # fmt: skip
     assert runner.invoke(app, init).exit_code == 0

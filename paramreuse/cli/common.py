@@ -6,6 +6,7 @@ import functools
 import inspect
 import json
 import re
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from paramreuse.errors import ParamreuseError, SpecError
 from paramreuse.models import is_pretrained, read_info
 from paramreuse.models.loading import check_one_architecture, check_takes, fit_to, load_source
 from paramreuse.progress import ProgressEvent
+from paramreuse.report import Answer
 from paramreuse.results import json_safe  # the same rules as the result files: NaN -> null
 from paramreuse.transfer.grid import Source
 
@@ -128,6 +130,18 @@ def print_model(console: Console, what: str, path: str | Path) -> None:
     """Where a trained model is (its path whole, never folded), and how to load it: two lines within 80 columns."""
     console.print(f"{what}: {path}", highlight=False, soft_wrap=True)
     console.print(LOAD_HINT, highlight=False)
+
+
+def print_answer(console: Console, box: Answer) -> None:
+    """The first box, closing the output: a rule, then one labelled line each, wrapped at spaces within the
+    console's width (80 in a pipe), continued two spaces in; a path or a call longer than a line stays whole."""
+    console.rule("The answer", align="left", style="bold")
+    for label, text in box.lines():
+        lines = textwrap.wrap(f"{label}: {text}", width=console.width, subsequent_indent="  ", break_long_words=False,
+                              break_on_hyphens=False)  # fmt: skip
+        lines[0] = f"[bold]{escape(label)}:[/]{escape(lines[0][len(label) + 1 :])}"
+        for line in lines:
+            console.print(line if line is lines[0] else escape(line), highlight=False, soft_wrap=True)
 
 
 def emit(result: dict, fmt: Format, human: Callable[[Console], None], quiet: bool = False) -> None:

@@ -29,6 +29,7 @@ from paramreuse.cli.common import (
     check_length,
     clean_errors,
     emit,
+    print_answer,
     print_notes,
     table,
     with_backend,
@@ -37,6 +38,7 @@ from paramreuse.cli.replace import ALL_PARAMS, ParamsOpt, open_pair, sweep_confi
 from paramreuse.judge.assess import PLAN_FILE, assess
 from paramreuse.judge.crossfit import network_evidence
 from paramreuse.judge.verdicts import Thresholds
+from paramreuse.report.answer import answer_box
 from paramreuse.report.verdict import decision_clause, metric_style, unit_j2
 from paramreuse.results import read_json
 from paramreuse.training.loop import FEWSHOT, with_length
@@ -103,13 +105,15 @@ def plan_command(
                thresholds=thresholds, device=run.device, progress=bar, executor=run.executor, inputs=run.inputs,
                network=network)  # fmt: skip
     plan = read_json(out / PLAN_FILE)  # printed as written
-    emit(plan, fmt, lambda console: (print_notes(console, pair.notes), print_plan(console, plan, out)), quiet)
+    box = answer_box(plan, None, metric_style(plan["metric"]))  # no transfer runs, no model yet: it says how
+    emit(plan, fmt, lambda console: (print_notes(console, pair.notes), print_plan(console, plan, out),
+                                     print_answer(console, box)), quiet)  # fmt: skip
 
 
 def print_plan(console, plan: dict, out: Path | None = None) -> None:
     th = plan["thresholds"]
     style = metric_style(plan["metric"])
-    console.print(f"Decision: {decision_clause(plan, style)}.", highlight=False)
+    console.print(f"Network decision: {decision_clause(plan, style)}.", highlight=False)
     j1 = plan.get("network_j1") or ("reusable" if plan["network_reusable"] else "not reusable")
     console.print(
         f"J1, the paper's network test (reported, decides nothing): all conv kernels of S in T give {plan['metric']} "

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from paramreuse.cli.common import Format, FormatOpt, QuietOpt, clean_errors, emit
-from paramreuse.report import FIGURES, SECTIONS, load_run, render_report, run_verdict
+from paramreuse.cli.common import Format, FormatOpt, QuietOpt, clean_errors, emit, print_answer
+from paramreuse.report import FIGURES, SECTIONS, load_run, render_report, run_answer, run_verdict
 
 
 @clean_errors
@@ -22,15 +22,18 @@ def report_command(
 ) -> None:
     """Re-render RUN_DIR/report.html and its PNG plots from the result files, without recomputing anything."""
     path = render_report(run_dir, out)
+    run = load_run(run_dir)
+    box = run_answer(run)
     result = {
         "report": str(path),
         "figures": [str(path.parent / f"{name}.png") for name in FIGURES],
         "sections": list(SECTIONS),
-        "verdict": run_verdict(load_run(run_dir)),
+        "answer": box.to_dict(),
+        "verdict": run_verdict(run),
     }
 
     def human(console) -> None:
-        console.print(result["verdict"], highlight=False, markup=False)
+        print_answer(console, box)
         plots = ", ".join(f"{n}.png" for n in FIGURES)
         console.print(f"report: {path}  (plots: {plots} beside it)", highlight=False, markup=False)
 

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from paramreuse.cli.common import (
+    LOAD_HINT,
     BackendChoice,
     DataDirOpt,
     Device,
@@ -22,7 +23,7 @@ from paramreuse.cli.common import (
     check_length,
     clean_errors,
     emit,
-    print_model,
+    print_answer,
     table,
     with_backend,
 )  # fmt: skip
@@ -31,7 +32,7 @@ from paramreuse.cli.transfer import print_transfer
 from paramreuse.config import load_toml
 from paramreuse.devices import resolve_device
 from paramreuse.judge.verdicts import holds_text
-from paramreuse.report import load_run, run_verdict, sides_text
+from paramreuse.report import load_run, run_answer, run_verdict, sides_text
 from paramreuse.report.html import MODEL_LABELS
 from paramreuse.results import read_json
 from paramreuse.study import StudyConfig, quick, run_study
@@ -40,7 +41,7 @@ from paramreuse.study import StudyConfig, quick, run_study
 @with_backend
 @clean_errors
 def study_command(
-    config: Annotated[Path | None, typer.Option("--config", help="TOML file with StudyConfig keys (see README).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file with StudyConfig keys (see docs/config.md).")] = None,
     quick_run: Annotated[bool, typer.Option("--quick", help="Shrink every stage for a smoke run: 1-2 minutes for "
                                  "28x28 images on 2 idle cores; longer with more classes, larger images or busy "
                                  "cores. Its models may end near chance.")] = False,
@@ -155,9 +156,11 @@ def summary(console, results: dict, out: Path) -> None:
         console.print(f"few-shot training (T, T_scratch, transfer runs): {note}", highlight=False)
     for warning in results.get("warnings", []):
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    console.print(f"[bold]Verdict:[/] {escape(run_verdict(load_run(out)))}", highlight=False)
+    run = load_run(out)
+    console.print(f"[bold]Verdict in full:[/] {escape(run_verdict(run))}", highlight=False)
     model = results.get("model")
     if model:  # the model the verdict recommends, trained on the first seed's shots
-        print_model(console, f"model ({model['strategy']}, seed {model['seed']}, {model['shots']} shots, test {metric} "
-                             f"{model['test_metric']:.4f})", model["path"])  # fmt: skip
+        console.print(f"Model: {model['strategy']}, seed {model['seed']}, {model['shots']} shots per class, test "
+                      f"{metric} {model['test_metric']:.4f}; {LOAD_HINT}.", highlight=False)  # fmt: skip
+    print_answer(console, run_answer(run))  # the answer at a glance, last
     console.print(f"results: {out / 'results.json'}   report: {out / 'report.html'}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from paramreuse.errors import ParamreuseError
 from paramreuse.report import markup, plots
+from paramreuse.report.answer import Answer, answer_box
 from paramreuse.report.markup import STYLE, Mark
 from paramreuse.report.verdict import (
     MetricStyle,
@@ -91,8 +92,20 @@ def run_style(run: RunFiles) -> MetricStyle:
 
 
 def run_verdict(run: RunFiles) -> str:
-    """The one-sentence answer at the top of the report."""
+    """The verdict in one long sentence (the rule, both gains with their p), shown below the first box."""
     return verdict_sentence(run.plan, run.transfer, run_style(run))
+
+
+def run_answer(run: RunFiles) -> Answer:
+    """The first box: decision, evidence, expected gain, model, and where the study's own numbers point elsewhere."""
+    return answer_box(run.plan, run.transfer, run_style(run), run.results)
+
+
+def answer_html(box: Answer, kind: str) -> str:
+    """The box as the report's first element (``id='verdict-sentence'``), one labelled line each."""
+    lines = "".join(f"<p class='{key}'><strong>{html.escape(label)}:</strong> {html.escape(text)}</p>"
+                    for key, label, text in box.entries())  # fmt: skip
+    return f"<div class='{kind}' id='verdict-sentence' role='status'>{lines}</div>"
 
 
 J2_MARKS = {"reusable": "yes", "not reusable": "no", "undecided": "undecided"}
@@ -121,9 +134,8 @@ def _strategy_items(run: RunFiles, style: MetricStyle) -> list[str]:
 
 def _verdict(run: RunFiles, style: MetricStyle) -> str:
     plan, res = run.plan, run.results
-    sentence = run_verdict(run)
     kind = "verdict" if reuses(plan) else "verdict no"
-    items = []
+    items = [f"The verdict in full: {run_verdict(run)}"]
     j1 = plan.get("network_j1")
     for key, entry in run.sweep.get("network", {}).items():
         items.append(f"J1, the paper's network test ({J1_VARIANTS.get(key, key)}): {style.name} "
@@ -151,8 +163,7 @@ def _verdict(run: RunFiles, style: MetricStyle) -> str:
                      f"class, test {style.name} {style.fmt(model['test_metric'])}) is {model['path']}: load it with "
                      "`paramreuse train --init FILE` or paramreuse.load_checkpoint(FILE).")  # fmt: skip
     bullets = "".join(f"<li>{html.escape(i)}</li>" for i in items)
-    verdict = f"<p class='{kind}' id='verdict-sentence'>{html.escape(sentence)}</p>"
-    return f"{verdict}{_warnings(run)}<ul>{bullets}</ul>"
+    return f"{answer_html(run_answer(run), kind)}{_warnings(run)}<ul>{bullets}</ul>"
 
 
 def _models(run: RunFiles, style: MetricStyle, out: Path) -> str:

@@ -18,7 +18,8 @@ h3{font-size:1em;margin:1em 0 .2em}
 table{border-collapse:collapse;margin:.4em 0 1em;font-size:.9em}
 td,th{border:1px solid #ccc;padding:.25em .55em;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
 td.no{color:#b33;text-align:center}td.yes{color:#275;text-align:center}
-.verdict{font-size:1.2em;background:#eef6ef;border-left:.3em solid #2a7;padding:.8em 1em}
+.verdict{font-size:1.1em;background:#eef6ef;border-left:.3em solid #2a7;padding:.5em 1em}
+.verdict p{margin:.3em 0}.verdict p.elsewhere{color:#8a4b00}
 .verdict.no{background:#fbf0ee;border-left-color:#c44}
 .warnings{background:#fff5d6;border:1px solid #e0b000;border-left:.3em solid #e0a000;padding:.5em 1em;margin:.8em 0}
 .warnings ul{margin:.3em 0}td.undecided{color:#a60;text-align:center;font-weight:bold}

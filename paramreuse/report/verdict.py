@@ -136,7 +136,7 @@ def short_rule(net: dict) -> str:
     return f"scratch when {'its mean' if on == 'mean' else 'its whole CI'} is below {below}"
 
 
-def _reuse_alternative(transfer: dict) -> str | None:
+def reuse_alternative(transfer: dict) -> str | None:
     """The best reuse strategy of the transfer runs (by mean), the alternative to training from scratch."""
     strategies = transfer.get("strategies", {})
     present = [name for name in REUSE_STRATEGIES if name in strategies]
@@ -256,7 +256,7 @@ def gains_clause(transfer: dict, style: MetricStyle, plan: dict | None = None) -
     scratch = plan is not None and not reuses(plan)
     what = "training from scratch" if scratch else "the plan"
     head = f"expected gain of {what}" + (f" with {shots} shots per class" if shots is not None else "")
-    against = [_reuse_alternative(transfer) or "finetune-all"] if scratch else list(GAINS_AGAINST)
+    against = [reuse_alternative(transfer) or "finetune-all"] if scratch else list(GAINS_AGAINST)
     parts = [gain_clause(plan_gain(transfer, other, style), style, other) for other in against]
     return f"{head}: " + ", ".join(parts)
 

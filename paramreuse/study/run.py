@@ -23,9 +23,9 @@ from paramreuse.judge.replacement import SweepInputs
 from paramreuse.models.heads import head_size
 from paramreuse.models.loading import recorded_arch
 from paramreuse.progress import Progress
-from paramreuse.report import render_report
+from paramreuse.report import answer_box, render_report
 from paramreuse.report.verdict import metric_style, recommended_strategy
-from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, write_json
+from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, read_json, write_json
 from paramreuse.study.config import StudyConfig, StudyData, apply_length, full_length, load_study_data, target_spec
 from paramreuse.training.loop import paired_gain
 from paramreuse.training.run import (
@@ -120,9 +120,19 @@ def run_study(
         "environment": environment(device),
         "seconds": time.perf_counter() - start,
     }
+    results = {"answer": study_answer(out, results)} | results  # the first box, first
     write_json(out / RESULTS_FILE, results)
     render_report(out)
     return results
+
+
+def study_answer(out: Path, results: dict) -> dict:
+    """The first box (decision, evidence, expected gain, model; where the study's own numbers point elsewhere),
+    composed from the files the report reads, so results.json and the report say the same."""
+    values = [m["test_metric"] for m in results["models"].values() if m["test_metric"] is not None]
+    style = metric_style(results["metric"], values, results["units"])
+    plan, transfer = read_json(out / PLAN_FILE), read_json(out / results["transfer"]["file"])
+    return answer_box(plan, transfer, style, results).to_dict()
 
 
 @dataclass(frozen=True, eq=False)
