@@ -121,6 +121,7 @@ def test_a_transfer_grid_is_the_same_with_one_and_two_jobs_and_resumes_after_ctr
         run_transfer(*grid, RunContext(tmp_path / "two", progress=ctrl_c_after_two, executor=pool), config=GRID,
                      data_dir=str(fake_fmnist_dir))  # fmt: skip
     assert len((tmp_path / "two" / RUNS_LOG).read_text().splitlines()) == 1 + 2  # what finished is kept
+    assert pool._pool is None  # its workers were stopped, none left running a job
     events = []
     two = run_transfer(*grid, RunContext(tmp_path / "two", progress=events.append, executor=pool), config=GRID,
                        data_dir=str(fake_fmnist_dir))  # fmt: skip
