@@ -15,6 +15,7 @@ from paramreuse.data import ImageSet, TaskData
 from paramreuse.progress import Progress, ProgressEvent
 from paramreuse.stats import mean_ci
 from paramreuse.tasks import CLASSIFICATION, Task
+from paramreuse.training import precision
 from paramreuse.training.frozen import FrozenSplit, split_frozen
 
 OPTIMIZERS = ("adam", "sgd")
@@ -222,7 +223,7 @@ def train(
     """
     device = torch.device(device)
     torch.manual_seed(seed)
-    model.to(device)
+    precision.prepare_model(model.to(device), device)
     groups, frozen = param_groups(model, config)
     if not groups:
         raise ValueError("every parameter is frozen; nothing to train")
@@ -246,8 +247,9 @@ def train(
             if step == total:  # an exact ``steps`` count can end part-way through the last epoch
                 break
             idx = order[i : i + config.batch_size]
-            x, y = inputs[idx].to(device), targets[idx].to(device)
-            loss = task.loss(net(x), y)
+            x, y = precision.prepare_input(inputs[idx].to(device), device), targets[idx].to(device)
+            with precision.autocast(device):  # bf16 on CUDA only
+                loss = task.loss(net(x), y)
             if penalty is not None:
                 loss = loss + penalty(model)
             opt.zero_grad(set_to_none=True)
@@ -297,13 +299,17 @@ def predict(
     ``frozen``: the parameters without gradient are frozen ones (a frozen prefix's outputs on these
     images are computed once per process and reused, :mod:`paramreuse.training.frozen`).
     """
-    model.eval().to(device)
+    precision.prepare_model(model.eval().to(device), device)
     split = split_frozen(model) if frozen else None
-    if isinstance(split, FrozenSplit):
-        inputs, net = split.features(data.x, device), split.rest
-        # a copy per batch: an in-place op after the cut must not change the stored outputs
-        return torch.cat([net(inputs[i : i + batch_size].clone().to(device)).cpu() for i in range(0, len(data), batch_size)])
-    return torch.cat([model(data.x[i : i + batch_size].to(device)).cpu() for i in range(0, len(data), batch_size)])
+    net, inputs = (split.rest, split.features(data.x, device)) if isinstance(split, FrozenSplit) else (model, data.x)
+    outputs = []
+    for i in range(0, len(data), batch_size):
+        # a copy of stored prefix outputs: an in-place op after the cut must not change them
+        batch = inputs[i : i + batch_size].clone() if net is not model else inputs[i : i + batch_size]
+        with precision.autocast(device):  # bf16 on CUDA only
+            out = net(precision.prepare_input(batch.to(device), device))
+        outputs.append((out.float() if precision.enabled(device) else out).cpu())
+    return torch.cat(outputs)
 
 
 def evaluate(
