@@ -175,14 +175,11 @@ class ProcessExecutor:
             process.join(timeout=5)
 
     def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers: every map has ended (its jobs done, or stopped), so none is running a job."""
+        self._stop()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if exc and exc[0] is not None:  # an error or Ctrl-C: do not wait for jobs nobody will read
-            self._stop()
         self.close()

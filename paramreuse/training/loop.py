@@ -300,7 +300,7 @@ def predict(
     images are computed once per process and reused, :mod:`paramreuse.training.frozen`).
     """
     precision.prepare_model(model.eval().to(device), device)
-    split = split_frozen(model) if frozen else None
+    split = split_frozen(model) if frozen and not all(p.requires_grad for p in model.parameters()) else None
     net, inputs = (split.rest, split.features(data.x, device)) if isinstance(split, FrozenSplit) else (model, data.x)
     outputs = []
     for i in range(0, len(data), batch_size):
