@@ -145,3 +145,15 @@ def test_cli_jobs_option(trained_pair, fake_fmnist_dir, tmp_path):
         assert docs[1]["strategies"][name]["mean"] == pytest.approx(docs[0]["strategies"][name]["mean"], abs=1e-6)
     bad = runner.invoke(app, [*args, "--out", str(tmp_path / "bad"), "--jobs", "0"])
     assert bad.exit_code == 2 and "--jobs must be at least 1" in bad.output and "Traceback" not in bad.output
+
+
+def test_run_jobs_is_a_study_config_key_left_out_of_its_fingerprint(tmp_path):
+    from paramreuse.config import ConfigError, load_toml
+    from paramreuse.study import StudyConfig
+
+    (tmp_path / "two.toml").write_text("[run]\njobs = 2\n")
+    config = load_toml(StudyConfig, tmp_path / "two.toml")
+    assert config.run.jobs == 2 and config.to_dict() == StudyConfig().to_dict()  # a run resumes with other jobs
+    (tmp_path / "zero.toml").write_text("[run]\njobs = 0\n")
+    with pytest.raises(ConfigError, match="jobs"):
+        load_toml(StudyConfig, tmp_path / "zero.toml")
