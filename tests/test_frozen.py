@@ -145,3 +145,25 @@ def test_the_store_is_bounded(monkeypatch):
     for x in images[1:]:
         split.features(x, "cpu")
     assert len(frozen._STORE) == 2 and split.features(images[0], "cpu") is not first  # the oldest was dropped
+
+
+class InPlace(nn.Module):
+    """A frozen body ending in an in-place op whose result nobody reads (fx keeps reading the tensor it wrote)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Conv2d(1, 3, 3, padding=1), nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        y = self.body(x)
+        y.mul_(2.0)
+        return self.head(y)
+
+
+def test_an_in_place_op_at_the_end_of_the_prefix_is_kept():
+    model = InPlace().eval()
+    model.body.requires_grad_(False)
+    split = split_frozen(model)
+    x = torch.randn(4, 1, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(split.rest(split.prefix(x)), model(x), atol=0, rtol=0)

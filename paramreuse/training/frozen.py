@@ -153,24 +153,27 @@ def _last_cut(model: nn.Module, nodes: list[fx.Node], region: int) -> tuple[int,
 
 
 def _build(model: nn.Module, nodes: list[fx.Node], cut: int, value: fx.Node) -> tuple[fx.GraphModule, fx.GraphModule]:
-    """The graph up to ``nodes[cut]`` returning ``value``, and the graph after it reading ``value`` as its input."""
+    """The graph up to ``nodes[cut]`` returning ``value``, and the graph after it reading ``value`` as its input.
+
+    No dead-code elimination: an in-place op whose result nobody reads still changes the tensor it
+    writes, so every node is kept on its side of the cut.
+    """
     head, env = fx.Graph(), {}
     for node in nodes[: cut + 1]:
         env[node] = head.node_copy(node, env.__getitem__)
     head.output(env[value])
     tail = fx.Graph()
     later = {value: tail.placeholder("frozen_features")}
-    attrs = [n for n in nodes[: cut + 1] if n.op == "get_attr"]  # constants read on both sides of the cut
-    for node in attrs:
-        later[node] = tail.node_copy(node, later.__getitem__)
+    for node in nodes[: cut + 1]:  # constants read after the cut
+        if node.op == "get_attr" and any(nodes.index(u) > cut for u in node.users):
+            later[node] = tail.node_copy(node, later.__getitem__)
     for node in nodes[cut + 1 :]:
         later[node] = tail.node_copy(node, later.__getitem__)
     return _pruned(fx.GraphModule(model, head)), _pruned(fx.GraphModule(model, tail))
 
 
 def _pruned(module: fx.GraphModule) -> fx.GraphModule:
-    """``module`` without the nodes and submodules its output does not need."""
-    module.graph.eliminate_dead_code()
+    """``module`` without the submodules its graph does not call."""
     module.delete_all_unused_submodules()
     module.recompile()
     return module
