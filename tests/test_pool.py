@@ -157,3 +157,16 @@ def test_run_jobs_is_a_study_config_key_left_out_of_its_fingerprint(tmp_path):
     (tmp_path / "zero.toml").write_text("[run]\njobs = 0\n")
     with pytest.raises(ConfigError, match="jobs"):
         load_toml(StudyConfig, tmp_path / "zero.toml")
+
+
+def test_the_main_process_takes_every_usable_core_unless_omp_num_threads_says(monkeypatch):
+    from paramreuse.backends import fit_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert fit_threads() == 1 == torch.get_num_threads()
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert fit_threads() == usable_cores() == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

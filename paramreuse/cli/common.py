@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch import nn
 
-from paramreuse.backends import DataSpec, fit_threads, make_executor
+from paramreuse.backends import DataSpec, make_executor
 from paramreuse.errors import ParamreuseError, SpecError
 from paramreuse.models import is_pretrained, read_info
 from paramreuse.models.loading import check_one_architecture, check_takes, fit_to, load_source
@@ -350,8 +350,7 @@ def with_backend(command: Callable) -> Callable:
 def open_executor(backend: Backend, address: str | None, cpus_per_job: float, gpus_per_job: float | None, device,
                   jobs: int | None = None):  # fmt: skip
     """The executor the options ask for (a context manager: a Ray instance or worker processes it starts are
-    stopped after); this process's own stages get every usable core (``OMP_NUM_THREADS`` when set)."""
-    fit_threads()
+    stopped after)."""
     return make_executor(backend.value, address, cpus_per_job, gpus_per_job, device, jobs)
 
 
