@@ -1,4 +1,5 @@
-"""Executors: run a study's independent jobs in this process (``local``) or as Ray tasks (``ray``).
+"""Executors: run a study's independent jobs in this process or in local worker processes (``local``,
+``--jobs``), or as Ray tasks (``ray``).
 
 A *job* is a module-level function applied to a picklable spec (checkpoint paths, a
 :class:`DataSpec`, config dataclasses, seeds) that returns result rows. Both executors call the
@@ -24,6 +25,7 @@ from safetensors.torch import save
 from paramreuse.data import load_task
 from paramreuse.errors import ParamreuseError
 from paramreuse.models import load_checkpoint
+from paramreuse.pool import JobError, JobFailed, ProcessExecutor, limit_threads, usable_cores
 from paramreuse.progress import Progress
 from paramreuse.results import write_atomic
 
@@ -34,12 +36,8 @@ RETRIED_ERRORS = (OSError, TimeoutError)  # transient (a shared file system, a s
 Jobs = Iterable[tuple[str, Any]]
 
 
-class JobError(ParamreuseError):
-    """A job failed on bad input, or its worker died on every attempt; finished jobs stay saved."""
-
-
-class JobFailed(RuntimeError):
-    """A job raised an unexpected error (a bug, not bad input); the message names the job."""
+# What the fork server of local workers imports once: the job functions' modules and this run's main module.
+PRELOAD = ("torch", "paramreuse", "paramreuse.rank.ranking", "paramreuse.judge.replacement_jobs", "__main__")
 
 
 @dataclass(frozen=True)
@@ -253,17 +251,48 @@ class RunContext:
         return dataclasses.replace(self, key=key)
 
 
+JOBS_VARIABLE = "PARAMREUSE_JOBS"
+
+
+def default_jobs() -> int:
+    """How many local jobs run at once unless told: ``$PARAMREUSE_JOBS``, else one per core this process may use."""
+    told = os.environ.get(JOBS_VARIABLE, "").strip()
+    if told:
+        if not told.isdigit() or int(told) < 1:
+            raise ParamreuseError(f"{JOBS_VARIABLE}={told!r}: give a whole number of jobs, at least 1")
+        return int(told)
+    return usable_cores()
+
+
+def fit_threads() -> int:
+    """Give this process's own work (stages that are not jobs) every core it may use, unless ``OMP_NUM_THREADS``
+    says how many; returns the number of threads."""
+    told = os.environ.get("OMP_NUM_THREADS", "")
+    threads = int(told) if told.isdigit() and int(told) > 0 else usable_cores()
+    limit_threads(threads)
+    return threads
+
+
 def make_executor(
     backend: str = "local", address: str | None = None, cpus_per_job: float = 1.0,
-    gpus_per_job: float | None = None, device: torch.device | str = "cpu",
+    gpus_per_job: float | None = None, device: torch.device | str = "cpu", jobs: int | None = None,
 ) -> Executor:  # fmt: skip
-    """The executor for ``--backend``; ``gpus_per_job`` None means one GPU per job when ``device`` is CUDA."""
+    """The executor for ``--backend``; ``gpus_per_job`` None means one GPU per job when ``device`` is CUDA.
+
+    ``jobs`` (local only): how many jobs run at once, each in a worker process on one thread; 1 runs
+    them here one after the other; None: :func:`default_jobs`.
+    """
     if backend not in BACKENDS:
         raise ParamreuseError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if jobs is not None and jobs < 1:
+        raise ParamreuseError(f"--jobs must be at least 1 (1: one job at a time, in this process), got {jobs}")
     if backend == "local":
         if address is not None:
             raise ParamreuseError("--address names a Ray cluster; use it with --backend ray")
-        return LocalExecutor()
+        jobs = default_jobs() if jobs is None else jobs
+        return LocalExecutor() if jobs == 1 else ProcessExecutor(jobs, preload=PRELOAD)
+    if jobs is not None:
+        raise ParamreuseError("--jobs sets local worker processes; with --backend ray, --cpus-per-job sizes each job")
     if gpus_per_job is None:
         gpus_per_job = 1.0 if torch.device(device).type == "cuda" else 0.0
     return RayExecutor(address, cpus_per_job, gpus_per_job)

@@ -93,3 +93,12 @@ def trained_pair():
         train(model, data, TrainConfig(epochs=10, batch_size=32, lr=1e-2), seed=seed)
         models.append(model.eval())
     return models[0], models[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_job_at_a_time():
+    """Verbs run their jobs in the test's own process unless a test asks for workers (--jobs, ProcessExecutor):
+    worker processes would cost each CLI test their start-up."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PARAMREUSE_JOBS", "1")
+        yield

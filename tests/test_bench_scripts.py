@@ -52,3 +52,39 @@ def test_the_backends_benchmark_runs_the_studys_transfer_grid(fake_fmnist_dir, t
     seconds, doc = grid(LOCAL, source, config, tmp_path / "local")
     assert seconds > 0 and set(doc["strategies"]) == {"scratch", "finetune-all"}
     assert (tmp_path / "local" / "transfer" / "transfer.json").is_file()
+
+
+def test_the_speed_benchmark_times_stages_from_the_files_a_study_writes(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    import os
+
+    from speed import stage_seconds, table  # bench/speed.py
+
+    start = 1_000_000.0
+    for i, name in enumerate(("source/model.safetensors", "target/train.json", "plan.json", "transfer/transfer.json")):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+        os.utime(path, (start + 10 * (i + 1), start + 10 * (i + 1)))
+    stages = stage_seconds(tmp_path, start)
+    assert stages == {"S": 10.0, "T": 10.0, "evidence (cross-fit, sweep, plan, comparisons)": 10.0, "transfer grid": 10.0}
+    record = {"quick": True, "jobs": 2, "load_before": [0.5], "load_after": [0.7], "decision": "reuse",
+              "reusable_depth": 2, "recommended": "plan", "stages": stages, "grid": {"plan": 0.8, "scratch": 0.6}}
+    old = record | {"jobs": 1, "wall": 50.0, "grid": {"plan": 0.8, "scratch": 0.62}}
+    lines = table({("default", "old"): old, ("default", "new"): record | {"wall": 25.0},
+                   ("default", "pair"): record | {"wall": 40.0, "walls": [38.0, 40.0]}}, "default")  # fmt: skip
+    text = "\n".join(lines)
+    assert "total (wall)" in text and "    2.00" in text  # 50 s old against 25 s new
+    assert "largest |old - new| 0.0200" in text and "(ratio 1.60)" in text and max(map(len, lines)) <= 100
+
+
+@pytest.mark.slow  # four quick studies of a tiny CNN on the fake data set
+def test_the_speed_benchmark_quick_mode_runs_old_and_new_to_the_same_answer(fake_fmnist_dir, tmp_path, monkeypatch, capsys):
+    args = ["--quick", "--cells", "default:old,default:new", "--out", str(tmp_path), "--data-dir", str(fake_fmnist_dir),
+            "--arch", TINY_ARCH, "--min-steps", "4", "--jobs", "2"]  # fmt: skip
+    run_script("speed.py", *args, monkeypatch=monkeypatch)
+    first = capsys.readouterr().out
+    assert "default:old: running" in first and "largest |old - new| 0.0000" in first and "same plan: yes" in first
+    run_script("speed.py", *args, monkeypatch=monkeypatch)  # resumed: every cell has its record
+    assert "default:new: recorded in" in capsys.readouterr().out
+    assert {p.name for p in (tmp_path / "quick").glob("*.json")} == {"default-old.json", "default-new.json"}

@@ -167,3 +167,28 @@ def test_a_moved_run_folder_resumes_every_stage(reference_run, study_config, fak
     results = json.loads((moved / "results.json").read_text())
     assert all(m["resumed"] for m in results["models"].values())  # nothing retrained: keys hold no paths
     assert _outcome(moved) == _outcome(reference_run)
+
+
+@pytest.mark.slow  # two studies, one with its own worker processes
+def test_ctrl_c_with_worker_processes_exits_130_and_resumes_to_the_results_of_one_job_at_a_time(
+    reference, study_config, fake_fmnist_dir, tmp_path
+):
+    run, runs_log = tmp_path / "run", tmp_path / "run" / "transfer" / RUNS_LOG
+    head = [sys.executable, "-c", SLOW_LOGS, *_args(study_config, run), "--jobs", "2"]
+    proc = subprocess.Popen(head, env=_env(fake_fmnist_dir), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)  # its own process group: Ctrl-C reaches the driver and its workers
+    deadline = time.monotonic() + 240
+    try:
+        while not _log_lines(runs_log, 1)(run):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()[-2000:]
+            time.sleep(0.005)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        stderr = proc.communicate(timeout=60)[1].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    kept = len(runs_log.read_text().splitlines()) - 1
+    assert kept >= 1 and not (run / "transfer" / "transfer.json").exists()
+    _study(study_config, run, fake_fmnist_dir)  # resumed, one job at a time (PARAMREUSE_JOBS=1 in the tests)
+    assert _outcome(run) == reference

@@ -179,7 +179,7 @@ def test_best_depth_keeps_the_candidate_with_the_best_validation_score(trained_p
         trained_on.append(len(data))
         return real_train(model, data, config, *a, **k)
 
-    def fake_evaluate(model, data, kind, device):
+    def fake_evaluate(model, data, kind, device, frozen=False):
         if data is task.test:
             evaluated.append(model)
             return 0.5

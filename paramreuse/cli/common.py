@@ -313,6 +313,12 @@ AddressOpt = Annotated[
 CpusPerJobOpt = Annotated[
     float, typer.Option("--cpus-per-job", help="With --backend ray: CPUs (torch threads) each job reserves.")
 ]
+JobsOpt = Annotated[
+    int | None,
+    typer.Option("--jobs", "-j", help="Trainings run at once, each in a worker process on one thread "
+                 "(default: one per usable core; 1: one at a time in this process; see docs/speed.md).",
+                 show_default=False),
+]  # fmt: skip
 GpusPerJobOpt = Annotated[
     float | None,
     typer.Option("--gpus-per-job", help="With --backend ray: GPUs each job reserves "
@@ -322,42 +328,48 @@ GpusPerJobOpt = Annotated[
 
 @dataclass(frozen=True)
 class BackendChoice:
-    """The four backend options of a verb, as one value (declared once, by :func:`with_backend`)."""
+    """The backend options of a verb, as one value (declared once, by :func:`with_backend`)."""
 
     backend: Backend = Backend.local
     address: str | None = None
     cpus_per_job: float = 1.0
     gpus_per_job: float | None = None
+    jobs: int | None = None
 
-    def open(self, device):
-        """The executor these options ask for (see :func:`open_executor`)."""
-        return open_executor(self.backend, self.address, self.cpus_per_job, self.gpus_per_job, device)
+    def open(self, device, jobs: int | None = None):
+        """The executor these options ask for (see :func:`open_executor`); ``jobs``: a config's, which --jobs overrides."""
+        chosen = self.jobs if self.jobs is not None else jobs if self.backend is Backend.local else None
+        return open_executor(self.backend, self.address, self.cpus_per_job, self.gpus_per_job, device, chosen)
 
 
 def with_backend(command: Callable) -> Callable:
-    """Give a verb --backend, --address, --cpus-per-job and --gpus-per-job, declared here once.
+    """Give a verb --backend, --address, --cpus-per-job, --gpus-per-job and --jobs, declared here once.
 
-    The verb takes one keyword ``backend: BackendChoice``; typer sees the four options in its place.
+    The verb takes one keyword ``backend: BackendChoice``; typer sees the five options in its place.
     """
     options = (("backend", BackendOpt, Backend.local), ("address", AddressOpt, None),
-               ("cpus_per_job", CpusPerJobOpt, 1.0), ("gpus_per_job", GpusPerJobOpt, None))  # fmt: skip
+               ("cpus_per_job", CpusPerJobOpt, 1.0), ("gpus_per_job", GpusPerJobOpt, None),
+               ("jobs", JobsOpt, None))  # fmt: skip
     signature = inspect.signature(command, eval_str=True)
     kept = [p for p in signature.parameters.values() if p.name != "backend"]
     added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
              for name, kind, default in options]  # fmt: skip
 
     @functools.wraps(command)
-    def wrapper(*args: Any, backend=Backend.local, address=None, cpus_per_job=1.0, gpus_per_job=None, **kwargs: Any):
-        return command(*args, backend=BackendChoice(backend, address, cpus_per_job, gpus_per_job), **kwargs)
+    def wrapper(*args: Any, backend=Backend.local, address=None, cpus_per_job=1.0, gpus_per_job=None, jobs=None,
+                **kwargs: Any):  # fmt: skip
+        return command(*args, backend=BackendChoice(backend, address, cpus_per_job, gpus_per_job, jobs), **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=[*kept, *added])
     wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
     return wrapper
 
 
-def open_executor(backend: Backend, address: str | None, cpus_per_job: float, gpus_per_job: float | None, device):
-    """The executor the options ask for (a context manager: a Ray instance it starts is shut down after)."""
-    return make_executor(backend.value, address, cpus_per_job, gpus_per_job, device)
+def open_executor(backend: Backend, address: str | None, cpus_per_job: float, gpus_per_job: float | None, device,
+                  jobs: int | None = None):  # fmt: skip
+    """The executor the options ask for (a context manager: a Ray instance or worker processes it starts are
+    stopped after)."""
+    return make_executor(backend.value, address, cpus_per_job, gpus_per_job, device, jobs)
 
 
 class _PlainFlags:

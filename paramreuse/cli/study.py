@@ -97,7 +97,7 @@ def study_command(
     if quick_run:
         cfg = quick(cfg)
     dev = resolve_device(device.value)
-    executor = backend.open(dev)
+    executor = backend.open(dev, jobs=cfg.run.jobs)
     with executor, ProgressBar(enabled=not quiet and fmt is Format.human) as bar:
         results = run_study(cfg, out, dev, bar, executor)
     emit(results, fmt, lambda console: summary(console, results, out), quiet)

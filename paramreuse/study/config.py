@@ -94,6 +94,18 @@ class StudyTraining:
 
 
 @dataclass(frozen=True)
+class RunOptions:
+    """How the study runs, not what it computes (left out of its fingerprint): ``jobs`` trainings at once in
+    worker processes (1: one at a time in this process; unset: ``--jobs``, ``$PARAMREUSE_JOBS``, else one per
+    usable core; docs/speed.md)."""
+
+    jobs: int | None = None
+
+    def __post_init__(self) -> None:
+        check_at_least(self, ("jobs",), 1)
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """The default: Fashion-MNIST classes 0-4 as source, classes 5-9 with 10 shots as target.
 
@@ -117,16 +129,19 @@ class StudyConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
     transfer: TransferConfig = field(default_factory=lambda: TransferConfig(shots=(), seeds=5))
     budget: str = "shots"
+    run: RunOptions = RunOptions()
 
     def __post_init__(self) -> None:
         check_choice("budget", self.budget, BUDGETS)
         check_choice("align", self.align, ALIGNMENTS)
 
     def to_dict(self) -> dict:
-        """The fields; a side's ``channels`` only when set (older run folders' fingerprints stay valid)."""
+        """What the study computes from: every field but ``run`` (how many jobs at once changes no result); a side's
+        ``channels`` only when set (older run folders' fingerprints stay valid)."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "run"}
         sides = {name: {k: v for k, v in dataclasses.asdict(getattr(self, name)).items() if k != "channels" or v is not None}
                  for name in ("source", "target")}  # fmt: skip
-        return dataclasses.asdict(self) | sides | {"training": self.training.to_dict(), "transfer": self.transfer.to_dict()}
+        return fields | sides | {"training": self.training.to_dict(), "transfer": self.transfer.to_dict()}
 
 
 def quick(config: StudyConfig) -> StudyConfig:

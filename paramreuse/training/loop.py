@@ -15,6 +15,8 @@ from paramreuse.data import ImageSet, TaskData
 from paramreuse.progress import Progress, ProgressEvent
 from paramreuse.stats import mean_ci
 from paramreuse.tasks import CLASSIFICATION, Task
+from paramreuse.training import precision
+from paramreuse.training.frozen import FrozenSplit, split_frozen
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -221,7 +223,7 @@ def train(
     """
     device = torch.device(device)
     torch.manual_seed(seed)
-    model.to(device)
+    precision.prepare_model(model.to(device), device)
     groups, frozen = param_groups(model, config)
     if not groups:
         raise ValueError("every parameter is frozen; nothing to train")
@@ -231,21 +233,23 @@ def train(
     g = torch.Generator().manual_seed(seed)
     targets = task.targets(data)
     history, step, start, loss_sum = [], 0, time.perf_counter(), 0.0
+    net, inputs = _frozen_once(model, data, frozen, device)
     for epoch in range(epochs):
         model.train()
         _hold_frozen_norms(model, frozen)
         order = torch.randperm(len(data), generator=g)
         if config.auto_rgn:  # on the first (up to) two batches of this epoch's order
-            probe = [(data.x[idx].to(device), targets[idx].to(device)) for idx in order[: 2 * config.batch_size].split(config.batch_size)]
-            norms = relative_gradient_norms(model, probe, task, [grp["params"][0] for grp in opt.param_groups])
+            probe = [(inputs[idx].to(device), targets[idx].to(device)) for idx in order[: 2 * config.batch_size].split(config.batch_size)]
+            norms = relative_gradient_norms(net, probe, task, [grp["params"][0] for grp in opt.param_groups])
             _auto_rgn_rates(opt, norms, step / total, config.schedule)
         loss_sum, seen = 0.0, 0
         for i in range(0, len(data), config.batch_size):
             if step == total:  # an exact ``steps`` count can end part-way through the last epoch
                 break
             idx = order[i : i + config.batch_size]
-            x, y = data.x[idx].to(device), targets[idx].to(device)
-            loss = task.loss(model(x), y)
+            x, y = precision.prepare_input(inputs[idx].to(device), device), targets[idx].to(device)
+            with precision.autocast(device):  # bf16 on CUDA only
+                loss = task.loss(net(x), y)
             if penalty is not None:
                 loss = loss + penalty(model)
             opt.zero_grad(set_to_none=True)
@@ -260,7 +264,7 @@ def train(
                 progress(ProgressEvent(stage, step, total, {"epoch": epoch + 1, "loss": loss.item()}))
         record = {"epoch": epoch + 1, "loss": loss_sum / seen}
         history.append(record)
-    val_metric = evaluate(model, val, task, device) if val is not None and len(val) else None
+    val_metric = evaluate(model, val, task, device, frozen=bool(frozen)) if val is not None and len(val) else None
     return TrainResult(
         epochs=epochs,
         steps=step,
@@ -273,18 +277,47 @@ def train(
     )
 
 
+def _frozen_once(model: nn.Module, data: ImageSet, frozen: set[str], device) -> tuple[nn.Module, torch.Tensor]:
+    """What a step runs and on what: the model on the images, or, with a frozen prefix that can be cut off
+    (:mod:`paramreuse.training.frozen`), the rest of the model on the prefix's outputs, computed once."""
+    if not frozen:
+        return model, data.x
+    model.train()
+    _hold_frozen_norms(model, frozen)  # as every step runs them: the prefix's outputs are the steps' own
+    split = split_frozen(model, frozen_norms(model, frozen))
+    if not isinstance(split, FrozenSplit):
+        return model, data.x
+    return split.rest, split.features(data.x, device)
+
+
 @torch.no_grad()
-def predict(model: nn.Module, data: ImageSet, device: torch.device | str = "cpu", batch_size: int = 512) -> torch.Tensor:
-    """Model outputs for every image, on the CPU."""
-    model.eval().to(device)
-    return torch.cat([model(data.x[i : i + batch_size].to(device)).cpu() for i in range(0, len(data), batch_size)])
+def predict(
+    model: nn.Module, data: ImageSet, device: torch.device | str = "cpu", batch_size: int = 512, *, frozen: bool = False
+) -> torch.Tensor:
+    """Model outputs for every image, on the CPU.
+
+    ``frozen``: the parameters without gradient are frozen ones (a frozen prefix's outputs on these
+    images are computed once per process and reused, :mod:`paramreuse.training.frozen`).
+    """
+    precision.prepare_model(model.eval().to(device), device)
+    split = split_frozen(model) if frozen and not all(p.requires_grad for p in model.parameters()) else None
+    net, inputs = (split.rest, split.features(data.x, device)) if isinstance(split, FrozenSplit) else (model, data.x)
+    outputs = []
+    for i in range(0, len(data), batch_size):
+        # a copy of stored prefix outputs: an in-place op after the cut must not change them
+        batch = inputs[i : i + batch_size].clone() if net is not model else inputs[i : i + batch_size]
+        with precision.autocast(device):  # bf16 on CUDA only
+            out = net(precision.prepare_input(batch.to(device), device))
+        outputs.append((out.float() if precision.enabled(device) else out).cpu())
+    return torch.cat(outputs)
 
 
 def evaluate(
-    model: nn.Module, data: ImageSet, task: Task = CLASSIFICATION, device: torch.device | str = "cpu"
-) -> float:
-    """The task metric of ``model`` on ``data`` (the mean of its per-image scores)."""
-    return task.value(predict(model, data, device), task.targets(data))
+    model: nn.Module, data: ImageSet, task: Task = CLASSIFICATION, device: torch.device | str = "cpu", *,
+    frozen: bool = False,
+) -> float:  # fmt: skip
+    """The task metric of ``model`` on ``data`` (the mean of its per-image scores); ``frozen`` as :func:`predict`."""
+    return task.value(predict(model, data, device, frozen=frozen), task.targets(data))
 
 
 def evaluate_metrics(

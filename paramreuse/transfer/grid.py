@@ -135,7 +135,7 @@ def run_one(
     p = replace(p, warm_head=p.warm_head or warm_head)
     result = fit(p, task.train, task, seed, device)
     return {
-        "value": evaluate(p.model, task.test, task.kind, device),
+        "value": evaluate(p.model, task.test, task.kind, device, frozen=True),
         "val": result.val_metric,
         "depth": depth,
         "copied": p.copied,
@@ -386,7 +386,7 @@ def _best_depth(source: Source, task: TaskData, plan, seed: int, config: Transfe
     for k in candidate_depths(units, config.depth_candidates):
         p = prepare(source, task, "best-depth", plan=plan, seed=seed, config=config, depth=k)
         result = train(p.model, fit_images, p.training, seed=seed, task=task.kind, device=device)
-        score = evaluate(p.model, val, task.kind, device)
+        score = evaluate(p.model, val, task.kind, device, frozen=True)
         candidates.append((score, -k, k, p, result.seconds))
     val_score, _, depth, best, _ = max(candidates, key=lambda c: c[:2])
     seconds = sum(c[4] for c in candidates)
@@ -395,7 +395,7 @@ def _best_depth(source: Source, task: TaskData, plan, seed: int, config: Transfe
         seconds += train(best.model, task.train, best.training, seed=seed, task=task.kind, device=device).seconds
     epochs, steps = training_length(best.training, len(task.train))
     return {
-        "value": evaluate(best.model, task.test, task.kind, device),
+        "value": evaluate(best.model, task.test, task.kind, device, frozen=True),
         "val": val_score,
         "depth": depth,
         "copied": best.copied,
