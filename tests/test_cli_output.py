@@ -282,6 +282,26 @@ def test_a_redirected_verb_prints_progress_lines_on_stderr(fake_fmnist, tmp_path
     assert "train  " not in result.stdout
 
 
+def test_output_sent_to_a_file_logs_its_progress_lines_before_the_results(fake_fmnist, tmp_path):
+    """``paramreuse train ... > log``: the log gets the plain progress lines, once, then the results."""
+    import os
+    import subprocess
+    import sys
+
+    log = tmp_path / "log"
+    with log.open("w") as stdout:
+        done = subprocess.run([sys.executable, "-m", "paramreuse", "train", "--arch", "builtin:cnn?width=4", "--data",
+                               "fashion-mnist", "--classes", "0-1", "--shots", "2", "--epochs", "1", "--out",
+                               str(tmp_path / "out")], stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=300,
+                              env=os.environ | {"PARAMREUSE_DATA": str(fake_fmnist)}, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = log.read_text().splitlines()
+    ends = [i for i, line in enumerate(lines) if line.startswith("train  ")]
+    assert ends and re.fullmatch(r"train  (\d+)/\1  elapsed \d+:\d\d:\d\d  eta 0:00:00.*", lines[ends[-1]]), lines
+    assert "train  " not in done.stderr
+    assert "model saved to" in "\n".join(lines[ends[-1] :])
+
+
 @pytest.mark.parametrize("verb, usage", [("plan", "plan [OPTIONS] SOURCE TARGET"), ("compare", "compare [OPTIONS] SOURCE TARGET"),
                                          ("replace", "replace [OPTIONS] SOURCE TARGET"), ("transfer", "transfer [OPTIONS] SOURCE"),
                                          ("apply", "apply [OPTIONS] PLAN"), ("report", "report [OPTIONS] RUN_DIR")])  # fmt: skip

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 import re
+import stat
 import textwrap
 import time
 from collections.abc import Callable
@@ -76,9 +78,21 @@ def clean_errors(fn: Callable) -> Callable:
 SPEED_PERIOD = 24 * 3600.0  # seconds of events the bar's ETA averages over: all of a stage (see ProgressBar)
 
 
+def _a_file(console: Console) -> bool:
+    """Whether ``console`` writes to a regular file (``> log``), not a terminal, a pipe or an in-memory stream."""
+    try:
+        return stat.S_ISREG(os.fstat(console.file.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):  # io.StringIO and test runners' streams have no file number
+        return False
+
+
 class ProgressBar:
     """The library's ProgressEvent callbacks rendered: a rich bar, one row per stage, on a terminal; plain
-    lines (:class:`~paramreuse.cli.progress_lines.ProgressLines`) when stderr is a file or a pipe.
+    lines (:class:`~paramreuse.cli.progress_lines.ProgressLines`) where the output goes to a file or a pipe.
+
+    The lines go where the results go when that is a regular file (``study ... > log`` logs its progress too,
+    and ``> log 2>&1`` gets them once), else to stderr when it is a file or a pipe; ``plain``: force the
+    lines (True, on stderr) or the bar (False).
 
     The bar's ETA averages the whole stage: rich's default (the last 30 s of events) has no speed while
     each event takes longer than that (a best-depth transfer run trains nine candidates), and shows -:--:--.
@@ -86,9 +100,12 @@ class ProgressBar:
 
     def __init__(self, enabled: bool = True, plain: bool | None = None, clock: Callable[[], float] | None = None):
         self.enabled = enabled
-        self.plain = (not err.is_terminal) if plain is None else plain
         clock = clock or time.monotonic
-        self.lines = ProgressLines(err, clock=clock) if enabled and self.plain else None
+        logged = plain is None and _a_file(out_console)  # results to a file: progress beside them
+        self.plain = (not err.is_terminal) if plain is None else plain
+        target = out_console if logged else err
+        self.lines = ProgressLines(target, clock=clock) if enabled and (self.plain or logged) else None
+        self.plain = self.plain or logged
         self.progress = Progress(
             TextColumn("{task.description:<10}"),
             BarColumn(),
