@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@echo "setting up $(VENV) (once; pip speaks only on an error) ..."
 	@$(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
-	@$(PY) -m pip install --quiet -e '.[dev,ray]'
+	@PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[dev,ray]'  # setuptools' editable-install notice is not an error
 	@touch $(STAMP)
 
 demo: setup
