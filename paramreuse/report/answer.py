@@ -15,6 +15,7 @@ from paramreuse.report.verdict import (
     reuse_alternative,
     reuses,
     strategy_label,
+    unit_runs,
 )
 from paramreuse.vocabulary import Decision
 
@@ -97,14 +98,7 @@ def decision_line(plan: dict, transfer: dict) -> str:
 def spans(names: list[str], order: list[str]) -> str:
     """``c1`` or ``c3–c9`` for a run of consecutive units in ``order``, runs joined by commas (the units one by
     one are in the plan table)."""
-    index = {n: i for i, n in enumerate(order)}
-    runs: list[list[str]] = []
-    for name in sorted(names, key=lambda n: index.get(n, len(order))):
-        if runs and index.get(name, -2) == index.get(runs[-1][-1], -9) + 1:
-            runs[-1].append(name)
-        else:
-            runs.append([name])
-    return ", ".join(run[0] if len(run) == 1 else f"{run[0]}–{run[-1]}" for run in runs)
+    return ", ".join(run[0] if len(run) == 1 else f"{run[0]}–{run[-1]}" for run in unit_runs(names, order))
 
 
 def draws_count(plan: dict, transfer: dict) -> tuple[int, int] | None:

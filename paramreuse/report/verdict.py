@@ -76,8 +76,8 @@ def metric_style(name: str, values: list[float] = (), units: str | None = None) 
     return MetricStyle(name, "fraction" if values and all(0.0 <= v <= 1.0 for v in values) else "")
 
 
-def compact(names: list[str], order: list[str]) -> str:
-    """``a, b`` or ``first–last (k units)`` for runs of three or more consecutive units in ``order``."""
+def unit_runs(names: list[str], order: list[str]) -> list[list[str]]:
+    """``names`` grouped into runs of units consecutive in ``order`` (names not in it go last)."""
     index = {n: i for i, n in enumerate(order)}
     runs: list[list[str]] = []
     for name in sorted(names, key=lambda n: index.get(n, len(order))):
@@ -85,7 +85,12 @@ def compact(names: list[str], order: list[str]) -> str:
             runs[-1].append(name)
         else:
             runs.append([name])
-    parts = [f"{r[0]}–{r[-1]} ({len(r)} units)" if len(r) >= 3 else ", ".join(r) for r in runs]
+    return runs
+
+
+def compact(names: list[str], order: list[str]) -> str:
+    """``a, b`` or ``first–last (k units)`` for runs of three or more consecutive units in ``order``."""
+    parts = [f"{r[0]}–{r[-1]} ({len(r)} units)" if len(r) >= 3 else ", ".join(r) for r in unit_runs(names, order)]
     return ", ".join(parts)
 
 
