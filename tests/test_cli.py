@@ -155,7 +155,8 @@ def test_train_json_is_the_stored_record(fake_fmnist, tmp_path):
 def test_progress_goes_to_stderr_with_an_eta(fake_fmnist, tmp_path):
     from rich.progress import TimeRemainingColumn
 
-    from paramreuse.cli.common import ProgressBar, err
+    from paramreuse.cli.common import err
+    from paramreuse.cli.progress_bar import ProgressBar
     from paramreuse.progress import ProgressEvent
 
     bar = ProgressBar(plain=False)  # the live bar, as on a terminal

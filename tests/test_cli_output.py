@@ -257,7 +257,7 @@ def test_redirected_progress_prints_plain_lines_with_stage_count_elapsed_and_eta
 
 def test_the_bars_eta_is_known_when_each_event_takes_longer_than_rich_averages_over():
     """The -:--:-- during best-depth: rich's ETA used the last 30 s of events, and a best-depth run takes longer."""
-    from paramreuse.cli.common import ProgressBar
+    from paramreuse.cli.progress_bar import ProgressBar
     from paramreuse.progress import ProgressEvent
 
     clock = _Clock()

@@ -20,7 +20,6 @@ from paramreuse.cli.common import (
     FormatOpt,
     LineageOpt,
     OutOpt,
-    ProgressBar,
     QuietOpt,
     SeedOpt,
     ShotsOpt,
@@ -34,6 +33,7 @@ from paramreuse.cli.common import (
     table,
     with_backend,
 )  # fmt: skip
+from paramreuse.cli.progress_bar import ProgressBar
 from paramreuse.cli.replace import ALL_PARAMS, ParamsOpt, open_pair, sweep_config
 from paramreuse.judge.assess import PLAN_FILE, assess
 from paramreuse.judge.crossfit import network_evidence

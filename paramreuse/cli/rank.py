@@ -20,7 +20,6 @@ from paramreuse.cli.common import (
     Format,
     FormatOpt,
     OutOpt,
-    ProgressBar,
     QuietOpt,
     SeedOpt,
     clean_errors,
@@ -28,6 +27,7 @@ from paramreuse.cli.common import (
     table,
     with_backend,
 )  # fmt: skip
+from paramreuse.cli.progress_bar import ProgressBar
 from paramreuse.devices import resolve_device
 from paramreuse.errors import ParamreuseError
 from paramreuse.models.checkpoint import pretrained_spec

@@ -24,7 +24,6 @@ from paramreuse.cli.common import (
     LineageOpt,
     OutOpt,
     Pair,
-    ProgressBar,
     QuietOpt,
     SeedOpt,
     ShotsOpt,
@@ -39,6 +38,7 @@ from paramreuse.cli.common import (
     target_spec,
     with_backend,
 )  # fmt: skip
+from paramreuse.cli.progress_bar import ProgressBar
 from paramreuse.data import TaskData
 from paramreuse.devices import resolve_device
 from paramreuse.errors import ParamreuseError
@@ -47,6 +47,7 @@ from paramreuse.judge.replacement import PARAM_GROUPS, SweepConfig, SweepInputs
 from paramreuse.results import read_json
 
 ALL_PARAMS = ",".join(PARAM_GROUPS)
+
 ParamsOpt = Annotated[
     str,
     typer.Option("--params", show_default=False,  # the default, a list without spaces, would not fit at 80 columns

@@ -18,7 +18,6 @@ from paramreuse.cli.common import (
     Format,
     FormatOpt,
     OutOpt,
-    ProgressBar,
     QuietOpt,
     check_length,
     clean_errors,
@@ -28,6 +27,7 @@ from paramreuse.cli.common import (
     with_backend,
 )  # fmt: skip
 from paramreuse.cli.plan import print_plan
+from paramreuse.cli.progress_bar import ProgressBar
 from paramreuse.cli.transfer import print_transfer
 from paramreuse.config import load_toml
 from paramreuse.devices import resolve_device

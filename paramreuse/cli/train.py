@@ -16,7 +16,6 @@ from paramreuse.cli.common import (
     Format,
     FormatOpt,
     OutOpt,
-    ProgressBar,
     QuietOpt,
     SeedOpt,
     SizeOpt,
@@ -26,6 +25,7 @@ from paramreuse.cli.common import (
     emit,
     table,
 )  # fmt: skip
+from paramreuse.cli.progress_bar import ProgressBar
 from paramreuse.data import load_task
 from paramreuse.devices import resolve_device
 from paramreuse.training.loop import TrainConfig

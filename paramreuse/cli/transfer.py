@@ -21,7 +21,6 @@ from paramreuse.cli.common import (
     Format,
     FormatOpt,
     OutOpt,
-    ProgressBar,
     QuietOpt,
     SizeOpt,
     TaskOpt,
@@ -33,6 +32,7 @@ from paramreuse.cli.common import (
     target_spec,
     with_backend,
 )  # fmt: skip
+from paramreuse.cli.progress_bar import ProgressBar
 from paramreuse.config import from_mapping, one_length, read_toml
 from paramreuse.devices import resolve_device
 from paramreuse.errors import ParamreuseError
