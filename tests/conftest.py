@@ -102,3 +102,10 @@ def one_job_at_a_time():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PARAMREUSE_JOBS", "1")
         yield
+
+
+def untimed(obj):
+    """A result without its compute timings (the only values that differ between equal runs)."""
+    if isinstance(obj, dict):
+        return {k: untimed(v) for k, v in obj.items() if k not in ("seconds", "plan_seconds", "candidate_seconds")}
+    return [untimed(v) for v in obj] if isinstance(obj, list) else obj

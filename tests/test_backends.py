@@ -46,7 +46,7 @@ from paramreuse.study import StudyConfig, load_study_data, quick, target_spec
 from paramreuse.training.loop import TrainConfig
 from paramreuse.transfer.grid import RUNS_LOG, Source, TransferConfig, run_transfer
 from paramreuse.transfer.strategies import unit_names
-from tests.conftest import TINY_ARCH, make_fake_fashion_mnist
+from tests.conftest import TINY_ARCH, make_fake_fashion_mnist, untimed
 
 runner = CliRunner()
 TINY_TRAIN = TrainConfig(epochs=1, batch_size=8, lr=1e-2, optimizer="sgd", min_steps=6)
@@ -183,13 +183,6 @@ def test_a_worker_with_other_data_is_refused(trained_pair, checkpoints, data_dir
     with pytest.raises(JobError, match="val, calibration differ"):
         replacement_sweep(s, t, data.val, data.train, SweepConfig(params=("unit",)), log_path=tmp_path / "rows.jsonl",
                           executor=on_ray, inputs=inputs)  # fmt: skip
-
-
-def untimed(obj):
-    """A result without its compute timings (the only values that differ between equal runs)."""
-    if isinstance(obj, dict):
-        return {k: untimed(v) for k, v in obj.items() if k not in ("seconds", "plan_seconds", "candidate_seconds")}
-    return [untimed(v) for v in obj] if isinstance(obj, list) else obj
 
 
 def test_transfer_grid_on_ray_equals_local_after_an_interruption_and_a_killed_worker(

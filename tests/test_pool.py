@@ -19,7 +19,7 @@ from paramreuse.models import ModelInfo, save_checkpoint
 from paramreuse.pool import JobError, JobFailed, ProcessExecutor, cgroup_cpus, usable_cores
 from paramreuse.training.loop import TrainConfig
 from paramreuse.transfer.grid import RUNS_LOG, Source, TransferConfig, run_transfer
-from tests.conftest import TINY_ARCH
+from tests.conftest import TINY_ARCH, untimed
 
 runner = CliRunner()
 GRID = TransferConfig(strategies=("scratch", "linear-probe", "best-depth"), shots=(2,), seeds=2, depth_candidates=3,
@@ -93,12 +93,6 @@ def test_a_worker_that_dies_is_reported_by_its_job_and_the_pool_starts_again(poo
     with pytest.raises(JobError, match=r"^job b: its worker process died \(killed by SIGKILL\)"):
         list(pool.map_unordered(die_on_b, [("a", "a"), ("b", "b"), ("c", "c")]))
     assert sorted(pool.map_unordered(die_on_b, [("x", "x"), ("y", "y")])) == [("x", "x"), ("y", "y")]
-
-
-def untimed(obj):
-    if isinstance(obj, dict):
-        return {k: untimed(v) for k, v in obj.items() if k not in ("seconds", "plan_seconds", "candidate_seconds")}
-    return [untimed(v) for v in obj] if isinstance(obj, list) else obj
 
 
 def test_a_transfer_grid_is_the_same_with_one_and_two_jobs_and_resumes_after_ctrl_c(

@@ -101,18 +101,10 @@ def crossfit_sweep(
     start = time.perf_counter()
     source = source_for(arch, state, data, seed).eval()
     config = dataclasses.replace(config, adaptive=False, keep_diffs=True, seed=seed)
-    # Half-length: a fold trains on half the shots for as many epochs, so half the floor (or the exact steps).
-    steps = None if training.steps is None else max(1, training.steps // FOLDS)
-    short = dataclasses.replace(training, min_steps=training.min_steps // FOLDS, steps=steps)
+    short = fold_length(training, FOLDS)
     bounds = difference_bounds(data.kind.bounds)
-    folds, indices = [], fold_indices(data.train.y, FOLDS, seed)
-    for f, held in enumerate(indices):
-        fit = data.train.subset(_complement(held, len(data.train)))
-        target = source_for(arch, state, data, seed + 1 + f)  # its own fresh head
-        train(target, fit, short, seed=seed + f, task=data.kind, device=device, progress=progress,
-              stage=f"cross-fit {f + 1}/{FOLDS}")
-        log = None if log_dir is None else Path(log_dir) / FOLD_LOG.format(fold=f + 1)
-        folds.append((target, data.train.subset(held), fit, log))
+    folds, indices = _trained_folds(arch, state, data, short, folds=FOLDS, seed=seed, device=device,
+                                    progress=progress, log_dir=log_dir)  # fmt: skip
     evidence, fresh_models = _network_evidence(arch, data, folds, indices, training=short, seed=seed, device=device,
                                                  progress=progress) if fresh else (None, [])
     extra = {} if evidence is None else {"network_evidence": evidence.to_dict()}
@@ -166,19 +158,38 @@ def _network_evidence(arch, data: TaskData, folds, indices, *, training: TrainCo
     return evidence, models
 
 
-def design_evidence(arch: str, state: dict[str, torch.Tensor], data: TaskData, training: TrainConfig, *, folds: int,
-                    seed: int, device) -> NetworkEvidence:  # fmt: skip
-    """The network decision's evidence with ``folds`` folds: each arm trains on (folds-1)/folds of the shots for
-    as many epochs (the steps and their floor scaled alike), so more folds sit closer to the full-shot regime."""
-    share = (folds - 1) / folds
-    steps = None if training.steps is None else max(1, round(training.steps * share))
-    scaled = dataclasses.replace(training, min_steps=round(training.min_steps * share), steps=steps)
+def fold_length(training: TrainConfig, folds: int) -> TrainConfig:
+    """A fold's training: (folds-1)/folds of the shots for as many epochs, so the floor (or the exact steps)
+    scaled alike (half of each with 2 folds).
+
+    >>> fold_length(TrainConfig(min_steps=150, steps=None), 2).min_steps, fold_length(TrainConfig(steps=9), 3).steps
+    (75, 6)
+    """
+    steps = None if training.steps is None else max(1, training.steps * (folds - 1) // folds)
+    return dataclasses.replace(training, min_steps=training.min_steps * (folds - 1) // folds, steps=steps)
+
+
+def _trained_folds(arch, state, data: TaskData, training: TrainConfig, *, folds: int, seed: int, device,
+                   progress: Progress | None = None, log_dir: Path | None = None) -> tuple[list, list[torch.Tensor]]:  # fmt: skip
+    """Per fold, T_f: S (its own fresh head) fine-tuned on the other folds; with the held-out set, the fit set and
+    the fold's row log. Returns those and each fold's held-out indices."""
     trained, indices = [], fold_indices(data.train.y, folds, seed)
     for f, held in enumerate(indices):
         fit = data.train.subset(_complement(held, len(data.train)))
         target = source_for(arch, state, data, seed + 1 + f)
-        train(target, fit, scaled, seed=seed + f, task=data.kind, device=device)
-        trained.append((target, data.train.subset(held), fit, None))
+        train(target, fit, training, seed=seed + f, task=data.kind, device=device, progress=progress,
+              stage=f"cross-fit {f + 1}/{folds}")
+        log = None if log_dir is None else Path(log_dir) / FOLD_LOG.format(fold=f + 1)
+        trained.append((target, data.train.subset(held), fit, log))
+    return trained, indices
+
+
+def design_evidence(arch: str, state: dict[str, torch.Tensor], data: TaskData, training: TrainConfig, *, folds: int,
+                    seed: int, device) -> NetworkEvidence:  # fmt: skip
+    """The network decision's evidence with ``folds`` folds: each arm trains on (folds-1)/folds of the shots for
+    as many epochs (the steps and their floor scaled alike), so more folds sit closer to the full-shot regime."""
+    scaled = fold_length(training, folds)
+    trained, indices = _trained_folds(arch, state, data, scaled, folds=folds, seed=seed, device=device)
     return _network_evidence(arch, data, trained, indices, training=scaled, seed=seed, device=device, progress=None)[0]
 
 
