@@ -4,6 +4,8 @@ and study (and the study config's [training] table), and a summary that says whe
 import json
 
 import pytest
+import torch
+from torch import nn
 from typer.testing import CliRunner
 
 from paramreuse.cli import app
@@ -31,6 +33,16 @@ def test_steps_are_exact_and_the_floor_only_raises_epochs():
     assert (plain.epochs, plain.steps, plain.note) == (3, 6, None)
     assert training_length(TrainConfig(epochs=3, batch_size=16, min_steps=6), 32) == (3, 6)  # the floor is met
     assert length_note(TrainConfig(epochs=3, min_steps=6), 3) is None
+
+
+def test_a_last_batch_of_one_image_joins_the_one_before_so_batch_norm_at_1x1_trains():
+    # resnet18's last stage is 1x1 at 32 px: batch norm in training mode refuses one value per channel,
+    # which is what 17 images at batch 16 used to leave (the 3-fold design at 5 shots x 5 classes)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 5))
+    done = train(model, synthetic_set(17), TrainConfig(epochs=2, batch_size=16, min_steps=0))
+    assert (done.epochs, done.steps) == (2, 2)  # one batch of 17 per epoch
+    assert training_length(TrainConfig(epochs=1, batch_size=16, min_steps=0), 18) == (1, 2)  # 16 + 2 stay apart
 
 
 def test_train_records_the_asked_and_the_actual_length(fake_fmnist, tmp_path):

@@ -29,6 +29,7 @@ from paramreuse.progress import Progress, ProgressEvent
 from paramreuse.results import JsonlLog, fingerprint
 from paramreuse.stats import difference_bounds, mean_ci
 from paramreuse.tasks import CLASSIFICATION, Task
+from paramreuse.training.loop import batch_bounds
 
 # The sweep's public names, wherever they are defined.
 __all__ = ["PARAM_GROUPS", "Row", "Sweep", "SweepConfig", "SweepInputs", "SweepStream", "chunk_rows", "image_digest",
@@ -66,7 +67,7 @@ def _batches(data: ImageSet, size: int, seed: int, device, task: Task = CLASSIFI
     # A fixed random order: an early stop then sees a random sample of the evaluation set.
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     x, y = data.x[order], task.targets(data)[order]
-    return [(x[i : i + size].to(device), y[i : i + size].to(device)) for i in range(0, len(y), size)]
+    return [(x[a:b].to(device), y[a:b].to(device)) for a, b in batch_bounds(len(y), size)]
 
 
 def sweep_rows(job: SweepJob) -> Iterator[dict]:

@@ -78,6 +78,19 @@ class TrainResult:
         return asdict(self)
 
 
+def batch_bounds(n_images: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of an epoch over ``n_images``; a last batch of one image joins the one
+    before it, since batch norm cannot train on a single value per channel (resnet18's last stage at 1x1).
+
+    >>> batch_bounds(33, 16), batch_bounds(34, 16), batch_bounds(1, 16)
+    ([(0, 16), (16, 33)], [(0, 16), (16, 32), (32, 34)], [(0, 1)])
+    """
+    starts = list(range(0, n_images, batch_size))
+    if len(starts) > 1 and n_images - starts[-1] == 1:
+        starts.pop()
+    return [(a, b) for a, b in zip(starts, starts[1:] + [n_images])]
+
+
 def training_length(config: TrainConfig, n_images: int) -> tuple[int, int]:
     """(epochs, optimiser steps) that ``config`` trains on ``n_images`` images.
 
@@ -86,7 +99,7 @@ def training_length(config: TrainConfig, n_images: int) -> tuple[int, int]:
     >>> training_length(TrainConfig(epochs=2, batch_size=10, steps=12), 50)
     (3, 12)
     """
-    steps_per_epoch = math.ceil(n_images / config.batch_size)
+    steps_per_epoch = len(batch_bounds(n_images, config.batch_size))
     if config.steps is not None:
         return math.ceil(config.steps / steps_per_epoch), config.steps
     epochs = max(config.epochs, math.ceil(config.min_steps / steps_per_epoch))
@@ -239,14 +252,15 @@ def train(
         _hold_frozen_norms(model, frozen)
         order = torch.randperm(len(data), generator=g)
         if config.auto_rgn:  # on the first (up to) two batches of this epoch's order
-            probe = [(inputs[idx].to(device), targets[idx].to(device)) for idx in order[: 2 * config.batch_size].split(config.batch_size)]
+            first = [order[a:b] for a, b in batch_bounds(len(data), config.batch_size)[:2]]
+            probe = [(inputs[idx].to(device), targets[idx].to(device)) for idx in first]
             norms = relative_gradient_norms(net, probe, task, [grp["params"][0] for grp in opt.param_groups])
             _auto_rgn_rates(opt, norms, step / total, config.schedule)
         loss_sum, seen = 0.0, 0
-        for i in range(0, len(data), config.batch_size):
+        for a, b in batch_bounds(len(data), config.batch_size):
             if step == total:  # an exact ``steps`` count can end part-way through the last epoch
                 break
-            idx = order[i : i + config.batch_size]
+            idx = order[a:b]
             x, y = precision.prepare_input(inputs[idx].to(device), device), targets[idx].to(device)
             with precision.autocast(device):  # bf16 on CUDA only
                 loss = task.loss(net(x), y)
