@@ -80,3 +80,17 @@ def _numbers(ids: list[int]) -> str:
     if len(ids) > 2 and ids == list(range(ids[0], ids[0] + len(ids))):
         return f"{ids[0]}-{ids[-1]}"
     return ", ".join(map(str, ids))
+
+
+# The per-image scores the network decision can be measured in (paramreuse.judge.evidence), in words.
+SCORE_NAMES = {"correct": None, "brier": "Brier score", "true-prob": "true-class probability",
+               "log-loss-ts": "log-likelihood (temperature-scaled)", "soft-dice": "soft Dice"}  # fmt: skip
+
+
+def score_name(score: str | None) -> str | None:
+    """What the network decision's difference is measured in; None for the task's own metric (0/1, hard Dice, PSNR).
+
+    >>> score_name("true-prob"), score_name("correct"), score_name(None)
+    ('true-class probability', None, None)
+    """
+    return SCORE_NAMES.get(score or "correct", score)

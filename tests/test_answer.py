@@ -158,7 +158,7 @@ def test_the_box_and_the_plan_agree_for_every_kind_of_evidence(network, curve, p
     measured = sweep(CURVES[curve])
     if NETWORK[network] is not None:
         measured = dataclasses.replace(measured, extra={"network_evidence": evidence(*NETWORK[network]).to_dict()})
-    made = judge(measured, comparison((0.1,) * 4), head="fc", thresholds=Thresholds(scratch_on="mean")).to_dict()
+    made = judge(measured, comparison((0.1,) * 4), head="fc", thresholds=Thresholds(scratch_on="mean", scratch_margin=0.05, scratch_score="correct")).to_dict()
     box = answer_box(made, network_transfer(PROOFS[proof]), STYLE)
     assert box.decision.startswith("Reuse S" if made["decision"] == "reuse" else "Train from scratch")
     assert ("freeze" in box.decision) == any(layer["decision"] == "reuse-frozen" for layer in made["layers"])

@@ -96,7 +96,7 @@ def test_plan_from_shots_trains_from_scratch_when_fresh_training_scores_higher(t
     decisive = [(0.0, (-0.01, 0.01))] * 4  # a curve that would freeze everything, were S reused
     monkeypatch.setattr(runs, "crossfit_sweep", _fake_crossfit(decisive, [0, 0, 1, 0], [1, 1, 1, 0]))
     source = runs.Source("builtin:cnn?width=4", s.state_dict())
-    on = runs.TransferConfig(training=TrainConfig(min_steps=4), thresholds=Thresholds(scratch_on="mean"))
+    on = runs.TransferConfig(training=TrainConfig(min_steps=4), thresholds=Thresholds(scratch_on="mean", scratch_margin=0.05, scratch_score="correct"))
     decisions, evidence = runs.plan_from_shots(source, task, 0, on, "cpu")
     assert set(decisions.values()) == {"reinit"} and evidence["depth"] == 0 and evidence["curve"] == []
     assert evidence["network"]["choice"] == "scratch" and evidence["network"]["difference"] == -0.5
@@ -162,7 +162,7 @@ def test_a_scratch_plan_trains_exactly_as_the_scratch_strategy(trained_pair, fak
     monkeypatch.setattr(runs, "crossfit_sweep", _fake_crossfit([(0.0, (-0.01, 0.01))], [0, 0, 0, 0], [1, 1, 1, 1]))
     source = runs.Source("builtin:cnn?width=4", s.state_dict())
     config = runs.TransferConfig(training=TrainConfig(epochs=3, batch_size=8, lr=1e-2, min_steps=6),
-                                 thresholds=Thresholds(scratch_on="mean"))
+                                 thresholds=Thresholds(scratch_on="mean", scratch_margin=0.05, scratch_score="correct"))
     planned = runs._plan_run(source, task, None, 3, config, "cpu")
     scratch = runs.run_one(source, task, "scratch", plan=None, seed=3, config=config, device="cpu")
     assert planned["network"]["choice"] == "scratch" and planned["copied"] == 0

@@ -9,6 +9,10 @@ import torch.nn.functional as F
 
 from paramreuse.judge.evidence import held_out_outputs, image_scores, paired_scores, temperature
 from paramreuse.judge.network import NetworkEvidence, decide_network
+from paramreuse.judge.plan import network_decision
+from paramreuse.judge.verdicts import Thresholds
+from paramreuse.report.answer import evidence_line
+from paramreuse.report.verdict import decision_clause, metric_style
 from paramreuse.tasks import CLASSIFICATION, SEGMENTATION
 
 
@@ -114,3 +118,37 @@ def test_crossfitted_evidence_keeps_each_arms_outputs(trained_pair, fake_fmnist)
     index = [i for f in folds for i in f["index"]]
     assert sorted(index) == list(range(len(task.train)))
     assert [task.train.y[i].item() for f in folds for i in f["index"]] == [y for f in folds for y in f["reuse"]["labels"]]
+
+
+def test_the_default_rule_reads_the_true_class_probability_in_standard_errors():
+    """The default (chosen on 23 calibration pairs): true-class probability, scratch below -0.5 standard errors.
+    0/1 scores tie here, so round 4's rule reuses S; the default sees fresh training surer of the right class."""
+    labels = torch.arange(40) % 4
+    base = F.one_hot(labels, 4).float()
+    g = torch.Generator().manual_seed(0)
+    fresh = base * (2 + torch.rand(40, 1, generator=g))  # right, and sure of it
+    reuse = base * (1 + torch.rand(40, 1, generator=g))  # right on the same images, less sure
+    evidence = _evidence(reuse, fresh, labels)
+    default = Thresholds()
+    assert (default.scratch_on, default.scratch_margin, default.scratch_score) == ("se", 0.5, "true-prob")
+    decision = network_decision(evidence, default, bounds=(-1.0, 1.0))
+    zero_one = network_decision(evidence, Thresholds(scratch_on="mean", scratch_margin=0.05, scratch_score="correct"),
+                                bounds=(-1.0, 1.0))  # fmt: skip
+    assert zero_one.choice.value == "reuse" and zero_one.difference == 0.0
+    diffs = np.array(paired_scores(evidence.outputs, "true-prob")[0]) - paired_scores(evidence.outputs, "true-prob")[1]
+    assert decision.se == pytest.approx(diffs.std(ddof=1) / math.sqrt(40))
+    assert decision.difference < -0.5 * decision.se and decision.choice.value == "scratch"
+    assert "true-prob score" in decision.reason and "standard errors" in decision.reason
+    # a difference inside half a standard error is a tie, and ties reuse S
+    noise = torch.randn(40, 1, generator=torch.Generator().manual_seed(1)) * 0.5 + 0.1
+    close = _evidence(fresh + base * noise, fresh, labels)
+    tie = network_decision(close, default, bounds=(-1.0, 1.0))
+    assert -0.5 * tie.se < tie.difference < 0 and tie.choice.value == "reuse"
+    # the report names the score the difference is in
+    plan = {"network": decision.to_dict(), "decision": "scratch", "layers": []}
+    style = metric_style("accuracy")
+    assert "true-class probability" in evidence_line(plan, {}, style)
+    assert "true-class probability" in decision_clause(plan, style) and "-0.5 standard errors" in decision_clause(plan, style)
+    # evidence from before outputs were kept is read in 0/1, as it was measured, and says so
+    old = network_decision(NetworkEvidence(evidence.reuse, evidence.fresh), default, bounds=(-1.0, 1.0))
+    assert old.score == "correct" and old.choice.value == "reuse"

@@ -16,6 +16,7 @@ from paramreuse.report.verdict import metric_style, recommended_strategy, reuses
 from tests.test_judge import UNITS, comparison, sweep
 
 STYLE = metric_style("accuracy")
+ZERO_ONE = Thresholds(scratch_on="mean", scratch_margin=0.05, scratch_score="correct")  # round 4's rule
 
 
 def evidence(reuse_correct: int, fresh_correct: int, n: int = 40) -> NetworkEvidence:
@@ -77,7 +78,7 @@ def test_the_sentence_and_the_plan_agree_for_every_kind_of_evidence(network, cur
     measured = sweep(CURVES[curve])
     if NETWORK[network] is not None:
         measured = dataclasses.replace(measured, extra={"network_evidence": evidence(*NETWORK[network]).to_dict()})
-    plan = judge(measured, comparison((0.1,) * 4), head="fc", thresholds=Thresholds(scratch_on="mean")).to_dict()
+    plan = judge(measured, comparison((0.1,) * 4), head="fc", thresholds=Thresholds(scratch_on="mean", scratch_margin=0.05, scratch_score="correct")).to_dict()
     sentence = verdict_sentence(plan, _transfer(PROOFS[proof]), STYLE)
     decisions = [layer["decision"] for layer in plan["layers"] if layer["name"] != "fc"]
     scratch = network == "scratch"
@@ -100,12 +101,13 @@ def test_the_sentence_and_the_plan_agree_for_every_kind_of_evidence(network, cur
         assert f"on {40} held-out shots" in sentence
 
 
-def test_the_default_rule_trains_from_scratch_only_past_its_margin_and_can_be_turned_off():
-    """Calibrated (bench/README.md): scratch below -0.05 on the mean; a tie within the margin reuses S; off says so."""
-    assert (Thresholds().scratch_on, Thresholds().scratch_margin) == ("mean", 0.05) and Thresholds().decides_network
+def test_the_mean_rule_trains_from_scratch_only_past_its_margin_and_can_be_turned_off():
+    """Round 4's rule (0/1 scores, the mean below -0.05): a tie within the margin reuses S; off says so."""
+    assert Thresholds().decides_network
     for reuse, fresh, decision in ((5, 35, "scratch"), (20, 21, "reuse"), (20, 23, "scratch")):
         measured = dataclasses.replace(sweep(CURVES["no prefix"]), extra={"network_evidence": evidence(reuse, fresh).to_dict()})
-        assert judge(measured, comparison((0.1,) * 4), head="fc").to_dict()["decision"] == decision
+        made = judge(measured, comparison((0.1,) * 4), head="fc", thresholds=ZERO_ONE).to_dict()
+        assert made["decision"] == decision
     off = judge(measured, comparison((0.1,) * 4), head="fc", thresholds=Thresholds(scratch_on="never")).to_dict()
     assert off["decision"] == "reuse" and off["network"]["reason"].startswith("reuse: the network decision is off")
     unmeasured = judge(sweep(CURVES["no prefix"]), comparison((0.1,) * 4), head="fc").to_dict()
@@ -147,7 +149,7 @@ def test_a_verdict_whose_draws_disagree_states_what_most_draws_decided_with_the_
     from paramreuse.transfer.summary import summarise
 
     measured = dataclasses.replace(sweep(CURVES[next(iter(CURVES))]), extra={"network_evidence": evidence(30, 20).to_dict()})
-    plan = judge(measured, comparison((0.1,) * 4), head="fc", thresholds=Thresholds(scratch_on="mean")).to_dict()
+    plan = judge(measured, comparison((0.1,) * 4), head="fc", thresholds=Thresholds(scratch_on="mean", scratch_margin=0.05, scratch_score="correct")).to_dict()
     assert plan["network"]["choice"] == "reuse"  # the study's own draw (the first) reused S
     grid = dataclasses.make_dataclass("Grid", [("strategies", tuple), ("shots", tuple), ("seeds", int)])(("plan",), (10,), len(draws))
     runs = {f"10:{s}:plan": {"strategy": "plan", "shots": 10, "seed": s, "value": 0.5 + s / 100,
@@ -164,7 +166,7 @@ def test_a_verdict_whose_draws_disagree_states_what_most_draws_decided_with_the_
 
 def test_a_verdict_whose_draws_agree_says_nothing_about_draws():
     measured = dataclasses.replace(sweep(CURVES[next(iter(CURVES))]), extra={"network_evidence": evidence(30, 20).to_dict()})
-    plan = judge(measured, comparison((0.1,) * 4), head="fc", thresholds=Thresholds(scratch_on="mean")).to_dict()
+    plan = judge(measured, comparison((0.1,) * 4), head="fc", thresholds=Thresholds(scratch_on="mean", scratch_margin=0.05, scratch_score="correct")).to_dict()
     transfer = _transfer(PROOFS[next(iter(PROOFS))])
     transfer["strategies"]["plan"]["network"] = ["reuse"] * 3
     sentence = verdict_sentence(plan, transfer, STYLE)

@@ -6,10 +6,13 @@ way on the same images (``fresh``) are both scored on the held-out fold. The per
 differences (reuse minus fresh) of all folds are pooled, so every shot is judged once, by two
 models that never saw it, and the difference comes with a paired 95% bootstrap CI.
 
-The rule (``Thresholds.scratch_on`` and ``scratch_margin``, chosen on the calibration pairs of
-bench/README.md, "Reuse or start fresh"):
+The rule (``Thresholds.scratch_on``, ``scratch_margin`` and ``scratch_score``; the default, the
+per-image probability of the true class with ``se`` at 0.5, was chosen on 23 calibration pairs in
+bench/README.md, "Sharper evidence"):
 
-- ``mean``: train from scratch when the mean difference is below ``-scratch_margin``;
+- ``se``: train from scratch when the mean difference is below ``-scratch_margin`` standard errors
+  of that mean (the default: half a standard error, so a clear tie reuses S);
+- ``mean``: when the mean difference is below ``-scratch_margin``, in the score's units;
 - ``ci``: only when the whole CI is below ``-scratch_margin`` (scratch must be decisively better);
 - ``never``: always reuse (the rule before the network decision existed).
 
@@ -27,7 +30,7 @@ import torch
 from paramreuse.judge.evidence import SCORE_BOUNDS, paired_scores
 from paramreuse.stats import Bounds, difference_bounds, mean_ci
 
-SCRATCH_ON = ("mean", "ci", "never")
+SCRATCH_ON = ("se", "mean", "ci", "never")
 SCORES = ("correct", "brier", "true-prob", "log-loss-ts", "soft-dice")  # judge.evidence: what each one is
 
 
@@ -94,6 +97,7 @@ class NetworkDecision:
     scratch_margin: float
     reason: str
     score: str = "correct"  # the per-image score the difference is measured in (judge.evidence)
+    se: float | None = None  # the standard error of ``difference`` (what the ``se`` rule counts in)
 
     @property
     def reuses(self) -> bool:
@@ -105,31 +109,46 @@ class NetworkDecision:
     @classmethod
     def from_dict(cls, doc: dict) -> NetworkDecision:
         fields = {k: doc[k] for k in ("difference", "n", "reuse_value", "fresh_value", "scratch_on", "scratch_margin", "reason")}
-        return cls(choice=NetworkChoice(doc["choice"]), ci=tuple(doc["ci"]), score=doc.get("score", "correct"), **fields)
+        return cls(choice=NetworkChoice(doc["choice"]), ci=tuple(doc["ci"]), score=doc.get("score", "correct"),
+                   se=doc.get("se"), **fields)  # fmt: skip
 
 
 def rule_text(scratch_on: str, margin: float, score: str = "correct") -> str:
-    """The network rule in words, as plan.json and the report print it."""
+    """The network rule in words, as plan.json and the report print it.
+
+    >>> rule_text("se", 0.5, "true-prob")[:120]
+    'train from scratch when the mean of (S-initialised minus freshly initialised held-out true-prob score, cross-fitted on t'
+    """
     if scratch_on == "never":
         return "always reuse S (the network decision is off)"
-    what = "the mean" if scratch_on == "mean" else "the upper end of the 95% CI"
+    what = "the upper end of the 95% CI" if scratch_on == "ci" else "the mean"
     measured = "held-out score" if score == "correct" else f"held-out {score} score"
+    below = f"-{margin:g} standard errors" if scratch_on == "se" else _below(margin)
     return (f"train from scratch when {what} of (S-initialised minus freshly initialised {measured}, "
-            f"cross-fitted on the shots) is below {_below(margin)}; otherwise, ties included, reuse S")  # fmt: skip
+            f"cross-fitted on the shots) is below {below}; otherwise, ties included, reuse S")  # fmt: skip
 
 
 def _below(margin: float) -> str:
     return f"-{margin:g}" if margin else "0"
 
 
-def says_scratch(difference: float, ci: tuple[float, float], *, scratch_on: str, scratch_margin: float) -> bool:
-    """The network rule on a measured difference (reuse minus fresh) and its CI: True trains from scratch.
+def says_scratch(difference: float, ci: tuple[float, float], *, scratch_on: str, scratch_margin: float,
+                 se: float | None = None) -> bool:  # fmt: skip
+    """The network rule on a measured difference (reuse minus fresh), its CI and standard error: True trains
+    from scratch.
 
     >>> says_scratch(-0.06, (-0.2, 0.08), scratch_on="mean", scratch_margin=0.05)
     True
     >>> says_scratch(-0.06, (-0.2, 0.08), scratch_on="ci", scratch_margin=0.05)
     False
+    >>> says_scratch(-0.02, (-0.1, 0.06), scratch_on="se", scratch_margin=0.5, se=0.04), says_scratch(
+    ...     -0.03, (-0.1, 0.06), scratch_on="se", scratch_margin=0.5, se=0.04)
+    (False, True)
     """
+    if scratch_on == "se":
+        if se is None:
+            raise ValueError("the 'se' rule needs the difference's standard error")
+        return difference < -scratch_margin * se if se > 0 else difference < 0
     judged = {"mean": difference, "ci": ci[1], "never": float("inf")}[scratch_on]
     return judged < -scratch_margin
 
@@ -147,21 +166,23 @@ def decide_network(
     if score != "correct":
         bounds = difference_bounds(SCORE_BOUNDS[score])
     mean = float(diffs.mean())
+    se = float(diffs.std() / len(diffs) ** 0.5) if len(diffs) > 1 else 0.0  # torch's std: n - 1
     ci = mean_ci(diffs, bootstrap, seed, bounds)
-    scratch = says_scratch(mean, ci, scratch_on=scratch_on, scratch_margin=scratch_margin)
+    scratch = says_scratch(mean, ci, scratch_on=scratch_on, scratch_margin=scratch_margin, se=se)
+    cut = f"{-scratch_margin * se:+.3f} ({scratch_margin:g} standard errors)" if scratch_on == "se" else _below(scratch_margin)
     scored = "" if score == "correct" else f", {score} score"
     measured = f"reuse minus scratch {mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}] on {len(diffs)} held-out shots{scored}"
     if scratch:
-        reason = f"scratch: {measured}, below {_below(scratch_margin)}"
+        reason = f"scratch: {measured}, below {cut}"
     elif scratch_on != "never" and ci[0] > 0:
         reason = f"reuse: {measured}, clearly better"
     elif scratch_on != "never":
-        reason = f"reuse: {measured}, not below {_below(scratch_margin)} (ties reuse S)"
+        reason = f"reuse: {measured}, not below {cut} (ties reuse S)"
     else:
         reason = f"reuse: the network decision is off ({measured})"
     return NetworkDecision(
         choice=NetworkChoice.SCRATCH if scratch else NetworkChoice.REUSE,
         difference=mean, ci=ci, n=len(diffs),
         reuse_value=float(reuse.mean()), fresh_value=float(fresh.mean()),
-        scratch_on=scratch_on, scratch_margin=scratch_margin, reason=reason, score=score,
+        scratch_on=scratch_on, scratch_margin=scratch_margin, reason=reason, score=score, se=se,
     )  # fmt: skip

@@ -42,7 +42,8 @@ class Thresholds:
     warm_head: train the fresh head alone on the frozen body before the plan's training (LP-FT).
     scratch_on, scratch_margin: the network decision (:mod:`paramreuse.judge.network`): train from
     scratch when the cross-fitted difference "S-initialised minus fresh" (its mean, or the upper
-    end of its CI) is below ``-scratch_margin``; ``never`` always reuses S.
+    end of its CI) is below ``-scratch_margin``; with ``se`` (the default) the margin counts
+    standard errors of the mean; ``never`` always reuses S.
     scratch_score: the per-image score that difference is measured in (:mod:`paramreuse.judge.evidence`):
     ``correct`` (0/1; segmentation: hard Dice), ``brier``, ``true-prob``, ``log-loss-ts`` (classification)
     or ``soft-dice`` (segmentation); reconstruction is always measured in PSNR.
@@ -55,9 +56,9 @@ class Thresholds:
     finetuned_rate: float = 1.0
     freeze_on: str = "ci"
     warm_head: bool = True
-    scratch_on: str = "mean"  # calibrated in round 4 on 17 pairs (bench/README.md, "Reuse or start fresh")
-    scratch_margin: float = 0.05
-    scratch_score: str = "correct"
+    scratch_on: str = "se"  # chosen on 23 calibration pairs (bench/README.md, "Sharper evidence")
+    scratch_margin: float = 0.5
+    scratch_score: str = "true-prob"
 
     def __post_init__(self) -> None:
         check_at_least(self, ("network_tolerance", "layer_tolerance"), 0, DROP_BOUND)

@@ -17,7 +17,7 @@ from paramreuse.report.verdict import (
     strategy_label,
     unit_runs,
 )
-from paramreuse.vocabulary import Decision
+from paramreuse.vocabulary import Decision, score_name
 
 # How often the network decision's evidence was right on the benchmark's held-out pairs, per shots per class:
 # bench/README.md, "Reuse or start fresh", round 4 (pairs W1-W6, never used to choose the rule). ``draws``:
@@ -128,7 +128,9 @@ def evidence_line(plan: dict, transfer: dict, style: MetricStyle) -> str:
         return "none: the reuse-or-scratch decision is off or was not measured."
     lo, hi = net["ci"]
     shots = transfer.get("headline_shots", plan.get("shots"))
-    return (f"S-initialised minus fresh {style.fmt(net['difference'], True)} (95% CI {style.fmt(lo, True)} to "
+    units = score_name(net.get("score"))
+    units = f" {units}" if units else ""
+    return (f"S-initialised minus fresh {style.fmt(net['difference'], True)}{units} (95% CI {style.fmt(lo, True)} to "
             f"{style.fmt(hi, True)}, {net['n']} images); {track_record(shots)}.")  # fmt: skip
 
 

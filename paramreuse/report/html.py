@@ -311,9 +311,10 @@ THRESHOLD_MEANINGS = {
     "network_tolerance": ("J1", "largest drop for which the whole network counts as reusable"),
     "layer_tolerance": ("J2", "largest replacement drop for which a unit counts as reusable; also the reusable depth"),
     "rmse_position": ("J3", "largest aligned RMSE / null RMSE for which a unit's kernel counts as reusable"),
-    "scratch_on": ("network decision", ("mean (the calibrated default), ci or never (off): what of S-initialised "
+    "scratch_on": ("network decision", ("se (the calibrated default), mean, ci or never (off): what of S-initialised "
                    "minus fresh training, cross-fitted on the shots, must be below -scratch_margin to train from scratch")),
-    "scratch_margin": ("network decision", "how far below 0 that difference must be to train from scratch"),
+    "scratch_margin": ("network decision", ("how far below 0 that difference must be to train from scratch (with se: "
+                       "in standard errors of its mean)")),
     "scratch_score": ("network decision", ("the per-image score of that difference (correct: 0/1; brier, "
                       "true-prob, log-loss-ts, soft-dice: continuous)")),
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from paramreuse.stats import Bounds, clip, difference_bounds, not_enough_seeds, seed_interval
-from paramreuse.vocabulary import ORACLES, REUSE_DECISIONS, Decision, classes_text, network_votes
+from paramreuse.vocabulary import ORACLES, REUSE_DECISIONS, Decision, classes_text, network_votes, score_name
 
 # Units of every task's metric (DESIGN.md's contract; the report reads files and imports no task code).
 CONTRACT_UNITS = {"accuracy": "fraction", "dice": "fraction", "iou": "fraction", "psnr": "dB"}
@@ -124,7 +124,8 @@ def decision_clause(plan: dict, style: MetricStyle) -> str:
         return (f"{lead} (the reuse-or-scratch decision is off or was not measured: nothing says whether a fresh "
                 "network would do better; thresholds scratch_on = mean turns it on)")  # fmt: skip
     lo, hi = net["ci"]
-    evidence = (f"S-initialised training scored {style.fmt(net['difference'], True)} {style.name} against fresh "
+    units = score_name(net.get("score")) or style.name
+    evidence = (f"S-initialised training scored {style.fmt(net['difference'], True)} {units} against fresh "
                 f"training on {net['n']} held-out shots (95% CI {style.fmt(lo, True)} to {style.fmt(hi, True)}, "
                 f"cross-fitted; {short_rule(net)})")  # fmt: skip
     if not reuses(plan):
@@ -138,6 +139,8 @@ def short_rule(net: dict) -> str:
     if on == "never":
         return "the decision was off: S is always reused"
     below = f"-{margin:g}" if margin else "0"
+    if on == "se":
+        return f"scratch when its mean is below {below} standard errors"
     return f"scratch when {'its mean' if on == 'mean' else 'its whole CI'} is below {below}"
 
 
