@@ -199,6 +199,18 @@ def own_cores(want: int, *, size: int | None = None, on_wait: Callable[[], None]
         limit_threads(before)
 
 
+def take_turn() -> int:
+    """Between two stages of this process's own work: give its slots back and take the free ones again, behind any
+    process waiting for one; so that a run beside others gets its share, and one left alone every core it wants.
+    Returns its threads (unchanged outside :func:`own_cores`)."""
+    import torch
+
+    if not _own.held:
+        return torch.get_num_threads()
+    release(_own.held)
+    return _own.take()
+
+
 @contextmanager
 def lent() -> Iterator[None]:
     """While this process waits on others (its workers), its own slots go back to the budget; it takes them

@@ -21,6 +21,7 @@ from paramreuse.cores import (
     lent,
     own_cores,
     release,
+    take_turn,
     try_slots,
     usable_cores,
 )
@@ -188,6 +189,20 @@ def test_the_driver_runs_on_what_it_holds_and_lends_it_to_its_workers(budget):
         assert len(held) == 2
         release(held)
     assert torch.get_num_threads() == before
+
+
+def test_between_stages_the_driver_lets_a_waiting_process_in_and_takes_cores_freed(budget):
+    got = []
+    with own_cores(2, size=2) as threads:
+        assert threads == 2
+        waiter = threading.Thread(target=lambda: got.append(hold_one(budget, 0.4, [])), daemon=True)
+        waiter.start()  # another run waiting for a core: it holds the turnstile
+        time.sleep(0.3)
+        assert not got and take_turn() == 1 == torch.get_num_threads()  # the next stage runs on the one left
+        waiter.join(timeout=10)
+        assert got
+        got[0].join(timeout=10)  # the other run is done with its core
+        assert take_turn() == 2 == torch.get_num_threads()
 
 
 def test_a_verb_on_a_busy_machine_says_it_waits_for_a_core(budget, capsys):
