@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from paramreuse.pool import usable_cores
+from paramreuse.cores import usable_cores
 from paramreuse.results import write_json
 
 SCENARIOS = {

@@ -22,10 +22,11 @@ from typing import Any, Protocol, Self
 import torch
 from safetensors.torch import save
 
+from paramreuse.cores import lent, usable_cores
 from paramreuse.data import load_task
 from paramreuse.errors import ParamreuseError
 from paramreuse.models import load_checkpoint
-from paramreuse.pool import JobError, JobFailed, ProcessExecutor, limit_threads, usable_cores
+from paramreuse.pool import JobError, JobFailed, ProcessExecutor
 from paramreuse.progress import Progress
 from paramreuse.results import write_atomic
 
@@ -184,15 +185,16 @@ class RayExecutor:
                 retry_exceptions=list(RETRIED_ERRORS),
             )  # fmt: skip
         threads = max(1, int(self.cpus_per_job))
-        pending = {self._task.remote(fn, spec, threads): key for key, spec in jobs}
-        try:
-            while pending:
-                (ref,), _ = ray.wait(list(pending), num_returns=1)
-                key = pending.pop(ref)
-                yield key, self._result(ref, key)
-        finally:  # interrupted or failed: leave no work running on the cluster
-            for ref in pending:
-                ray.cancel(ref, force=True)
+        with lent():  # this process only waits on the cluster: its own cores go back to the machine's budget
+            pending = {self._task.remote(fn, spec, threads): key for key, spec in jobs}
+            try:
+                while pending:
+                    (ref,), _ = ray.wait(list(pending), num_returns=1)
+                    key = pending.pop(ref)
+                    yield key, self._result(ref, key)
+            finally:  # interrupted or failed: leave no work running on the cluster
+                for ref in pending:
+                    ray.cancel(ref, force=True)
 
     def _result(self, ref, key: str) -> Any:
         errors = self.ray.exceptions
@@ -264,13 +266,12 @@ def default_jobs() -> int:
     return usable_cores()
 
 
-def fit_threads() -> int:
-    """Give this process's own work (stages that are not jobs) every core it may use, unless ``OMP_NUM_THREADS``
-    says how many; returns the number of threads."""
+def own_threads() -> int:
+    """How many threads this process's own work (stages that are not jobs) asks for: every core it may use,
+    unless ``OMP_NUM_THREADS`` says how many. It runs on as many of them as the core budget has free
+    (:func:`paramreuse.cores.own_cores`)."""
     told = os.environ.get("OMP_NUM_THREADS", "")
-    threads = int(told) if told.isdigit() and int(told) > 0 else usable_cores()
-    limit_threads(threads)
-    return threads
+    return int(told) if told.isdigit() and int(told) > 0 else usable_cores()
 
 
 def make_executor(

@@ -1,28 +1,26 @@
 """Worker processes for independent jobs on this machine (``--jobs N``), each on its share of the cores.
 
-The cores a process may use are its CPU affinity (``taskset``, a batch scheduler's cpuset) capped
-by its cgroup's CPU quota (a container's ``--cpus``), not the machine's core count. Each worker
-runs one torch (and BLAS) thread by default, so ``N`` workers keep ``N`` cores busy; a job's seed
-travels with its spec, so results do not depend on ``N``. Workers ignore Ctrl-C: the driver stops
+Each worker runs one torch (and BLAS) thread by default, so ``N`` workers keep ``N`` cores busy,
+and holds a slot of the machine's core budget per thread while it runs a job (``paramreuse.cores``):
+another run's workers on the same machine wait for a free core instead of sharing one. A job's
+seed travels with its spec, so results do not depend on ``N``. Workers ignore Ctrl-C: the driver stops
 them, so an interrupted run keeps every job it had finished. A worker that dies (killed, out of
 memory) is reported by the job it was running.
 """
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 from typing import Any, Self
 
+from paramreuse.cores import core_slots, lent, limit_threads
 from paramreuse.errors import ParamreuseError
 
-CGROUP = Path("/sys/fs/cgroup")
 PRELOAD = ("torch",)  # imported once by the fork server, so that each worker starts in a moment
 
 
@@ -32,40 +30,6 @@ class JobError(ParamreuseError):
 
 class JobFailed(RuntimeError):
     """A job raised an unexpected error (a bug, not bad input); the message names the job."""
-
-
-def cgroup_cpus(root: Path = CGROUP) -> float | None:
-    """The CPU quota of this process's cgroup in cores (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), None when unlimited."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return None if quota <= 0 else quota / period
-    except (OSError, ValueError):
-        return None
-
-
-def usable_cores(root: Path = CGROUP) -> int:
-    """The cores this process may keep busy: its affinity, capped by its cgroup quota (rounded up), at least 1."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = cgroup_cpus(root)
-    return max(1, min(cores, math.ceil(quota)) if quota is not None else cores)
-
-
-def limit_threads(threads: int) -> None:
-    """At most ``threads`` compute threads in this process: torch's, and BLAS/OpenMP's where threadpoolctl sees them."""
-    import torch
-
-    torch.set_num_threads(threads)
-    try:
-        from threadpoolctl import threadpool_limits  # scikit-learn's dependency: numpy's and scipy's BLAS
-    except ImportError:
-        return
-    threadpool_limits(threads)
 
 
 _started = None  # in a worker: where it says which job it starts (the driver names the job of a worker that dies)
@@ -83,12 +47,14 @@ def _ready() -> int:
     return os.getpid()
 
 
-def run_in_worker(fn: Callable[[Any], Any], spec: Any, key: str) -> Any:
-    """``fn(spec)`` in a worker, an iterator collected into a list (what crosses back is a value)."""
+def run_in_worker(fn: Callable[[Any], Any], spec: Any, key: str, threads: int = 1) -> Any:
+    """``fn(spec)`` in a worker on ``threads`` slots of the core budget, an iterator collected into a list (what
+    crosses back is a value)."""
     if _started is not None:
         _started.put((os.getpid(), key))
-    result = fn(spec)
-    return list(result) if isinstance(result, Iterator) else result
+    with core_slots(threads, at_least=threads):  # as many as its threads: results do not depend on the budget
+        result = fn(spec)
+        return list(result) if isinstance(result, Iterator) else result
 
 
 class ProcessExecutor:
@@ -125,13 +91,14 @@ class ProcessExecutor:
 
     def map_unordered(self, fn: Callable[[Any], Any], jobs: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
         pool = self._start()
-        futures = {pool.submit(run_in_worker, fn, spec, key): key for key, spec in jobs}
-        try:
-            for future in as_completed(futures):
-                yield futures[future], self._result(future, futures)
-        finally:  # interrupted, failed or closed early: leave no job running
-            if any(not f.done() for f in futures):
-                self._stop()
+        with lent():  # this process only waits on its workers: its own cores are theirs meanwhile
+            futures = {pool.submit(run_in_worker, fn, spec, key, self.threads): key for key, spec in jobs}
+            try:
+                for future in as_completed(futures):
+                    yield futures[future], self._result(future, futures)
+            finally:  # interrupted, failed or closed early: leave no job running
+                if any(not f.done() for f in futures):
+                    self._stop()
 
     def _result(self, future: Future, futures: dict[Future, str]) -> Any:
         key = futures[future]

@@ -104,6 +104,15 @@ def one_job_at_a_time():
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_core_budget(tmp_path_factory):
+    """The suite's processes share a core budget of their own: the user's other runs on this machine never make a
+    test wait for a core (nor the tests them)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PARAMREUSE_CORES_DIR", str(tmp_path_factory.mktemp("cores")))
+        yield
+
+
 def untimed(obj):
     """A result without its compute timings (the only values that differ between equal runs)."""
     if isinstance(obj, dict):

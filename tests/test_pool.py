@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -14,9 +15,10 @@ from typer.testing import CliRunner
 
 from paramreuse.backends import LocalExecutor, RunContext, default_jobs, make_executor
 from paramreuse.cli import app
+from paramreuse.cores import budget_folder, cgroup_cpus, own_cores, release, try_slots, usable_cores
 from paramreuse.errors import DataError, ParamreuseError
 from paramreuse.models import ModelInfo, save_checkpoint
-from paramreuse.pool import JobError, JobFailed, ProcessExecutor, cgroup_cpus, usable_cores
+from paramreuse.pool import JobError, JobFailed, ProcessExecutor
 from paramreuse.training.loop import TrainConfig
 from paramreuse.transfer.grid import RUNS_LOG, Source, TransferConfig, run_transfer
 from tests.conftest import TINY_ARCH, untimed
@@ -35,6 +37,13 @@ def fail(x):
     if x == "bad input":
         raise DataError("no such data set")
     raise ValueError(f"bug on {x}")
+
+
+def free_slots(_spec) -> int:
+    """How many slots of the core budget are free while this job runs."""
+    held = try_slots(budget_folder(), usable_cores(), usable_cores())
+    release(held)
+    return len(held)
 
 
 def die_on_b(key: str) -> str:
@@ -87,6 +96,22 @@ def test_workers_run_one_thread_each_and_name_a_failing_job(pool):
         list(pool.map_unordered(fail, [("b", "b")]))
     with pytest.raises(JobError, match=r"job data: no such data set"):  # bad input: exit 2 in the CLI
         list(pool.map_unordered(fail, [("data", "bad input")]))
+
+
+def test_the_driver_lends_its_cores_to_its_workers_while_they_run_its_jobs(pool):
+    done = []
+
+    def drive():
+        with own_cores(usable_cores()):  # every slot: a worker could take none unless the driver lends them
+            done.extend(pool.map_unordered(free_slots, [(str(i), i) for i in range(4)]))
+            done.append(try_slots(budget_folder(), usable_cores(), usable_cores()))
+
+    driver = threading.Thread(target=drive, daemon=True)  # a driver that kept its slots would wait here for ever
+    driver.start()
+    driver.join(timeout=120)
+    assert len(done) == 5, "the workers never got a core"
+    assert all(free < usable_cores() for _, free in done[:4])  # each job held a slot while it ran
+    assert done[4] == []  # the driver took its slots back after
 
 
 def test_a_worker_that_dies_is_reported_by_its_job_and_the_pool_starts_again(pool):
@@ -153,14 +178,10 @@ def test_run_jobs_is_a_study_config_key_left_out_of_its_fingerprint(tmp_path):
         load_toml(StudyConfig, tmp_path / "zero.toml")
 
 
-def test_the_main_process_takes_every_usable_core_unless_omp_num_threads_says(monkeypatch):
-    from paramreuse.backends import fit_threads
+def test_the_main_process_asks_for_every_usable_core_unless_omp_num_threads_says(monkeypatch):
+    from paramreuse.backends import own_threads
 
-    before = torch.get_num_threads()
-    try:
-        monkeypatch.setenv("OMP_NUM_THREADS", "1")
-        assert fit_threads() == 1 == torch.get_num_threads()
-        monkeypatch.delenv("OMP_NUM_THREADS")
-        assert fit_threads() == usable_cores() == torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert own_threads() == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert own_threads() == usable_cores()

@@ -2,7 +2,6 @@
 
 import typer
 
-from paramreuse.backends import fit_threads
 from paramreuse.cli.apply import apply_command
 from paramreuse.cli.common import HelpCommand, HelpGroup
 from paramreuse.cli.compare import compare_command
@@ -34,7 +33,6 @@ app.command("rank", cls=HelpCommand)(rank_command)
 
 
 def main() -> None:
-    fit_threads()  # this process's own work on every usable core (OMP_NUM_THREADS, when set, says how many)
     app()
 
 

@@ -23,6 +23,7 @@ from paramreuse.cli.common import (
     TaskOpt,
     clean_errors,
     emit,
+    on_own_cores,
     print_model,
     source_for_data,
 )  # fmt: skip
@@ -33,6 +34,7 @@ from paramreuse.vocabulary import Budget
 
 
 @clean_errors
+@on_own_cores
 def apply_command(
     plan: Annotated[Path, typer.Argument(help="plan.json written by `paramreuse plan` or a study.")],
     source: Annotated[str, typer.Option("--source", help=f"S: {SOURCE_HELP}.")],

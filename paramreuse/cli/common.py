@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 from torch import nn
 
-from paramreuse.backends import DataSpec, make_executor
+from paramreuse.backends import DataSpec, make_executor, own_threads
 from paramreuse.cli.tables import FittedTable, table
+from paramreuse.cores import CORES_VARIABLE, own_cores
 from paramreuse.errors import ParamreuseError, SpecError
 from paramreuse.models import is_pretrained, read_info
 from paramreuse.models.loading import check_one_architecture, check_takes, fit_to, load_source
@@ -65,6 +66,23 @@ def clean_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             err.print("interrupted; finished stages are on disk and a re-run resumes from them")
             raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def on_own_cores(fn: Callable) -> Callable:
+    """Run a verb that computes on the free cores of the machine's core budget (paramreuse.cores): at least one, up
+    to every usable core (``OMP_NUM_THREADS``, when set); beside other runs it waits for a core rather than
+    share one. Under :func:`clean_errors`, so that Ctrl-C while it waits ends cleanly."""
+
+    def waiting() -> None:
+        err.print(f"waiting for a free core: other paramreuse runs on this machine use them all "
+                  f"({CORES_VARIABLE}=off runs at once, sharing them)", highlight=False)  # fmt: skip
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with own_cores(own_threads(), on_wait=waiting):
+            return fn(*args, **kwargs)
 
     return wrapper
 

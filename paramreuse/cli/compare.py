@@ -28,6 +28,7 @@ from paramreuse.cli.common import (
     emit,
     layer_table,
     load_models,
+    on_own_cores,
     print_notes,
     target_data,
 )  # fmt: skip
@@ -36,6 +37,7 @@ from paramreuse.results import read_json, units_aligned_text
 
 
 @clean_errors
+@on_own_cores
 def compare_command(
     source: Annotated[Path, typer.Argument(help=f"S (the source network): {SOURCE_HELP}.")],
     target: Annotated[Path, typer.Argument(help="T (same architecture; other classes get S a fresh head).")],

@@ -28,6 +28,7 @@ from paramreuse.cli.common import (
     check_length,
     clean_errors,
     emit,
+    on_own_cores,
     print_answer,
     print_notes,
     table,
@@ -48,6 +49,7 @@ DEFAULTS = Thresholds()
 
 @with_backend
 @clean_errors
+@on_own_cores
 def plan_command(
     source: Annotated[Path, typer.Argument(help=f"S: {SOURCE_HELP}.")],
     target: Annotated[Path, typer.Argument(help="T (same architecture; other classes get S a fresh head).")],

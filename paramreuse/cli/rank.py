@@ -24,6 +24,7 @@ from paramreuse.cli.common import (
     SeedOpt,
     clean_errors,
     emit,
+    on_own_cores,
     table,
     with_backend,
 )  # fmt: skip
@@ -39,6 +40,7 @@ from paramreuse.vocabulary import classes_text
 
 @with_backend
 @clean_errors
+@on_own_cores
 def rank_command(
     sources: Annotated[list[Path], typer.Argument(help=f"The candidate sources, each {SOURCE_HELP}.")],
     target: Annotated[str, typer.Option("--target", help="Target data: fashion-mnist, digits or folder:PATH.")],

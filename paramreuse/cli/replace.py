@@ -33,6 +33,7 @@ from paramreuse.cli.common import (
     clean_errors,
     emit,
     load_models,
+    on_own_cores,
     print_notes,
     table,
     target_spec,
@@ -91,6 +92,7 @@ def sweep_config(params: str, recalibrate_bn: bool, no_cache: bool, no_adaptive:
 
 @with_backend
 @clean_errors
+@on_own_cores
 def replace_command(
     source: Annotated[Path, typer.Argument(help=f"S: {SOURCE_HELP}.")],
     target: Annotated[Path, typer.Argument(help="T (same architecture; other classes get S a fresh head).")],

@@ -22,6 +22,7 @@ from paramreuse.cli.common import (
     check_length,
     clean_errors,
     emit,
+    on_own_cores,
     print_answer,
     table,
     with_backend,
@@ -40,6 +41,7 @@ from paramreuse.study import StudyConfig, quick, run_study
 
 @with_backend
 @clean_errors
+@on_own_cores
 def study_command(
     config: Annotated[Path | None, typer.Option("--config", help="TOML file with StudyConfig keys (see docs/config.md).")] = None,
     quick_run: Annotated[bool, typer.Option("--quick", help="Shrink every stage for a smoke run: 1-2 minutes for "

@@ -23,6 +23,7 @@ from paramreuse.cli.common import (
     check_length,
     clean_errors,
     emit,
+    on_own_cores,
     table,
 )  # fmt: skip
 from paramreuse.cli.progress_bar import ProgressBar
@@ -34,6 +35,7 @@ from paramreuse.vocabulary import classes_text
 
 
 @clean_errors
+@on_own_cores
 def train_command(
     arch: Annotated[str, typer.Option(help="Architecture spec: builtin:cnn, torchvision:resnet18, timm:NAME, smp:Unet/resnet18, py:FILE.py:FACTORY; torchvision:NAME?weights=DEFAULT and timm:NAME?pretrained=true start from the weights in the local cache.")] = "builtin:cnn",
     data: Annotated[str, typer.Option(help="Data set: fashion-mnist, digits, folder:PATH; for segmentation fashion-mnist-seg, fashion-mnist-seg-multi or segfolder:PATH (images/ + masks/).")] = "fashion-mnist",

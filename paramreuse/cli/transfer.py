@@ -27,6 +27,7 @@ from paramreuse.cli.common import (
     check_length,
     clean_errors,
     emit,
+    on_own_cores,
     source_for_data,
     table,
     target_spec,
@@ -56,6 +57,7 @@ def _ints(text: str, what: str) -> tuple[int, ...]:
 
 @with_backend
 @clean_errors
+@on_own_cores
 def transfer_command(
     source: Annotated[Path, typer.Argument(help=f"S: {SOURCE_HELP}.")],
     data: Annotated[str, typer.Option("--data", help="Target data set.")],

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from paramreuse.backends import LOCAL, Checkpoint, Executor, RunContext
+from paramreuse.cores import take_turn
 from paramreuse.judge.assess import COMPARISON_FILE, PLAN_FILE, REPLACEMENT_FILE, assess, compare_pair
 from paramreuse.judge.caveats import chance_warnings, short_training_warnings, validation_caveat
 from paramreuse.judge.crossfit import crossfit_sweep, network_evidence
@@ -82,9 +83,11 @@ def run_study(
     }
     models, records = {"source": source_model}, {"source": source_rec}
     for name, (spec, task_data) in stages.items():
+        take_turn()  # each stage on the cores free when it starts (paramreuse.cores)
         models[name], records[name] = run_training(spec, task_data, out / name, device, progress=progress, stage=name,
                                                    upstream=upstream)
     key = fingerprint({"models": [r["fingerprint"] for r in records.values()], "config": config.to_dict()})
+    take_turn()
     evidence = _assess_study(models, data, config, run.keyed(key))
     gains = {f"{a}_vs_{b}": paired_gain(models[a], models[b], data.target, device, config.seed)
              for a, b in (("target", "scratch"), ("full", "scratch"))}  # fmt: skip
