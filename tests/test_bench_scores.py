@@ -79,3 +79,28 @@ def test_kept_results_replay_when_the_run_folder_is_gone(tmp_path, monkeypatch):
     shutil.rmtree(tmp_path / "runs")
     assert scores.kept(tmp_path / "runs", "C1") == doc
     assert scores.kept(tmp_path / "runs", "C2") is None
+
+
+def test_one_score_per_task_and_the_evaluation_beside_the_baselines(capsys):
+    """log-loss-ts|soft-dice reads soft Dice on masks, log-loss on classes; the evaluation's total regret counts
+    the best reuse baseline, and the limits put a hindsight decision at or under every rule."""
+    from bench import scores
+
+    seg = [{"index": [0, 1], "reuse": {"scores": {"correct": [1.0, 1.0], "soft-dice": [0.6, 0.6]}},
+            "fresh": {"scores": {"correct": [1.0, 1.0], "soft-dice": [0.8, 0.8]}}}]  # fmt: skip
+    d = Draw(0.7, 0.5, {"folds2": {"folds": seg}}, "segmentation")
+    assert d.says_scratch((scores.BOTH, "folds2", "mean", 0.05)) and not d.says_scratch(TODAY)
+    folds = [_fold([0, 1], [0, 1], [0.9, 0.9], [0.6, 0.6])]  # S surer: every rule reuses
+    doc = _doc([0.60, 0.62, 0.64], [0.70, 0.71, 0.72], folds)
+    for name, runs in (("finetune-all", [0.74, 0.75, 0.76]), ("lp-ft", [0.7] * 3), ("l2-sp", [0.7] * 3), ("auto-rgn", [0.7] * 3)):
+        doc["strategies"][name] = {"by_shots": {"5": {"runs": runs}}}
+    ds = draws(doc, 5)
+    assert ds[0].baselines["finetune-all"] == 0.74
+    scores.against_baselines({"K1": ds}, scores.CHOSEN)
+    out = capsys.readouterr().out
+    assert "| K1 | finetune-all 0.750 | +4.0 / +4.0 | -4.0 | -4.0 |" in out  # 0.75 best, the plan 0.71
+    flipped = draws(_doc([0.8, 0.5, 0.8], [0.6, 0.7, 0.6], [_fold([0, 1], [0, 1], [0.9, 0.9], [0.6, 0.6])]), 5)
+    scores.limits({("K1", 5): flipped})
+    rows = {line.split(" | ")[0].strip("| "): line for line in capsys.readouterr().out.splitlines()}
+    assert "-6.67 (1)" in rows["perfect per draw"]  # mean of the better per draw 0.767 against the better mean 0.7
+    assert "+0.00 (1)" not in rows["perfect per draw"]
