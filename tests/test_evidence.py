@@ -152,3 +152,12 @@ def test_the_default_rule_reads_the_true_class_probability_in_standard_errors():
     # evidence from before outputs were kept is read in 0/1, as it was measured, and says so
     old = network_decision(NetworkEvidence(evidence.reuse, evidence.fresh), default, bounds=(-1.0, 1.0))
     assert old.score == "correct" and old.choice.value == "reuse"
+
+
+def test_reconstruction_evidence_is_read_in_its_own_psnr_and_says_so():
+    fold = {"index": [0, 1, 2], "reuse": {"scores": {"correct": [30.0, 31.0, 29.0]}},
+            "fresh": {"scores": {"correct": [29.0, 30.5, 28.0]}}}  # fmt: skip
+    evidence = NetworkEvidence((30.0, 31.0, 29.0), (29.0, 30.5, 28.0), 0.0, {"folds": [fold]})
+    decision = network_decision(evidence, Thresholds(), bounds=None)
+    assert decision.score == "correct" and decision.difference == pytest.approx(2.5 / 3)
+    assert decision.choice.value == "reuse" and "true-prob" not in decision.reason

@@ -63,13 +63,20 @@ class NetworkEvidence:
     def differences(self) -> torch.Tensor:
         return torch.tensor(self.reuse, dtype=torch.float64) - torch.tensor(self.fresh, dtype=torch.float64)
 
+    def scored_in(self, score: str) -> str:
+        """The score ``score`` is read as here: ``correct`` for evidence kept before outputs were, and for
+        reconstruction (its own per-image PSNR is continuous already)."""
+        if self.outputs is None or list(self.outputs["folds"][0]["reuse"].get("scores", ())) == ["correct"]:
+            return "correct"
+        return score
+
     def scores(self, score: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(reuse, fresh) per-image values of ``score``; evidence kept before outputs were has only ``correct``."""
         if score == "correct" or self.outputs is None:
             if score != "correct":
                 raise ValueError(f"this evidence kept no outputs to score with {score!r}; only 'correct'")
             return torch.tensor(self.reuse, dtype=torch.float64), torch.tensor(self.fresh, dtype=torch.float64)
-        if list(self.outputs["folds"][0]["reuse"].get("scores", ())) == ["correct"]:  # reconstruction: PSNR is continuous
+        if self.scored_in(score) == "correct":
             return self.scores("correct")
         reuse, fresh = paired_scores(self.outputs, score)
         return torch.from_numpy(reuse), torch.from_numpy(fresh)
@@ -162,6 +169,7 @@ def decide_network(
     ``bounds``: the range of a difference of the task's own scores (``correct``); other scores know theirs.
     """
     reuse, fresh = evidence.scores(score)
+    score = evidence.scored_in(score)
     diffs = reuse - fresh
     if score != "correct":
         bounds = difference_bounds(SCORE_BOUNDS[score])
