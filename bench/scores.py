@@ -32,7 +32,7 @@ from plan import BASELINES, PAIRS  # the pairs, with their split; the practition
 
 from paramreuse.judge.evidence import SCORE_BOUNDS, paired_scores
 from paramreuse.results import read_json
-from paramreuse.stats import difference_bounds, mean_ci, paired_test
+from paramreuse.stats import difference_bounds, mean_ci, paired_test, seed_interval
 from paramreuse.transfer.grid import TRANSFER_FILE
 
 DESIGNS = ("folds2", "folds3", "pooled", "slope")
@@ -252,14 +252,20 @@ def evaluate(found: dict, chosen: tuple) -> None:
                   f"{statistics.fmean(d.decided(chosen) for d in ds):.3f} | {r_today * 100:+.1f} / {r_ours * 100:+.1f} | "
                   f"{decisions.count('reuse')}/{decisions.count('scratch')} | {p}, {winner or 'no clear winner'} | "
                   f"{mine} of {len(ds)} |")  # fmt: skip
-        print(f"\n- decision regret, mean over pairs: today {statistics.fmean(today) * 100:+.2f} pts, chosen "
-              f"{statistics.fmean(ours) * 100:+.2f} pts (max {max(ours) * 100:+.2f}); bound: at most half of "
+        print(f"\n- decision regret, mean over pairs: today {statistics.fmean(today) * 100:+.2f} pts {_over(today)}, chosen "
+              f"{statistics.fmean(ours) * 100:+.2f} pts {_over(ours)} (max {max(ours) * 100:+.2f}); bound: at most half of "
               f"today's or 0.3 pts: {'holds' if statistics.fmean(ours) <= max(statistics.fmean(today) / 2, 0.003) else 'does not hold'}")  # fmt: skip
         print(f"- pairs where scratch and the reuse plan differ with p < 0.05: {clear}; the majority decision is the "
               f"winner on {right}; per-draw agreement with the winner {agree} of {total}")  # fmt: skip
         print(f"- single draws whose decision agreed with their own better of scratch and the reuse plan: {own} of "
               f"{sum(len(ds) for (_, m), ds in found.items() if m == n)} (the first box's track record)")  # fmt: skip
         against_baselines({k: ds for (k, m), ds in found.items() if m == n}, chosen)
+
+
+def _over(values: list[float]) -> str:
+    """The 95% t-interval over pairs, in points."""
+    spread = seed_interval(values)
+    return f"[{spread['ci'][0] * 100:+.2f}, {spread['ci'][1] * 100:+.2f}]" if spread["ci"] else "(too few pairs)"
 
 
 def against_baselines(found: dict[str, list[Draw]], chosen: tuple) -> None:
@@ -283,8 +289,9 @@ def against_baselines(found: dict[str, list[Draw]], chosen: tuple) -> None:
         ft.append(plan - means["finetune-all"])
         print(f"| {key} | {best} {means[best]:.3f} | {totals[TODAY][-1] * 100:+.1f} / "
               f"{totals[chosen][-1] * 100:+.1f} | {gaps[-1] * 100:+.1f} | {ft[-1] * 100:+.1f} |")  # fmt: skip
-    print(f"\n- total regret, mean over {len(rows)} pairs: today {statistics.fmean(totals[TODAY]) * 100:+.2f} pts, "
-          f"chosen {statistics.fmean(totals[chosen]) * 100:+.2f} pts (goal at most 1.0)")  # fmt: skip
+    print(f"\n- total regret, mean over {len(rows)} pairs: today {statistics.fmean(totals[TODAY]) * 100:+.2f} pts "
+          f"{_over(totals[TODAY])}, chosen {statistics.fmean(totals[chosen]) * 100:+.2f} pts {_over(totals[chosen])} "
+          "(goal at most 1.0)")  # fmt: skip
     print(f"- reuse plan - best reuse baseline, mean {statistics.fmean(gaps) * 100:+.2f} pts (goal within 0.5); "
           f"reuse plan - finetune-all, worst pair {min(ft) * 100:+.2f} pts (goal never below -1)")  # fmt: skip
 

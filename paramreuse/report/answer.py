@@ -19,13 +19,13 @@ from paramreuse.report.verdict import (
 )
 from paramreuse.vocabulary import Decision, score_name
 
-# How often the network decision's evidence was right on the benchmark's held-out pairs, per shots per class:
-# bench/README.md, "Reuse or start fresh", round 4 (pairs W1-W6, never used to choose the rule). ``draws``:
-# single draws whose decision agreed with their own better choice of scratch and the best reuse baseline;
+# How often the network decision was right on the benchmark's held-out pairs, per shots per class:
+# bench/README.md, "Sharper evidence", round 5 (pairs X1-X8, never used to choose the score or the rule).
+# ``draws``: single draws whose decision agreed with their own better of scratch and the reuse plan;
 # ``pairs``: pairs with a clear winner (p < 0.05) on which the decision most draws made was that winner.
 # The box cites ``draws`` (plan.json's decision is one draw's); ``pairs`` is the README's "How far to trust it".
-# bench/decision.py re-measures them: update these numbers from its tables, here and nowhere else in the code.
-TRACK_RECORD = {5: {"draws": (24, 30), "pairs": (4, 4)}, 10: {"draws": (26, 30), "pairs": (4, 4)}}
+# bench/scores.py re-measures them: update these numbers from its tables, here and nowhere else in the code.
+TRACK_RECORD = {5: {"draws": (25, 40), "pairs": (1, 3)}, 10: {"draws": (22, 40), "pairs": (1, 2)}}
 LOAD = "paramreuse.load_checkpoint(path)"
 # The box's fields and the label each line is shown with, in order.
 LABELS = (("decision", "Decision"), ("evidence", "Evidence"), ("gain", "Expected gain"), ("model", "Model"),
