@@ -27,11 +27,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from paramreuse.judge.evidence import SCORE_BOUNDS, paired_scores
+from paramreuse.judge.evidence import CLASSIFICATION_SCORES, SCORE_BOUNDS, SEGMENTATION_SCORES, paired_scores
 from paramreuse.stats import Bounds, difference_bounds, mean_ci
 
 SCRATCH_ON = ("se", "mean", "ci", "never")
-SCORES = ("correct", "brier", "true-prob", "log-loss-ts", "soft-dice")  # judge.evidence: what each one is
+SCORES = tuple(dict.fromkeys(CLASSIFICATION_SCORES + SEGMENTATION_SCORES))  # judge.evidence: what each one is
 
 
 class NetworkChoice(str, enum.Enum):
@@ -168,8 +168,8 @@ def decide_network(
 
     ``bounds``: the range of a difference of the task's own scores (``correct``); other scores know theirs.
     """
+    score = evidence.scored_in(score)  # 0/1 for evidence from before outputs were kept, PSNR for reconstruction
     reuse, fresh = evidence.scores(score)
-    score = evidence.scored_in(score)
     diffs = reuse - fresh
     if score != "correct":
         bounds = difference_bounds(SCORE_BOUNDS[score])

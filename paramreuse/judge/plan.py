@@ -162,9 +162,8 @@ def decide(
 
 def network_decision(evidence: NetworkEvidence, thresholds: Thresholds, bounds, seed: int = 0) -> NetworkDecision:
     """The network rule of ``thresholds`` on cross-fitted evidence, its CI kept in a difference's ``bounds``."""
-    score = evidence.scored_in(thresholds.scratch_score)  # 0/1 for a run from before outputs were kept
     return decide_network(evidence, scratch_on=thresholds.scratch_on, scratch_margin=thresholds.scratch_margin,
-                          bounds=bounds, seed=seed, score=score)  # fmt: skip
+                          bounds=bounds, seed=seed, score=thresholds.scratch_score)  # fmt: skip
 
 
 def judge(sweep: Sweep, comparison: Comparison, head: str, thresholds: Thresholds = Thresholds()) -> Plan:
