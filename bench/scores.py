@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from plan import BASELINES, PAIRS  # the pairs, with their split; the practitioner's reuse baselines
 
 from paramreuse.judge.evidence import SCORE_BOUNDS, paired_scores
+from paramreuse.judge.network import says_scratch
 from paramreuse.results import read_json
 from paramreuse.stats import difference_bounds, mean_ci, paired_test, seed_interval
 from paramreuse.transfer.grid import TRANSFER_FILE
@@ -80,10 +81,10 @@ class Draw:
         if diffs is None:
             return None
         mean = float(diffs.mean())
-        if rule == "mean":
-            return mean < -margin
         se = float(diffs.std(ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else 0.0
-        return mean < -margin * se if se > 0 else mean < 0
+        # the tool's own rule: "z" is its "se" (the mean below -margin standard errors); neither reads the CI
+        return says_scratch(mean, (mean, mean), scratch_on="mean" if rule == "mean" else "se", scratch_margin=margin,
+                            se=se)  # fmt: skip
 
     def decided(self, candidate: tuple) -> float | None:
         scratch = self.says_scratch(candidate)
@@ -306,12 +307,12 @@ COST = {"folds2": "1x", "folds3": "2x", "pooled": "3x", "slope": "3x"}  # the ev
 def limits(found: dict) -> None:
     """Decision regret of today's rule, the chosen one, the costlier designs' best and a perfect per-draw decision
     (each draw's better of scratch and the reuse plan, known only in hindsight), per shot count."""
-    print("| decision | evidence cost | " + " | ".join(f"{n} shots, pts (pairs)" for n in sorted({m for _, m in found}))
-          + " |")  # fmt: skip
-    print("|---|---|" + "---|" * len({m for _, m in found}))
+    shots = sorted({m for _, m in found})
+    print("| decision | evidence cost | " + " | ".join(f"{n} shots, pts (pairs)" for n in shots) + " |")
+    print("|---|---|" + "---|" * len(shots))
     for label, c in [("", TODAY), ("", CHOSEN), *(("", c) for c in COSTLIER), ("perfect per draw", None)]:
         cells = []
-        for n in sorted({m for _, m in found}):
+        for n in shots:
             regrets = []
             for (_, m), ds in found.items():
                 if m != n:
