@@ -171,3 +171,22 @@ def test_a_scratch_plan_trains_exactly_as_the_scratch_strategy(trained_pair, fak
     monkeypatch.setattr(runs, "crossfit_sweep", _fake_crossfit([(0.5, (0.4, 0.6))], [1, 1, 1, 1], [0, 0, 0, 0]))
     reused = runs._plan_run(source, task, None, 3, config, "cpu")
     assert reused["network"]["choice"] == "reuse" and reused["copied"] > 0
+
+
+def test_the_frozen_prefix_curve_is_read_in_the_thresholds_sweep_score(trained_pair, fake_fmnist, monkeypatch):
+    """Thresholds.sweep_score reaches the cross-fitted curve the plan freezes from (default: the task's metric)."""
+    import paramreuse.transfer.grid as runs
+    from paramreuse.data import load_task
+    from paramreuse.judge.verdicts import Thresholds
+    from paramreuse.training.loop import TrainConfig
+
+    s, _ = trained_pair
+    task = load_task("fashion-mnist", "5-9", shots=4, seed=0, val_per_class=0)
+    seen = []
+    fake = _fake_crossfit([(0.0, (-0.01, 0.01))], [1, 1], [1, 1])
+    monkeypatch.setattr(runs, "crossfit_sweep", lambda **kw: seen.append(kw["config"].score) or fake(**kw))
+    source = runs.Source("builtin:cnn?width=4", s.state_dict())
+    for score in ("true-prob", "correct"):
+        config = runs.TransferConfig(training=TrainConfig(min_steps=4), thresholds=Thresholds(sweep_score=score))
+        runs.plan_from_shots(source, task, 0, config, "cpu")
+    assert seen == ["true-prob", "correct"] and Thresholds().sweep_score == "correct"

@@ -124,3 +124,33 @@ def test_a_stream_read_row_by_row_equals_the_sweep_and_resumes_from_its_log(trai
     for a, b in zip(rows, complete.rows):
         assert a.drop == pytest.approx(b.drop, abs=1e-9) and a.ci == pytest.approx(b.ci, abs=1e-9), a.id
     assert sweep.baseline == pytest.approx(complete.baseline) and not log.exists()
+
+
+def test_a_sweep_read_in_the_true_class_probability_scores_how_sure_t_is(trained_pair):
+    """score="true-prob": T's baseline is its mean probability of the true class, and each row's value is that of
+    T with S's values in, against a by-hand softmax; the document names the score it is in."""
+    import torch
+
+    s, t = trained_pair
+    val = synthetic_set(150, seed=3)
+    config = SweepConfig(params=("unit",), adaptive=False, score="true-prob", **FAST)
+    sweep = replacement_sweep(s, t, val, None, config)
+    with torch.no_grad():
+        by_hand = t.eval()(val.x).softmax(1).gather(1, val.y[:, None]).mean()
+    assert sweep.baseline == pytest.approx(float(by_hand), abs=1e-6)
+    assert sweep.baseline != pytest.approx(evaluate(t, val), abs=1e-3)  # not the accuracy
+    assert sweep.metric == "true-class probability" and sweep.to_dict()["metric"] == "true-class probability"
+    correct = replacement_sweep(s, t, val, None, SweepConfig(params=("unit",), adaptive=False, **FAST))
+    assert [r.id for r in sweep.rows] == [r.id for r in correct.rows]
+    assert any(a.drop != b.drop for a, b in zip(sweep.rows, correct.rows))
+
+
+def test_a_sweep_score_the_task_cannot_read_is_refused_or_falls_back_to_the_metric():
+    from paramreuse.config import ConfigError
+    from paramreuse.judge.evidence import sweep_score
+    from paramreuse.tasks import CLASSIFICATION, RECONSTRUCTION, SEGMENTATION
+
+    with pytest.raises((ConfigError, ValueError), match="score"):
+        SweepConfig(score="log-loss-ts")  # needs a temperature fitted per arm: not a sweep score
+    assert sweep_score(CLASSIFICATION, "soft-dice") == "correct" and sweep_score(SEGMENTATION, "soft-dice") == "soft-dice"
+    assert sweep_score(RECONSTRUCTION, "true-prob") == "correct" and SweepConfig(score="brier").metric(RECONSTRUCTION) == "psnr"

@@ -222,7 +222,8 @@ def _diagnostics(source, folds, fresh_models, *, config: SweepConfig, data: Task
     if not fresh_models:  # J3 compares S with the fresh networks: none were trained
         return {}
     start = time.perf_counter()
-    j1_config = dataclasses.replace(config, params=(), cumulative_rows=False, network_rows=True, keep_diffs=True)
+    j1_config = dataclasses.replace(config, params=(), cumulative_rows=False, network_rows=True, keep_diffs=True,
+                                    score="correct")  # the paper's J1 is read in accuracy
     streams = [list(SweepStream(source, target, held, fit, j1_config, task=data.kind, device=device)) for target, held, fit, _ in folds]
     j1 = {parts[0].params: {"drop": row.drop, "ci": list(row.ci), "n": row.n}
           for parts in zip(*streams) for row in [pool_row(parts, j1_config, bounds)]}  # fmt: skip

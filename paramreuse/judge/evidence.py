@@ -34,6 +34,7 @@ from paramreuse.tasks import Task
 
 CLASSIFICATION_SCORES = ("correct", "brier", "true-prob", "log-loss-ts")
 SEGMENTATION_SCORES = ("correct", "brier", "true-prob", "soft-dice")
+SWEEP_SCORES = ("correct", "brier", "true-prob", "soft-dice")  # from one model's outputs alone: no temperature to fit
 SCORE_BOUNDS = {"correct": (0.0, 1.0), "brier": (0.0, 1.0), "true-prob": (0.0, 1.0), "soft-dice": (0.0, 1.0),
                 "log-loss-ts": (None, 0.0)}  # fmt: skip
 DIGITS = 5  # log-probabilities are kept to 5 decimals: far below any difference the rule looks at
@@ -54,14 +55,35 @@ def held_out_outputs(task: Task, outputs: torch.Tensor, targets: torch.Tensor) -
         log_probs = F.log_softmax(outputs.double(), dim=1)
         return {"log_probs": [[round(v, DIGITS) for v in row] for row in log_probs.tolist()],
                 "labels": targets.tolist()}  # fmt: skip
-    values = {"correct": task.scores(outputs, targets)}
-    if task.name == "segmentation":
-        probs = F.softmax(outputs.double(), dim=1)
-        onehot = F.one_hot(targets.long(), probs.shape[1]).movedim(-1, 1).double()
-        values["true-prob"] = (probs * onehot).sum(1).flatten(1).mean(1)
-        values["brier"] = 1 - ((probs - onehot) ** 2).sum(1).flatten(1).mean(1) / 2
-        values["soft-dice"] = _soft_dice(probs[:, 1:], onehot[:, 1:])
+    values = {name: output_scores(task, outputs, targets, name) for name in scores_for(task)}
     return {"scores": {name: [round(float(v), DIGITS) for v in value] for name, value in values.items()}}
+
+
+def sweep_score(task: Task, score: str) -> str:
+    """The score a replacement sweep on ``task`` reads when ``score`` is asked: ``correct`` for reconstruction
+    (its per-image PSNR is continuous already) and wherever the task has no such score."""
+    return score if score in SWEEP_SCORES and score in scores_for(task) else "correct"
+
+
+def output_scores(task: Task, outputs: torch.Tensor, targets: torch.Tensor, score: str) -> torch.Tensor:
+    """Per-image values of ``score`` from one model's raw outputs (segmentation: the mean over pixels).
+
+    >>> from paramreuse.tasks import CLASSIFICATION
+    >>> out, y = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
+    >>> [output_scores(CLASSIFICATION, out, y, s).round(decimals=3).tolist() for s in ("correct", "true-prob")]
+    ([1.0, 0.0], [0.881, 0.269])
+    """
+    if score == "correct":
+        return task.scores(outputs, targets)
+    if score not in SWEEP_SCORES or score not in scores_for(task):
+        raise ValueError(f"score {score!r} cannot be read from {task.name} outputs; use one of "
+                         f"{', '.join(s for s in scores_for(task) if s in SWEEP_SCORES)}")  # fmt: skip
+    probs = F.softmax(outputs.double(), dim=1)
+    onehot = F.one_hot(targets.long(), probs.shape[1]).movedim(-1, 1).double()
+    if score == "soft-dice":
+        return _soft_dice(probs[:, 1:], onehot[:, 1:])
+    per_pixel = (probs * onehot).sum(1) if score == "true-prob" else 1 - ((probs - onehot) ** 2).sum(1) / 2
+    return per_pixel.flatten(1).mean(1) if per_pixel.dim() > 1 else per_pixel
 
 
 def _soft_dice(probs: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ the drop over evaluation samples (paired: the same samples for T and the variant
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -19,6 +20,7 @@ from torch import nn
 
 from paramreuse.backends import LOCAL, Executor, remove_file
 from paramreuse.data import ImageSet
+from paramreuse.judge.evidence import output_scores, sweep_score
 from paramreuse.judge.replacement_engine import Evaluated, Evaluator, StopRule, Variant
 from paramreuse.judge.replacement_jobs import SweepInputs, SweepJob, chunk_rows, image_digest, job_inputs, remote_jobs
 from paramreuse.judge.replacement_rows import CONV_KINDS, PARAM_GROUPS, Row, RowSpec, Sweep, SweepConfig
@@ -87,7 +89,8 @@ def _evaluator(job: SweepJob) -> tuple[Evaluator, dict[str, torch.Tensor]]:
     s_state = {k: v.detach() for k, v in source.state_dict().items()}
     calib = [] if calibration is None else [b for b, _ in _batches(_first(calibration, config.max_calibration), config.batch_size, config.seed, device)]
     batches = _batches(val, config.batch_size, config.seed, device, job.task)
-    return Evaluator(target, batches, job.task.scores, calib, cached=config.cached), s_state
+    score = functools.partial(output_scores, job.task, score=sweep_score(job.task, config.score))
+    return Evaluator(target, batches, score, calib, cached=config.cached), s_state
 
 
 def _header(evaluator: Evaluator) -> dict:
@@ -158,7 +161,7 @@ def replacement_sweep(
                     progress(ProgressEvent("replace", done, len(todo), {"row": f"{row['layer']} {row['params']}"}))
     rows = tuple(_row(log.done[s.id]) for s in specs)
     sweep = Sweep(
-        task.metric_name, header["baseline"], rows, config, header["mode"], header["fallback"],
+        config.metric(task), header["baseline"], rows, config, header["mode"], header["fallback"],
         time.perf_counter() - start, len(val), len(specs) - len(todo),
     )  # fmt: skip
     log.close()
@@ -229,7 +232,7 @@ class SweepStream:
         header = _header(self._ready()[0])
         self._log.close()
         job = self._job
-        return Sweep(job.task.metric_name, header["baseline"], tuple(self.rows), job.config, header["mode"],
+        return Sweep(job.config.metric(job.task), header["baseline"], tuple(self.rows), job.config, header["mode"],
                      header["fallback"], time.perf_counter() - self._start, len(job.val), self._resumed)  # fmt: skip
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from paramreuse.config import DROP_BOUND, check_at_least, check_choice
+from paramreuse.judge.evidence import SWEEP_SCORES, sweep_score
+from paramreuse.tasks import Task
+from paramreuse.vocabulary import score_name
 
 PARAM_GROUPS = ("conv.weight", "conv.bias", "bn.weight", "bn.bias", "bn.stats", "unit")
 CONV_KINDS = ("conv1d", "conv2d", "conv3d", "convtranspose2d")
@@ -16,7 +19,10 @@ class SweepConfig:
     early-stopping boundary. ``recalibrate_bn`` applies to the per-unit rows; the cumulative
     rows (S's units 1..k in T) re-estimate BN statistics unless ``cumulative_recalibrate`` is
     off, because that variant ranks frozen depths (bench/README.md). ``keep_diffs`` keeps the
-    per-sample differences on every row (for pooling folds)."""
+    per-sample differences on every row (for pooling folds). ``score`` is what each image scores
+    (:func:`paramreuse.judge.evidence.output_scores`): ``correct`` is the task's metric per image (0/1,
+    hard Dice, PSNR); ``true-prob``, ``brier`` and ``soft-dice`` read how sure T is, and the drops are
+    then in that score's units."""
 
     params: tuple[str, ...] = PARAM_GROUPS
     recalibrate_bn: bool = False
@@ -31,15 +37,21 @@ class SweepConfig:
     keep_diffs: bool = False
     network_rows: bool = True  # the two J1 rows (all conv kernels); a plan made from the curve alone skips them
     cumulative_rows: bool = True  # the curve of S's units 1..k in T; J1 alone skips it
+    score: str = "correct"
 
     def __post_init__(self) -> None:
         for group in self.params:
             check_choice("params", group, PARAM_GROUPS)
         check_at_least(self, ("tolerance",), 0, DROP_BOUND)
         check_at_least(self, ("batch_size", "bootstrap", "max_calibration"), 1)
+        check_choice("score", self.score, SWEEP_SCORES)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def metric(self, task: Task) -> str:
+        """What the rows' values and drops are in: the task's metric, or the score read instead."""
+        return score_name(sweep_score(task, self.score)) or task.metric_name
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import enum
 from dataclasses import asdict, dataclass, replace
 
 from paramreuse.config import DROP_BOUND, check_at_least, check_choice
+from paramreuse.judge.evidence import SWEEP_SCORES
 from paramreuse.judge.network import SCORES, SCRATCH_ON
 from paramreuse.judge.replacement import Sweep
 from paramreuse.tasks import Task
@@ -47,6 +48,9 @@ class Thresholds:
     scratch_score: the per-image score that difference is measured in (:mod:`paramreuse.judge.evidence`):
     ``correct`` (0/1; segmentation: hard Dice), ``brier``, ``true-prob``, ``log-loss-ts`` (classification)
     or ``soft-dice`` (segmentation); reconstruction is always measured in PSNR.
+    sweep_score: the per-image score the replacement sweep's rows (J2 and the frozen-prefix curve) are
+    read in: ``correct`` (the task's metric per image), ``brier``, ``true-prob`` or ``soft-dice``
+    (segmentation); ``layer_tolerance`` is then in that score's units.
     """
 
     network_tolerance: float | None = None
@@ -59,6 +63,7 @@ class Thresholds:
     scratch_on: str = "se"  # chosen on 23 calibration pairs (bench/README.md, "Sharper evidence")
     scratch_margin: float = 0.5
     scratch_score: str = "true-prob"
+    sweep_score: str = "correct"
 
     def __post_init__(self) -> None:
         check_at_least(self, ("network_tolerance", "layer_tolerance"), 0, DROP_BOUND)
@@ -67,6 +72,7 @@ class Thresholds:
         check_choice("scratch_on", self.scratch_on, SCRATCH_ON)
         check_at_least(self, ("scratch_margin",), 0, ">= 0")
         check_choice("scratch_score", self.scratch_score, SCORES)
+        check_choice("sweep_score", self.sweep_score, SWEEP_SCORES)
 
     @property
     def decides_network(self) -> bool:

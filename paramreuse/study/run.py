@@ -249,7 +249,8 @@ def _assess_study(models: dict, data: StudyData, config: StudyConfig, run: RunCo
                         Plan.from_dict(stored[PLAN_FILE]))  # fmt: skip
     thresholds = config.thresholds.for_task(data.target.kind)
     # One threshold, one place: the sweep's early stopping and findings use the judged tolerance.
-    sweep_config = dataclasses.replace(config.sweep, seed=config.seed, tolerance=thresholds.layer_tolerance)
+    sweep_config = dataclasses.replace(config.sweep, seed=config.seed, tolerance=thresholds.layer_tolerance,
+                                       score=thresholds.sweep_score)  # fmt: skip
     source = models["source"]
     if data.target.num_outputs != head_size(source):  # S's head cannot pair with T's: give it a fresh one
         source = source_for_target(out / "source" / MODEL_FILE, data.target, config.seed)

@@ -166,7 +166,7 @@ def plan_from_shots(source: Source, task: TaskData, seed: int, config: TransferC
     thresholds = config.thresholds.for_task(task.kind)
     tolerance, freeze_on = thresholds.layer_tolerance, thresholds.freeze_on
     # The cumulative curve only, and only up to the first depth that ends the frozen prefix.
-    sweep_config = SweepConfig(params=(), tolerance=tolerance, network_rows=False)
+    sweep_config = SweepConfig(params=(), tolerance=tolerance, network_rows=False, score=thresholds.sweep_score)
     bounds = difference_bounds(task.kind.bounds)
     decide = lambda evidence: network_decision(evidence, thresholds, bounds, seed)  # noqa: E731
     measured = thresholds.decides_network or config.diagnose  # the evidence costs two fresh trainings
