@@ -29,7 +29,8 @@ from paramreuse.models import load_checkpoint, read_state_dict
 from paramreuse.models.state_dicts import state_digest
 from paramreuse.study import StudyConfig, quick, run_study, transfer_study
 from paramreuse.training.run import MODEL_FILE
-from paramreuse.transfer.grid import TRANSFER_FILE, TransferJob, transfer_job
+from paramreuse.transfer.grid import TRANSFER_FILE
+from paramreuse.transfer.runs import TransferJob, transfer_job
 
 
 def timed_job(fn, spec):

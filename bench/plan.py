@@ -36,7 +36,8 @@ from paramreuse.results import read_json
 from paramreuse.stats import paired_test, seed_interval
 from paramreuse.training.loop import TrainConfig
 from paramreuse.training.run import RunSpec, run_training
-from paramreuse.transfer.grid import TRANSFER_FILE, Source, TransferConfig, run_transfer
+from paramreuse.transfer.config import Source, TransferConfig
+from paramreuse.transfer.grid import TRANSFER_FILE, run_transfer
 from paramreuse.transfer.strategies import ORACLES, STRATEGIES
 
 BASELINES = ("finetune-all", "lp-ft", "l2-sp", "auto-rgn")  # what a knowledgeable practitioner would pick among

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from paramreuse.study import DataConfig, StudyConfig, run_study
-from paramreuse.transfer.grid import TransferConfig
+from paramreuse.transfer.config import TransferConfig
 
 TARGETS = {"near: fashion-mnist 5-9": DataConfig("fashion-mnist", "5-9", shots=10),
            "far: digits 0-9": DataConfig("digits", "0-9", shots=10)}  # fmt: skip

@@ -44,7 +44,8 @@ from paramreuse.models import ModelInfo, save_checkpoint
 from paramreuse.rank.ranking import rank_sources
 from paramreuse.study import StudyConfig, load_study_data, quick, target_spec
 from paramreuse.training.loop import TrainConfig
-from paramreuse.transfer.grid import RUNS_LOG, Source, TransferConfig, run_transfer
+from paramreuse.transfer.config import Source, TransferConfig
+from paramreuse.transfer.grid import RUNS_LOG, run_transfer
 from paramreuse.transfer.strategies import unit_names
 from tests.conftest import TINY_ARCH, make_fake_fashion_mnist, untimed
 

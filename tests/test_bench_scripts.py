@@ -11,7 +11,7 @@ from paramreuse.backends import LOCAL
 from paramreuse.models import build_model
 from paramreuse.study import DataConfig, StudyConfig
 from paramreuse.training.loop import TrainConfig
-from paramreuse.transfer.grid import TransferConfig
+from paramreuse.transfer.config import TransferConfig
 from tests.conftest import TINY_ARCH
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"

@@ -67,9 +67,9 @@ def _fake_crossfit(curve, reuse, fresh):
 
 def test_plan_from_shots_freezes_the_decisive_prefix(trained_pair, fake_fmnist, monkeypatch):
     """The plan made inside a transfer run uses the cross-fitted curve and the CI rule, once the network decision reuses S."""
-    import paramreuse.transfer.grid as runs
     from paramreuse.data import load_task
     from paramreuse.training.loop import TrainConfig
+    from paramreuse.transfer import runs
     from paramreuse.transfer.strategies import unit_names
 
     s, _ = trained_pair
@@ -86,10 +86,10 @@ def test_plan_from_shots_freezes_the_decisive_prefix(trained_pair, fake_fmnist, 
 
 def test_plan_from_shots_trains_from_scratch_when_fresh_training_scores_higher(trained_pair, fake_fmnist, monkeypatch):
     """Held-out shots that favour the fresh network make a no-go plan: every unit re-initialised, no prefix swept."""
-    import paramreuse.transfer.grid as runs
     from paramreuse.data import load_task
     from paramreuse.judge.verdicts import Thresholds
     from paramreuse.training.loop import TrainConfig
+    from paramreuse.transfer import runs
 
     s, _ = trained_pair
     task = load_task("fashion-mnist", "5-9", shots=4, seed=0, val_per_class=0)
@@ -152,10 +152,10 @@ def test_a_curve_stopped_where_the_prefix_ends_is_the_full_curve_up_to_there(tra
 
 def test_a_scratch_plan_trains_exactly_as_the_scratch_strategy(trained_pair, fake_fmnist, monkeypatch):
     """A no-go plan is training from scratch: the same initialisation, steps and test metric, to the last digit."""
-    import paramreuse.transfer.grid as runs
     from paramreuse.data import load_task
     from paramreuse.judge.verdicts import Thresholds
     from paramreuse.training.loop import TrainConfig
+    from paramreuse.transfer import runs
 
     s, _ = trained_pair
     task = load_task("fashion-mnist", "5-9", shots=4, seed=0, val_per_class=0, test_per_class=10)
@@ -175,10 +175,10 @@ def test_a_scratch_plan_trains_exactly_as_the_scratch_strategy(trained_pair, fak
 
 def test_the_frozen_prefix_curve_is_read_in_the_thresholds_sweep_score(trained_pair, fake_fmnist, monkeypatch):
     """Thresholds.sweep_score reaches the cross-fitted curve the plan freezes from (default: the task's metric)."""
-    import paramreuse.transfer.grid as runs
     from paramreuse.data import load_task
     from paramreuse.judge.verdicts import Thresholds
     from paramreuse.training.loop import TrainConfig
+    from paramreuse.transfer import runs
 
     s, _ = trained_pair
     task = load_task("fashion-mnist", "5-9", shots=4, seed=0, val_per_class=0)

@@ -11,7 +11,8 @@ from paramreuse.models import build_model
 from paramreuse.training import frozen
 from paramreuse.training.frozen import FrozenSplit, NoSplit, split_frozen
 from paramreuse.training.loop import TrainConfig, frozen_norms, param_groups, train
-from paramreuse.transfer.grid import Source, TransferConfig, run_one
+from paramreuse.transfer.config import Source, TransferConfig
+from paramreuse.transfer.runs import run_one
 from paramreuse.transfer.strategies import strategy
 
 TINY = TransferConfig(training=TrainConfig(epochs=1, batch_size=8, lr=1e-2, optimizer="sgd", min_steps=6))

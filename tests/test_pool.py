@@ -20,7 +20,8 @@ from paramreuse.errors import DataError, ParamreuseError
 from paramreuse.models import ModelInfo, save_checkpoint
 from paramreuse.pool import JobError, JobFailed, ProcessExecutor
 from paramreuse.training.loop import TrainConfig
-from paramreuse.transfer.grid import RUNS_LOG, Source, TransferConfig, run_transfer
+from paramreuse.transfer.config import Source, TransferConfig
+from paramreuse.transfer.grid import RUNS_LOG, run_transfer
 from tests.conftest import TINY_ARCH, untimed
 
 runner = CliRunner()

@@ -26,7 +26,8 @@ from paramreuse.models import build_model, load_checkpoint
 from paramreuse.tasks import RECONSTRUCTION, SEGMENTATION, SEGMENTATION_DICE
 from paramreuse.training.loop import TrainConfig
 from paramreuse.training.run import RunSpec, run_training
-from paramreuse.transfer.grid import Source, TransferConfig, run_transfer
+from paramreuse.transfer.config import Source, TransferConfig
+from paramreuse.transfer.grid import run_transfer
 from tests.conftest import stripe_rows
 from tests.test_align import max_param_diff, randomize_norms
 

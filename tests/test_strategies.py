@@ -10,7 +10,9 @@ from paramreuse.errors import CheckpointError
 from paramreuse.models import build_model
 from paramreuse.models.units import inventory
 from paramreuse.training.loop import TrainConfig, train
-from paramreuse.transfer.grid import Source, TransferConfig, prepare, run_transfer
+from paramreuse.transfer.config import Source, TransferConfig
+from paramreuse.transfer.grid import run_transfer
+from paramreuse.transfer.runs import prepare
 from paramreuse.transfer.strategies import L2SP, STRATEGIES, strategy, transplant, unit_names, unit_prefixes
 from tests.conftest import TINY_ARCH, synthetic_set
 
@@ -93,7 +95,7 @@ def test_l2sp_penalty_matches_its_formula():
 
 
 def test_transfer_grid_writes_the_contract_and_resumes(trained_pair, fake_fmnist, tmp_path, monkeypatch):
-    import paramreuse.transfer.grid as runs
+    from paramreuse.transfer import runs
 
     s, _ = trained_pair
     plan = dict.fromkeys(unit_names(s), "reuse-finetuned") | {"features.7.0": "reinit"}
@@ -151,7 +153,7 @@ def test_plan_rates_are_what_the_plan_says(trained_pair, fake_fmnist):
 
 
 def test_lp_ft_trains_the_head_alone_first(trained_pair, fake_fmnist, monkeypatch):
-    import paramreuse.transfer.grid as runs
+    from paramreuse.transfer import runs
 
     s, _ = trained_pair
     task = load_task("fashion-mnist", "5-9", shots=4, seed=0)
@@ -168,7 +170,7 @@ def test_lp_ft_trains_the_head_alone_first(trained_pair, fake_fmnist, monkeypatc
 
 def test_best_depth_keeps_the_candidate_with_the_best_validation_score(trained_pair, fake_fmnist, monkeypatch):
     """With the shots budget: candidates judged on held-out shots, the best (shallowest on ties) retrained on all."""
-    import paramreuse.transfer.grid as runs
+    from paramreuse.transfer import runs
 
     s, _ = trained_pair
     task = load_task("fashion-mnist", "5-9", shots=5, seed=0, val_per_class=0)
@@ -197,7 +199,7 @@ def test_best_depth_keeps_the_candidate_with_the_best_validation_score(trained_p
 
 
 def test_candidate_depths_are_evenly_spaced_and_keep_both_ends():
-    from paramreuse.transfer.grid import candidate_depths
+    from paramreuse.transfer.runs import candidate_depths
 
     assert candidate_depths(7) == list(range(8))
     deep = candidate_depths(20, 6)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from paramreuse.transfer.grid import TransferConfig
+from paramreuse.transfer.config import TransferConfig
 from paramreuse.transfer.summary import summarise
 
 STRATEGIES = ("scratch", "finetune-all", "plan", "best-depth")

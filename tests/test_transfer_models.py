@@ -12,8 +12,9 @@ from paramreuse.backends import RunContext
 from paramreuse.cli import app
 from paramreuse.models import ModelInfo, build_model, load_checkpoint, save_checkpoint
 from paramreuse.training.loop import TrainConfig
-from paramreuse.transfer import grid
-from paramreuse.transfer.grid import Source, TransferConfig, run_transfer
+from paramreuse.transfer import grid, runs
+from paramreuse.transfer.config import Source, TransferConfig
+from paramreuse.transfer.grid import run_transfer
 from paramreuse.transfer.strategies import unit_names
 from tests.conftest import TINY_ARCH
 from tests.test_reuse import make_plan
@@ -95,8 +96,8 @@ def test_a_given_plan_trains_as_it_says_its_rate_and_its_head_warm_up(s_file, fa
     doc["thresholds"] |= {"finetuned_rate": 0.5, "warm_head": True}
     (tmp_path / "plan.json").write_text(json.dumps(doc))
     warmed = []
-    real = grid.run_one
-    monkeypatch.setattr(grid, "run_one", lambda *a, **k: warmed.append((k["config"].finetuned_scale, k["warm_head"])) or real(*a, **k))
+    real = runs.run_one
+    monkeypatch.setattr(runs, "run_one", lambda *a, **k: warmed.append((k["config"].finetuned_scale, k["warm_head"])) or real(*a, **k))
     base = ["transfer", str(s_file), "--plan", str(tmp_path / "plan.json"), "--data", "fashion-mnist", "--classes",
             "5-9", "--shots", "3", "--seeds", "1", "--strategies", "plan", "--save", "none", "--device", "cpu", "--quiet"]  # fmt: skip
     assert runner.invoke(app, [*base, "--out", str(tmp_path / "a")]).exit_code == 0

@@ -7,7 +7,8 @@ from paramreuse.data import load_task
 from paramreuse.models import build_model
 from paramreuse.models.units import inventory
 from paramreuse.training.loop import TrainConfig, param_groups
-from paramreuse.transfer.grid import Source, TransferConfig, prepare
+from paramreuse.transfer.config import Source, TransferConfig
+from paramreuse.transfer.runs import prepare
 from paramreuse.transfer.strategies import strategy, transplant, unit_names, unit_prefixes
 
 NET = """

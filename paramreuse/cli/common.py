@@ -26,7 +26,7 @@ from paramreuse.models import is_pretrained, read_info
 from paramreuse.models.loading import check_one_architecture, check_takes, fit_to, load_source
 from paramreuse.report import Answer
 from paramreuse.results import json_safe  # the same rules as the result files: NaN -> null
-from paramreuse.transfer.grid import Source
+from paramreuse.transfer.config import Source
 
 err = Console(stderr=True)
 out_console = Console()

@@ -39,7 +39,8 @@ from paramreuse.devices import resolve_device
 from paramreuse.errors import ParamreuseError
 from paramreuse.models import read_info
 from paramreuse.training.loop import with_length
-from paramreuse.transfer.grid import TRANSFER_FILE, TransferConfig, run_transfer
+from paramreuse.transfer.config import TransferConfig
+from paramreuse.transfer.grid import TRANSFER_FILE, run_transfer
 from paramreuse.transfer.reuse import check_plan, plan_settings
 from paramreuse.transfer.strategies import STRATEGIES
 from paramreuse.vocabulary import classes_text

@@ -13,8 +13,8 @@ from paramreuse.errors import DataError
 from paramreuse.judge.replacement import SweepConfig
 from paramreuse.judge.verdicts import Thresholds
 from paramreuse.tasks import TASKS
-from paramreuse.training.loop import TrainConfig, training_length, with_length
-from paramreuse.transfer.grid import FEWSHOT, TransferConfig
+from paramreuse.training.loop import FEWSHOT, TrainConfig, training_length, with_length
+from paramreuse.transfer.config import TransferConfig
 from paramreuse.vocabulary import BUDGETS, Budget
 
 ALIGNMENTS = ("auto", *METHODS)

@@ -38,7 +38,8 @@ from paramreuse.training.run import (
     run_training,
     source_for_target,
 )
-from paramreuse.transfer.grid import TRANSFER_FILE, Source, run_transfer
+from paramreuse.transfer.config import Source
+from paramreuse.transfer.grid import TRANSFER_FILE, run_transfer
 from paramreuse.transfer.reuse import publish_model
 from paramreuse.vocabulary import Budget
 

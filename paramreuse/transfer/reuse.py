@@ -33,7 +33,8 @@ from paramreuse.models.units import inventory
 from paramreuse.results import fingerprint, load_if_current, prepare_out_dir, read_json, write_atomic, write_json
 from paramreuse.training import loop
 from paramreuse.training.run import MODEL_FILE, model_info
-from paramreuse.transfer.grid import Source, TransferConfig, run_one
+from paramreuse.transfer.config import Source, TransferConfig
+from paramreuse.transfer.runs import run_one
 from paramreuse.transfer.strategies import TransplantReport, strategy, transplant, unit_prefixes
 from paramreuse.vocabulary import Decision
 

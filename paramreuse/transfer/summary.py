@@ -9,7 +9,7 @@ from paramreuse.vocabulary import ORACLES, network_votes
 
 
 class GridShape(Protocol):
-    """What the summary needs of a :class:`~paramreuse.transfer.grid.TransferConfig`: the grid's axes."""
+    """What the summary needs of a :class:`~paramreuse.transfer.config.TransferConfig`: the grid's axes."""
 
     strategies: tuple[str, ...]
     shots: tuple[int, ...]
