@@ -3,6 +3,7 @@
     .venv/bin/python bench/speed.py                          # default and resnet18 studies: old, new, two side by side
     .venv/bin/python bench/speed.py --cells default:old,default:new   # a part of it (the rest later, same --out)
     .venv/bin/python bench/speed.py --quick                  # study --quick, default scenario: a smoke run
+    .venv/bin/python bench/speed.py --limits                 # the tables, and what 1.6x would need
 
 Scenarios: ``default`` is `make demo`'s study (builtin CNN, Fashion-MNIST 0-4 -> 5-9, 10 shots);
 ``resnet18`` is a torchvision resnet18 study at 64x64 pixels (5 classes, 10 shots; S trained on
@@ -28,7 +29,10 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from paramreuse.cores import usable_cores
+from paramreuse.models import build_model
 from paramreuse.results import write_json
 
 SCENARIOS = {
@@ -163,6 +167,46 @@ def table(records: dict[tuple[str, str], dict], scenario: str) -> list[str]:
     return lines
 
 
+def thread_speedup(arch: str = "builtin:cnn", size: int = 28, batch: int = 128, steps: int = 20) -> float:
+    """How much faster S's training steps run on two threads than on one (S's batch, random images)."""
+    model, loss = build_model(arch, 1, 5), torch.nn.CrossEntropyLoss()
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.randn(batch, 1, size, size), torch.randint(0, 5, (batch,))
+    seconds = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for i in range(steps + 3):  # three warm-up steps
+            if i == 3:
+                start = time.perf_counter()
+            optimiser.zero_grad()
+            loss(model(x), y).backward()
+            optimiser.step()
+        seconds[threads] = time.perf_counter() - start
+    return seconds[1] / seconds[2]
+
+
+def limits(records: dict[tuple[str, str], dict], scenario: str, speedup: float) -> list[str]:
+    """The 1.6x bound replayed from the old and new cells' stages: what the new path would need to reach it."""
+    old, new = records.get((scenario, "old")), records.get((scenario, "new"))
+    if not (old and new):
+        return []
+    st = new["stages"]
+    s, t_full, grid = st["S"], st["T_full"], st["transfer grid"]
+    rest = new["wall"] - s - grid  # T, T_scratch, T_full, the evidence, the report: in series today
+    rows = [
+        ("as measured", new["wall"], old["wall"]),
+        ("the rest overlapped with the grid, at best", s + grid + rest / 2, old["wall"]),
+        ("the rest taking no time at all", s + grid, old["wall"]),
+        ("S kept from an earlier study (the old path too)", new["wall"] - s, old["wall"] - old["stages"]["S"]),
+        (f"S, T_full on both cores at 2x one thread (2 threads: {speedup:.2f}x)",
+         new["wall"] - (s + t_full) * (1 - speedup / 2), old["wall"]),
+    ]  # fmt: skip
+    lines = [f"\n{scenario} study: what 1.6x would need (the rest: T, T_scratch, T_full, evidence, report)",
+             f"{'if':<72} {'new, s':>8} {'old/new':>8}"]  # fmt: skip
+    lines += [f"{label:<72} {_num(n)} {_ratio(o, n)}" for label, n, o in rows]
+    return lines
+
+
 def _num(value: float | None) -> str:
     return f"{value:8.1f}" if value is not None else f"{'-':>8}"
 
@@ -182,6 +226,8 @@ def main() -> None:
     parser.add_argument("--data-dir", help="Fashion-MNIST folder (else $PARAMREUSE_DATA or the system's)")
     parser.add_argument("--arch", help="override every scenario's architecture (tests: a tiny CNN)")
     parser.add_argument("--min-steps", type=int, help="override the few-shot trainings' step floor (tests)")
+    parser.add_argument("--limits", action="store_true",
+                        help="also replay what the 1.6x bound would need (measures S's two-thread speedup, ~10 s)")
     args = parser.parse_args()
     if args.quick and args.scenarios == parser.get_default("scenarios"):
         args.scenarios = "default"
@@ -198,8 +244,11 @@ def main() -> None:
     for path in sorted(args.out.glob("*-*.json")):
         record = json.loads(path.read_text())
         records[(record["scenario"], record["variant"])] = record
+    speedup = thread_speedup() if args.limits else None
     for scenario in SCENARIOS:
         print("\n".join(table(records, scenario)))
+        if speedup is not None:
+            print("\n".join(limits(records, scenario, speedup)))
 
 
 if __name__ == "__main__":
