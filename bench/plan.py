@@ -160,10 +160,8 @@ def spoil(data: TaskData, variant: str) -> TaskData:
     return dataclasses.replace(data, train=images(data.train), test=images(data.test))
 
 
-def run_pair(key: str, pair: Pair, out: Path, shots: tuple[int, ...], seeds: int, device, *,
-             strategies: tuple[str, ...] = STRATEGIES, thresholds: Thresholds = Thresholds(),
-             source_only: bool = False) -> dict | None:  # fmt: skip
-    """Train S (or load it), then the transfer grid at the shots budget; returns transfer.json."""
+def source_state(key: str, pair: Pair, out: Path, device) -> dict:
+    """The pair's S, trained in ``out/key/source`` (or loaded from there when finished): its tensors."""
     source_data = load_task(pair.source, pair.source_classes, limit_per_class=pair.source_limit, size=pair.size,
                             test_per_class=pair.test_per_class)  # fmt: skip
     if pair.source_variant:
@@ -171,11 +169,18 @@ def run_pair(key: str, pair: Pair, out: Path, shots: tuple[int, ...], seeds: int
     spec = RunSpec(pair.arch, TrainConfig(epochs=pair.source_epochs, batch_size=64, lr=2e-3), seed=0)
     model, record = run_training(spec, source_data, out / key / "source", device)
     print(f"{key}: S {record['metric']} {record['test_metric']:.3f} on its own test set", flush=True)
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def run_pair(key: str, pair: Pair, out: Path, shots: tuple[int, ...], seeds: int, device, *,
+             strategies: tuple[str, ...] = STRATEGIES, thresholds: Thresholds = Thresholds(),
+             source_only: bool = False, diagnose: bool = True) -> dict | None:  # fmt: skip
+    """Train S (or load it), then the transfer grid at the shots budget; returns transfer.json."""
+    state = source_state(key, pair, out, device)
     if source_only:
         return None
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     config = TransferConfig(strategies=strategies, shots=shots, seeds=seeds, test_per_class=pair.test_per_class,
-                            thresholds=thresholds, depth_candidates=pair.depth_candidates, diagnose=True)  # fmt: skip
+                            thresholds=thresholds, depth_candidates=pair.depth_candidates, diagnose=diagnose)  # fmt: skip
     return run_transfer(Source(pair.arch, state), None, pair.target, pair.target_classes,
                         RunContext(out / key / "transfer", device=device), config=config, headline=max(shots),
                         size=pair.size)  # fmt: skip
@@ -286,6 +291,8 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only print the tables of finished pairs")
     parser.add_argument("--source-only", action="store_true", help="only train (or load) the sources S")
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help="a subset, for calibration runs")
+    parser.add_argument("--no-diagnose", action="store_true",
+                        help="skip J1, J3 and the costlier evidence designs (the plan's own evidence only)")
     parser.add_argument("--thresholds", default="", help="plan-rule settings as TOML, e.g. 'freeze_on = \"mean\"'")
     args = parser.parse_args()
     shots = tuple(int(s) for s in args.shots.split(","))
@@ -294,7 +301,7 @@ def main() -> None:
         device = resolve_device("auto")
         for key in args.pairs.split(","):
             run_pair(key, PAIRS[key], args.out, shots, args.seeds, device, strategies=tuple(args.strategies.split(",")),
-                     thresholds=thresholds, source_only=args.source_only)  # fmt: skip
+                     thresholds=thresholds, source_only=args.source_only, diagnose=not args.no_diagnose)  # fmt: skip
         if args.source_only:
             return
     report(args.out, shots)
