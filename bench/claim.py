@@ -77,13 +77,13 @@ def measure_draw(source: Source, pair, n: int, seed: int, device) -> dict:
             "j3_median": statistics.median(positions), "baseline": sweep.baseline}  # fmt: skip
 
 
-def measure_pair(key: str, out: Path, shots: tuple[int, ...], seeds: int, device) -> dict:
+def measure_pair(key: str, out: Path, shots: tuple[int, ...], seeds: int, device, sources: Path) -> dict:
     path = out / f"{key}.json"
     if path.is_file():
         return json.loads(path.read_text())
     pair = PAIRS[key]
     start = time.perf_counter()
-    source = Source(pair.arch, source_state(key, pair, Path("runs/r5"), device))
+    source = Source(pair.arch, source_state(key, pair, sources, device))
     draws = [measure_draw(source, pair, n, s, device) for n in shots for s in range(seeds)]
     result = {"pair": key, "draws": draws, "seconds": time.perf_counter() - start}
     write_json(path, result)
@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--shots", default="5,10")
     parser.add_argument("--out", type=Path, default=Path("runs/claim"))
+    parser.add_argument("--sources", type=Path, default=Path("runs/r5"), help="where each pair's S was trained")
     parser.add_argument("--report", action="store_true", help="only print the table of finished pairs")
     parser.add_argument("--keep", action="store_true", help="copy finished pairs into bench/results/claim")
     args = parser.parse_args()
@@ -152,7 +153,7 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         shots = tuple(int(n) for n in args.shots.split(","))
         for key in args.pairs.split(","):
-            measure_pair(key, args.out, shots, args.seeds, torch.device("cpu"))
+            measure_pair(key, args.out, shots, args.seeds, torch.device("cpu"), args.sources)
     report(args.out)
 
 
