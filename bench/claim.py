@@ -35,7 +35,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from plan import PAIRS, source_state  # the pairs, with their split; S as the round-5 runs trained it
+from plan import PAIRS  # the pairs, with their split
 from scores import EVALUATION, kept  # the round-5 runs (run folder, else the copy in bench/results/r5)
 
 from paramreuse.data import load_task
@@ -43,6 +43,7 @@ from paramreuse.judge.crossfit import source_for
 from paramreuse.judge.kernels import compare_models
 from paramreuse.judge.replacement import SweepConfig, replacement_sweep
 from paramreuse.judge.verdicts import Thresholds
+from paramreuse.models import read_state_dict
 from paramreuse.models.heads import head_module_name, in_head
 from paramreuse.results import write_json
 from paramreuse.stats import paired_test
@@ -83,7 +84,8 @@ def measure_pair(key: str, out: Path, shots: tuple[int, ...], seeds: int, device
         return json.loads(path.read_text())
     pair = PAIRS[key]
     start = time.perf_counter()
-    source = Source(pair.arch, source_state(key, pair, sources, device))
+    # S as round 5 trained it, read as it is: training it again need not give the same tensors
+    source = Source(pair.arch, read_state_dict(sources / key / "source" / "model.safetensors"))
     draws = [measure_draw(source, pair, n, s, device) for n in shots for s in range(seeds)]
     result = {"pair": key, "draws": draws, "seconds": time.perf_counter() - start}
     write_json(path, result)
