@@ -7,7 +7,7 @@ curve read in the true-class probability:
     OMP_NUM_THREADS=1 .venv/bin/python bench/plan.py --out runs/r5p --pairs C1,... --strategies plan \\
         --thresholds $'scratch_on = "never"\\nsweep_score = "true-prob"'      # each pair's S copied from runs/r5
     .venv/bin/python bench/prefix.py                 # calibration: the rule; evaluation: before and after
-    .venv/bin/python bench/prefix.py --keep          # copy the after-runs into bench/results/r5p
+    .venv/bin/python bench/prefix.py --keep          # copy the runs into bench/results/r5p and r5p0
 
 A draw whose frozen depth is the same both ways trains the same model, so its test metric must
 be equal; the script says how many are, and any that are not. The protocol (the rule, the pairs)
@@ -33,34 +33,40 @@ from paramreuse.results import read_json
 from paramreuse.transfer.grid import TRANSFER_FILE
 
 KEPT = Path(__file__).resolve().parent / "results" / "r5p"
+KEPT_AGAIN = Path(__file__).resolve().parent / "results" / "r5p0"
 SAME = 1e-9  # equal depths must give equal test metrics (same seed, same training)
 
 
-def after_doc(out: Path, key: str) -> dict | None:
+def run_doc(out: Path, key: str, kept_in: Path) -> dict | None:
+    """A pair's transfer.json: the run folder's, else the copy kept in the repository (``--keep``)."""
     path = out / key / "transfer" / TRANSFER_FILE
     if path.is_file():
         return read_json(path)
-    copy = KEPT / f"{key}.json.gz"
+    copy = kept_in / f"{key}.json.gz"
     return json.loads(gzip.decompress(copy.read_bytes())) if copy.is_file() else None
 
 
-def paired(before: dict, after: dict, n: int) -> list[dict]:
-    """Per seed: the reuse plan's test metric and frozen depth before and after, and the draw (with after's plan)."""
+def paired(round5: dict, before: dict, after: dict, n: int) -> list[dict]:
+    """Per seed: the reuse plan's test metric and frozen depth before and after, and round 5's draw (scratch, the
+    baselines, the network evidence) with after's plan in the ``draw_after``."""
     b, a = before["strategies"]["plan"]["by_shots"][str(n)], after["strategies"]["plan"]["by_shots"][str(n)]
-    ds = draws(before, n)
+    ds = draws(round5, n)
     return [{"before": b["runs"][s], "after": a["runs"][s], "depths": (b["depths"][s], a["depths"][s]),
              "draw": ds[s], "draw_after": dataclasses.replace(ds[s], plan=a["runs"][s])}
             for s in range(min(len(b["runs"]), len(a["runs"])))]  # fmt: skip
 
 
-def collect(out: Path) -> dict[tuple[str, int], list[dict]]:
+def collect(out: Path, again: Path) -> dict[tuple[str, int], list[dict]]:
+    """Before and after per (pair, shots). *Before* is the 0/1 plan run again on the after-runs' S where
+    training S again gave other tensors (``again``), else round 5's own run."""
     found = {}
     for key in PAIRS:
-        before, after = kept(Path("runs/r5"), key), after_doc(out, key)
-        if before is None or after is None:
+        round5, after = kept(Path("runs/r5"), key), run_doc(out, key, KEPT)
+        if round5 is None or after is None:
             continue
+        before = run_doc(again, key, KEPT_AGAIN) or round5
         for n in after["strategies"]["plan"]["by_shots"]:
-            found[(key, int(n))] = paired(before, after, int(n))
+            found[(key, int(n))] = paired(round5, before, after, int(n))
     return found
 
 
@@ -129,16 +135,19 @@ def evaluation(found: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/r5p"))
-    parser.add_argument("--keep", action="store_true", help="copy finished after-runs into bench/results/r5p")
+    parser.add_argument("--again", type=Path, default=Path("runs/r5p0"),
+                        help="the 0/1 plan run again where S came out different (before, for those pairs)")
+    parser.add_argument("--keep", action="store_true", help="copy finished runs into bench/results/r5p and r5p0")
     args = parser.parse_args()
     if args.keep:
-        KEPT.mkdir(parents=True, exist_ok=True)
-        for key in PAIRS:
-            path = args.out / key / "transfer" / TRANSFER_FILE
-            if path.is_file():
-                (KEPT / f"{key}.json.gz").write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+        for out, kept_in in ((args.out, KEPT), (args.again, KEPT_AGAIN)):
+            kept_in.mkdir(parents=True, exist_ok=True)
+            for key in PAIRS:
+                path = out / key / "transfer" / TRANSFER_FILE
+                if path.is_file():
+                    (kept_in / f"{key}.json.gz").write_bytes(gzip.compress(path.read_bytes(), mtime=0))
         return
-    found = collect(args.out)
+    found = collect(args.out, args.again)
     check_same(found)
     print()
     calibration(found)
