@@ -1,8 +1,9 @@
 """The frozen prefix decided on the chosen score: the reuse plan before and after, draw by draw.
 
-*Before* is the round-5 reuse plan (``bench/results/r5``: the network decision off, the frozen-
-prefix curve read in 0/1); *after* is the same draws (pairs, seeds, shots) run again with the
-curve read in the true-class probability:
+*Before* is the reuse plan with the frozen-prefix curve read in 0/1 and the network decision off:
+run again on today's code for the calibration pairs (``runs/r5p0``: their round-5 runs came from
+older code), round 5's own run for the evaluation pairs (``bench/results/r5``); *after* is the same
+draws (pairs, seeds, shots) run again with the curve read in the true-class probability:
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/plan.py --out runs/r5p --pairs C1,... --strategies plan \\
         --thresholds $'scratch_on = "never"\\nsweep_score = "true-prob"'      # each pair's S copied from runs/r5
