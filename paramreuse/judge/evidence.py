@@ -71,7 +71,7 @@ def output_scores(task: Task, outputs: torch.Tensor, targets: torch.Tensor, scor
     >>> from paramreuse.tasks import CLASSIFICATION
     >>> out, y = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
     >>> [output_scores(CLASSIFICATION, out, y, s).round(decimals=3).tolist() for s in ("correct", "true-prob")]
-    ([1.0, 0.0], [0.881, 0.269])
+    [[1.0, 0.0], [0.881, 0.269]]
     """
     if score == "correct":
         return task.scores(outputs, targets)
