@@ -23,7 +23,6 @@ scratch (``bench/results/r5``). The protocol was fixed in bench/README.md before
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import statistics
 import sys
@@ -36,7 +35,12 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from plan import PAIRS  # the pairs, with their split
-from scores import EVALUATION, kept  # the round-5 runs (run folder, else the copy in bench/results/r5)
+from scores import (  # the round-5 runs (run folder, else the copy in bench/results/r5)
+    EVALUATION,
+    keep_copy,
+    kept,
+    read_kept,
+)
 
 from paramreuse.data import load_task
 from paramreuse.judge.crossfit import source_for
@@ -94,11 +98,7 @@ def measure_pair(key: str, out: Path, shots: tuple[int, ...], seeds: int, device
 
 
 def finished(out: Path, key: str) -> dict | None:
-    path = out / f"{key}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    copy = KEPT / f"{key}.json.gz"
-    return json.loads(gzip.decompress(copy.read_bytes())) if copy.is_file() else None
+    return read_kept(out / f"{key}.json", KEPT / f"{key}.json.gz")
 
 
 def report(out: Path) -> None:
@@ -147,9 +147,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="copy finished pairs into bench/results/claim")
     args = parser.parse_args()
     if args.keep:
-        KEPT.mkdir(parents=True, exist_ok=True)
         for path in sorted(args.out.glob("*.json")):
-            (KEPT / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+            keep_copy(path, KEPT / f"{path.name}.gz")
         return
     if not args.report:
         args.out.mkdir(parents=True, exist_ok=True)

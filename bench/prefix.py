@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -28,9 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from plan import BASELINES, PAIRS
-from scores import CHOSEN, EVALUATION, _over, draws, kept
+from scores import CHOSEN, EVALUATION, _over, draws, keep_copy, kept, read_kept
 
-from paramreuse.results import read_json
 from paramreuse.transfer.grid import TRANSFER_FILE
 
 KEPT = Path(__file__).resolve().parent / "results" / "r5p"
@@ -40,11 +37,7 @@ SAME = 1e-9  # equal depths must give equal test metrics (same seed, same traini
 
 def run_doc(out: Path, key: str, kept_in: Path) -> dict | None:
     """A pair's transfer.json: the run folder's, else the copy kept in the repository (``--keep``)."""
-    path = out / key / "transfer" / TRANSFER_FILE
-    if path.is_file():
-        return read_json(path)
-    copy = kept_in / f"{key}.json.gz"
-    return json.loads(gzip.decompress(copy.read_bytes())) if copy.is_file() else None
+    return read_kept(out / key / "transfer" / TRANSFER_FILE, kept_in / f"{key}.json.gz")
 
 
 def paired(round5: dict, before: dict, after: dict, n: int) -> list[dict]:
@@ -142,11 +135,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.keep:
         for out, kept_in in ((args.out, KEPT), (args.again, KEPT_AGAIN)):
-            kept_in.mkdir(parents=True, exist_ok=True)
             for key in PAIRS:
                 path = out / key / "transfer" / TRANSFER_FILE
                 if path.is_file():
-                    (kept_in / f"{key}.json.gz").write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+                    keep_copy(path, kept_in / f"{key}.json.gz")
         return
     found = collect(args.out, args.again)
     check_same(found)

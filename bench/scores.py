@@ -136,13 +136,22 @@ def name(candidate: tuple) -> str:
     return f"{score}, {design}, " + (f"mean < {below}" if rule == "mean" else f"mean < -{margin:g} SE")
 
 
-def kept(out: Path, key: str) -> dict | None:
-    """A finished pair's transfer.json: the run folder's, else the copy kept in the repository (``--keep``)."""
-    path = out / key / "transfer" / TRANSFER_FILE
+def read_kept(path: Path, copy: Path) -> dict | None:
+    """A finished result: ``path`` when the run folder has it, else its gzipped ``copy`` in the repository."""
     if path.is_file():
         return read_json(path)
-    copy = KEPT / f"{key}.json.gz"
     return json.loads(gzip.decompress(copy.read_bytes())) if copy.is_file() else None
+
+
+def keep_copy(path: Path, copy: Path) -> None:
+    """Gzip ``path`` into the repository at ``copy`` (no time stamp, so an unchanged result stays unchanged)."""
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+
+
+def kept(out: Path, key: str) -> dict | None:
+    """A finished pair's transfer.json: the run folder's, else the copy kept in the repository (``--keep``)."""
+    return read_kept(out / key / "transfer" / TRANSFER_FILE, KEPT / f"{key}.json.gz")
 
 
 def keep(out: Path) -> list[str]:
@@ -152,7 +161,7 @@ def keep(out: Path) -> list[str]:
     for key in PAIRS:
         path = out / key / "transfer" / TRANSFER_FILE
         if path.is_file():
-            (KEPT / f"{key}.json.gz").write_bytes(gzip.compress(path.read_bytes(), mtime=0))
+            keep_copy(path, KEPT / f"{key}.json.gz")
             done.append(key)
     return done
 
