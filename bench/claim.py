@@ -43,12 +43,10 @@ from scores import (  # the round-5 runs (run folder, else the copy in bench/res
 )
 
 from paramreuse.data import load_task
-from paramreuse.judge.crossfit import source_for
-from paramreuse.judge.kernels import compare_models
+from paramreuse.judge.crossfit import j3_positions, source_for
 from paramreuse.judge.replacement import SweepConfig, replacement_sweep
 from paramreuse.judge.verdicts import Thresholds
 from paramreuse.models import read_state_dict
-from paramreuse.models.heads import head_module_name, in_head
 from paramreuse.results import write_json
 from paramreuse.stats import paired_test
 from paramreuse.transfer.config import Source, TransferConfig
@@ -72,10 +70,7 @@ def measure_draw(source: Source, pair, n: int, seed: int, device) -> dict:
     j1_config = SweepConfig(params=(), cumulative_rows=False, network_rows=True, adaptive=False, bootstrap=200)
     sweep = replacement_sweep(s_model, trained["finetune-all"], task.val, task.train, j1_config, task=task.kind,
                               device=device)  # fmt: skip
-    fresh = trained["scratch"].cpu()
-    comparison = compare_models(s_model.cpu(), fresh, "auto", example_input=task.val.x[:2], lineage="independent")
-    head = head_module_name(fresh)
-    positions = [layer.null_position for layer in comparison.layers if not in_head(layer.name, head)]
+    positions = j3_positions(s_model, trained["scratch"], task.val.x[:2])
     tolerance = Thresholds().for_task(task.kind).network_tolerance
     return {"seed": seed, "shots": n, "validation_images": len(task.val), "tolerance": tolerance,
             "j1_drop": min(r.drop for r in sweep.rows), "j1_rows": {r.params: r.drop for r in sweep.rows},

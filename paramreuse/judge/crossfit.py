@@ -227,12 +227,15 @@ def _diagnostics(source, folds, fresh_models, *, config: SweepConfig, data: Task
     streams = [list(SweepStream(source, target, held, fit, j1_config, task=data.kind, device=device)) for target, held, fit, _ in folds]
     j1 = {parts[0].params: {"drop": row.drop, "ci": list(row.ci), "n": row.n}
           for parts in zip(*streams) for row in [pool_row(parts, j1_config, bounds)]}  # fmt: skip
-    positions = []
-    for fresh_model, (_, held, _, _) in zip(fresh_models, folds):
-        comparison = compare_models(source.cpu(), fresh_model.cpu(), "auto", example_input=held.x[:2], lineage="independent")
-        head = head_module_name(fresh_model)
-        positions.append([layer.null_position for layer in comparison.layers if not in_head(layer.name, head)])
+    positions = [j3_positions(source, fresh_model, held.x[:2]) for fresh_model, (_, held, _, _) in zip(fresh_models, folds)]
     return {"diagnostics": {"j1": j1, "j3_positions": positions, "seconds": time.perf_counter() - start}}
+
+
+def j3_positions(source: nn.Module, fresh: nn.Module, example: torch.Tensor) -> list[float]:
+    """The paper's J3 per unit: S against a freshly trained network, aligned, each body unit's ``rmse / rmse_null``."""
+    comparison = compare_models(source.cpu(), fresh.cpu(), "auto", example_input=example, lineage="independent")
+    head = head_module_name(fresh)
+    return [layer.null_position for layer in comparison.layers if not in_head(layer.name, head)]
 
 
 def network_evidence(
